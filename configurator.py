@@ -1,0 +1,157 @@
+"""
+Command-line and config-file overrides for plain-globals scripts (nanoGPT's "poor man's configurator").
+
+A script defines its defaults as globals, then runs this file in its own namespace:
+
+    batch_size = 12
+    learning_rate = 6e-4
+    exec(open('configurator.py').read())  # overrides the globals above
+
+    $ python train.py config/demo.py --batch_size=32 --learning_rate=1e-3
+
+Arguments are applied in command-line order, so later ones win:
+  - an argument without a leading `--` is a config file: Python code run with the current values in
+    scope; every plain name it assigns must be an existing key (names starting with `_`, modules and
+    functions are ignored, so a config file may use helpers);
+  - `--key=value` sets one key; everything after the first '=' is the value, so values may contain '='.
+The config keys are the globals whose values are int, float, bool, str or None (and whose names do not
+start with '_'). Each key keeps the type of its default: an int is accepted where a float is expected,
+an integral float such as 1e4 where an int is expected, bools are True/False, and a str key takes the
+text as written (quotes optional). `--help` lists the keys and their current values.
+
+Mistakes (unknown key, wrong type, missing file) end the program with a one-line message naming the
+problem and the closest valid keys, not a traceback.
+
+Other scripts (coord_check.py, sweep.py, tests) can use the same rules on a dict without exec:
+
+    from configurator import apply_config, ConfigError
+    apply_config(['--width=512'], config)  # raises ConfigError on a mistake
+"""
+_names_before_configurator = set(globals())  # so the exec'd form can remove what it defined (see end)
+
+import ast
+import difflib
+import sys
+
+CONFIG_TYPES = (int, float, bool, str, type(None))
+
+
+class ConfigError(ValueError):
+    """A user mistake in the command line or a config file; the message says what to fix."""
+
+
+def config_keys(config):
+    """The keys of `config` that can be overridden: public names holding plain values."""
+    return [k for k, v in config.items() if not k.startswith('_') and isinstance(v, CONFIG_TYPES)]
+
+
+def _unknown_key_error(key, keys, origin):
+    close = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r} ({origin}).{hint} Run with --help to list the valid keys.")
+
+
+def _convert(key, value, default, origin):
+    """Check/convert a value (already a Python object) to the type of the key's default."""
+    expected = type(default)
+    if default is None or type(value) is expected:
+        return value
+    # bool is a subclass of int, so test it first: True must not pass as an int, nor 1 as a bool
+    if expected is not bool and not isinstance(value, bool):
+        if expected is float and isinstance(value, int):
+            return float(value)
+        if expected is int and isinstance(value, float) and value.is_integer():
+            return int(value)  # lets max_iters=1e4 through; 1.5 still fails below
+    raise ConfigError(f"{key} expects {expected.__name__} (default {default!r}), got {value!r} "
+                      f"of type {type(value).__name__} ({origin})")
+
+
+def _parse(key, text, default, origin):
+    """Turn the text of `--key=text` into a value of the key's type."""
+    if isinstance(default, bool):
+        # literal_eval would also give True/False, but lower case is a common typo worth accepting
+        if text.lower() in ('true', 'false'):
+            return text.lower() == 'true'
+        raise ConfigError(f"{key} expects True or False, got {text!r} ({origin})")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = text  # not a Python literal: a bare word like cuda or out-run1
+    if isinstance(default, str) and not isinstance(value, str):
+        value = text  # for a str key the text itself is the value (--out_dir=2024 means '2024')
+    return _convert(key, value, default, origin)
+
+
+def _apply_file(path, config, keys, verbose):
+    try:
+        with open(path) as f:
+            source = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e.strerror}. Config files are given "
+                          f"without '--'; overrides are written --key=value") from None
+    scope = {k: config[k] for k in keys}  # config files may read the current values
+    try:
+        exec(compile(source, path, 'exec'), scope)
+    except Exception as e:
+        raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
+    updates = {}  # validate everything before changing anything
+    for k, v in scope.items():
+        if k.startswith('_') or not isinstance(v, CONFIG_TYPES):
+            continue  # helpers, imports, functions
+        if k not in keys:
+            raise _unknown_key_error(k, keys, f"set in config file {path}")
+        updates[k] = _convert(k, v, config[k], f"in config file {path}")
+    if verbose:
+        print(f"Overriding config with {path}:")
+    for k, v in updates.items():
+        if verbose and v != config[k]:
+            print(f"  {k} = {v!r}")
+        config[k] = v
+
+
+def _print_help(config):
+    print("Config keys (override with --key=value, or name a config file):")
+    keys = config_keys(config)  # in definition order
+    width = max((len(k) for k in keys), default=0)
+    for k in keys:
+        print(f"  {k:<{width}} = {config[k]!r}  ({type(config[k]).__name__})")
+
+
+def apply_config(args, config, verbose=True):
+    """Apply config files and --key=value overrides in `args`, in order, to the dict `config`.
+
+    Raises ConfigError for any user mistake; `--help` prints the keys and raises SystemExit(0).
+    """
+    keys = set(config_keys(config))
+    for arg in args:
+        if arg in ('-h', '--help'):
+            _print_help(config)
+            raise SystemExit(0)
+        if not arg.startswith('--'):
+            _apply_file(arg, config, keys, verbose)
+            continue
+        key, sep, text = arg[2:].partition('=')
+        if not sep:
+            raise ConfigError(f"expected --key=value, got {arg!r}")
+        if key not in keys:
+            raise _unknown_key_error(key, keys, f"in {arg!r}")
+        config[key] = _parse(key, text, config[key], f"in {arg!r}")
+        if verbose:
+            print(f"Overriding: {key} = {config[key]!r}")
+
+
+def configure(config, args=None):
+    """apply_config on sys.argv[1:] (or `args`) for a script: a user mistake exits with its message."""
+    try:
+        apply_config(sys.argv[1:] if args is None else args, config)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+# Run with exec() inside a script (nanoGPT's usage), __name__ is that script's: apply sys.argv to its
+# globals, then remove the helpers defined above so only the script's own names remain.
+if __name__ != 'configurator':
+    configure(globals())
+    for _name in set(globals()) - _names_before_configurator - {'_name', '_names_before_configurator'}:
+        del globals()[_name]
+    del _name, _names_before_configurator

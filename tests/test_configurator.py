@@ -1,0 +1,134 @@
+"""configurator.py: overrides, config files and the user-mistake errors, on a dict and through exec."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configurator import ConfigError, apply_config  # noqa: E402
+
+
+def defaults():
+    return dict(batch_size=12, learning_rate=6e-4, mup=False, compile=True, device='cpu',
+                out_dir='out', dataset='shakespeare', backend=None, _private=1, sys=sys)
+
+
+def test_overrides_in_order_and_types():
+    c = defaults()
+    apply_config(['--batch_size=32', '--learning_rate=1e-3', '--mup=True', '--device=cuda',
+                  '--batch_size=64', '--compile=false'], c, verbose=False)
+    assert c['batch_size'] == 64 and type(c['batch_size']) is int  # later override wins
+    assert c['learning_rate'] == 1e-3 and c['mup'] is True and c['compile'] is False
+    assert c['device'] == 'cuda'
+
+
+def test_int_where_float_expected_and_integral_float_for_int():
+    c = defaults()
+    apply_config(['--learning_rate=1', '--batch_size=1e2'], c, verbose=False)
+    assert c['learning_rate'] == 1.0 and type(c['learning_rate']) is float
+    assert c['batch_size'] == 100 and type(c['batch_size']) is int
+
+
+def test_str_values_quotes_numbers_and_equals():
+    c = defaults()
+    apply_config(['--out_dir=runs/a=1,b=2'], c, verbose=False)
+    assert c['out_dir'] == 'runs/a=1,b=2'  # split on the first '=' only
+    apply_config(["--dataset='fineweb_edu'"], c, verbose=False)
+    assert c['dataset'] == 'fineweb_edu'
+    apply_config(['--out_dir=2024'], c, verbose=False)
+    assert c['out_dir'] == '2024'  # a str key keeps the text, not the int
+    apply_config(['--out_dir='], c, verbose=False)
+    assert c['out_dir'] == ''
+    apply_config(['--backend=triton'], c, verbose=False)  # a None default accepts anything
+    assert c['backend'] == 'triton'
+
+
+@pytest.mark.parametrize('arg, words', [
+    ('--batch_sise=3', ["unknown config key 'batch_sise'", "'batch_size'", '--help']),
+    ('--learnin_rate=1', ["'learning_rate'"]),
+    ('--zzz=1', ["unknown config key 'zzz'", '--help']),
+    ('--_private=2', ['unknown config key']),
+    ('--sys=2', ['unknown config key']),  # not a plain value, so not a key
+    ('--batch_size=1.5', ['batch_size expects int', '1.5']),
+    ('--batch_size=abc', ['batch_size expects int']),
+    ('--learning_rate=fast', ['learning_rate expects float']),
+    ('--mup=1', ['mup expects True or False']),
+    ('--mup=yes', ['mup expects True or False']),
+    ('--learning_rate=True', ['learning_rate expects float']),
+    ('--device', ['expected --key=value']),
+    ('missing_config.py', ['cannot read config file']),
+])
+def test_user_mistakes_raise_config_error(arg, words):
+    c = defaults()
+    before = dict(c)
+    with pytest.raises(ConfigError) as e:
+        apply_config([arg], c, verbose=False)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    assert c == before
+
+
+def test_config_file_then_override(tmp_path):
+    f = tmp_path / 'cfg.py'
+    f.write_text("import math\n_helper = 3\nbatch_size = 2 ** 5\nlearning_rate = math.sqrt(4) * learning_rate\n"
+                 "def unused(): pass\nmup = True\n")
+    c = defaults()
+    apply_config([str(f), '--batch_size=7'], c, verbose=False)
+    assert c['batch_size'] == 7 and c['mup'] is True and c['learning_rate'] == pytest.approx(1.2e-3)
+    assert '_helper' not in c and 'math' not in c and 'unused' not in c
+
+
+@pytest.mark.parametrize('body, words', [
+    ('batch_sze = 3\n', ["unknown config key 'batch_sze'", "'batch_size'"]),
+    ('mup = 1\n', ['mup expects bool']),
+    ('batch_size = (\n', ['failed', 'SyntaxError']),
+])
+def test_config_file_mistakes(tmp_path, body, words):
+    f = tmp_path / 'bad.py'
+    f.write_text(body)
+    c = defaults()
+    with pytest.raises(ConfigError) as e:
+        apply_config([str(f)], c, verbose=False)
+    for w in words:
+        assert w in str(e.value)
+    assert c == defaults()
+
+
+SCRIPT = """
+import sys
+batch_size = 12
+learning_rate = 6e-4
+mup = False
+out_dir = 'out'
+exec(open({path!r}).read())
+print('RESULT', batch_size, learning_rate, mup, out_dir, sorted(k for k in globals() if not k.startswith('__')))
+"""
+
+
+def run_script(tmp_path, *args):
+    script = tmp_path / 'script.py'
+    script.write_text(SCRIPT.format(path=os.path.join(ROOT, 'configurator.py')))
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_exec_usage_like_nanogpt(tmp_path):
+    r = run_script(tmp_path, '--batch_size=3', '--mup=True', '--out_dir=x=y')
+    assert r.returncode == 0, r.stderr
+    line = [l for l in r.stdout.splitlines() if l.startswith('RESULT')][0]
+    # the exec'd helpers are cleaned up: only the script's own globals remain
+    assert line == "RESULT 3 0.0006 True x=y ['batch_size', 'learning_rate', 'mup', 'out_dir', 'sys']"
+
+
+def test_exec_usage_error_is_one_line_not_a_traceback(tmp_path):
+    r = run_script(tmp_path, '--batch_sise=3')
+    assert r.returncode != 0
+    assert 'Traceback' not in r.stderr
+    assert r.stderr.strip().startswith("error: unknown config key 'batch_sise'") and 'batch_size' in r.stderr
+
+
+def test_help_lists_keys(tmp_path):
+    r = run_script(tmp_path, '--help')
+    assert r.returncode == 0
+    assert 'batch_size' in r.stdout and 'learning_rate' in r.stdout and 'RESULT' not in r.stdout
