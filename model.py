@@ -1,0 +1,266 @@
+"""
+A Gated DeltaNet (GDN) language model, nanoGPT-style, under standard parametrization or μP.
+
+Every width-dependent constant comes from mup.py (init stds, the logits and readout multipliers);
+`grep mup model.py` shows all of them. References:
+1) Yang, Kautz, Hatamizadeh, "Gated Delta Networks" (2024), the layer.
+2) Liu & Gu, "Unlocking Feature Learning in Gated Delta Networks at Scale" (arXiv 2606.04048), μP for it.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mup
+from kernel import chunk_gated_delta_rule
+
+
+@dataclass
+class GDNConfig:
+    vocab_size: int = 50304      # GPT-2's 50257 padded up to a multiple of 64
+    width: int = 256             # d, the residual stream width
+    n_layer: int = 8
+    n_head: int = 6              # fixed across widths, as in the paper; head dims grow with d
+    head_k: int = 0              # key head dim; 0 = width // 8
+    head_v: int = 0              # value head dim; 0 = width // 4
+    conv_size: int = 4
+    mup: bool = False
+    gdn_corrections: bool = True # False = the SGD ablation 'mup_nogdn' (optimizer groups only)
+    base_width: int = 256
+    kernel_backend: str = ''     # '' = best available (Triton on CUDA), or 'torch' / 'triton'
+
+    def __post_init__(self):
+        self.head_k = self.head_k or self.width // 8
+        self.head_v = self.head_v or self.width // 4
+        if self.width % 8 or self.head_k % 16 or self.head_v % 16:
+            raise ValueError(f"width={self.width} gives head dims d_k={self.head_k}, d_v={self.head_v}; "
+                             "the kernel needs multiples of 16: use a width that is a multiple of 128, "
+                             "or set head_k/head_v explicitly")
+
+    @property
+    def parametrization(self):
+        return mup.parametrization(self.mup, self.gdn_corrections)
+
+    @property
+    def mlp_hidden(self):
+        # SwiGLU with ~8d/3 hidden units (the parameter count of a 4d GELU MLP), rounded up to a
+        # multiple of 64 for the matmul units
+        return 64 * math.ceil(8 * self.width / 3 / 64)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
+
+
+def probe(module, name, x):
+    # coord_check.py sets `module.probes = {}` to record intermediate activations; otherwise a no-op
+    if module.probes is not None:
+        module.probes[name] = x.detach()
+
+
+class ShortConv(nn.Module):
+    """Depthwise causal conv1d + SiLU over time. Carries the last (kernel-1) inputs as its state."""
+
+    def __init__(self, channels, kernel_size):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
+
+    def forward(self, x, state=None):  # x: [B, T, C], state: [B, C, kernel-1]
+        x = x.transpose(1, 2)
+        if state is None:
+            state = x.new_zeros(x.size(0), x.size(1), self.conv.kernel_size[0] - 1)
+        x = torch.cat([state.to(x.dtype), x], dim=2)
+        y = F.silu(self.conv(x)).transpose(1, 2)
+        return y, x[:, :, x.size(2) - state.size(2):]
+
+
+class GatedDeltaNet(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        d, H, K, V = config.width, config.n_head, config.head_k, config.head_v
+        self.n_head, self.head_k, self.head_v = H, K, V
+        self.backend = config.kernel_backend or None
+        self.q_proj = nn.Linear(d, H * K, bias=False)
+        self.k_proj = nn.Linear(d, H * K, bias=False)
+        self.v_proj = nn.Linear(d, H * V, bias=False)
+        self.q_conv = ShortConv(H * K, config.conv_size)
+        self.k_conv = ShortConv(H * K, config.conv_size)
+        self.v_conv = ShortConv(H * V, config.conv_size)
+        self.a_proj = nn.Linear(d, H, bias=False)  # W_alpha: decay gate
+        self.b_proj = nn.Linear(d, H, bias=False)  # W_beta: write strength
+        self.A_log = nn.Parameter(torch.zeros(H))
+        self.dt_bias = nn.Parameter(torch.zeros(H))
+        self.g_proj = nn.Linear(d, H * V, bias=False)  # output gate
+        self.o_norm = RMSNorm(V)                         # per-head norm, gain shared across heads
+        self.o_proj = nn.Linear(H * V, d, bias=False)
+        self.readout_scale = mup.multipliers(config.parametrization, config.width,
+                                             config.base_width, K)['readout']
+        self.probes = None
+
+    def forward(self, x, state=None, need_state=False):
+        B, T, _ = x.shape
+        H, K, V = self.n_head, self.head_k, self.head_v
+        state = state or {}
+        q, conv_q = self.q_conv(self.q_proj(x), state.get('conv_q'))
+        k, conv_k = self.k_conv(self.k_proj(x), state.get('conv_k'))
+        v, conv_v = self.v_conv(self.v_proj(x), state.get('conv_v'))
+        # unit-norm keys keep (I - beta k k^T) a contraction; unit-norm queries keep S q bounded
+        q = F.normalize(q.view(B, T, H, K).float(), dim=-1)
+        k = F.normalize(k.view(B, T, H, K).float(), dim=-1)
+        v = v.view(B, T, H, V)
+        beta = torch.sigmoid(self.b_proj(x).float())
+        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)  # log alpha
+        probe(self, 'q', q); probe(self, 'k', k); probe(self, 'v', v)
+        probe(self, 'beta', beta); probe(self, 'alpha', g.exp())
+        o, S = chunk_gated_delta_rule(q.type_as(v), k.type_as(v), v, g, beta, self.readout_scale,
+                                      initial_state=state.get('S'),
+                                      output_final_state=need_state or self.probes is not None,
+                                      backend=self.backend)
+        probe(self, 'readout', o)
+        if S is not None:
+            probe(self, 'state', S)
+        o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, V))
+        new_state = dict(conv_q=conv_q, conv_k=conv_k, conv_v=conv_v, S=S)
+        return self.o_proj(o.reshape(B, T, H * V)), new_state
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.width, config.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(config.width, config.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(config.mlp_hidden, config.width, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.mixer_norm = RMSNorm(config.width)
+        self.mixer = GatedDeltaNet(config)
+        self.mlp_norm = RMSNorm(config.width)
+        self.mlp = MLP(config)
+        self.probes = None
+
+    def forward(self, x, state=None, need_state=False):
+        h, state = self.mixer(self.mixer_norm(x), state, need_state)
+        probe(self, 'mixer_out', h)
+        x = x + h
+        h = self.mlp(self.mlp_norm(x))
+        probe(self, 'mlp_out', h)
+        x = x + h
+        probe(self, 'residual', x)
+        return x, state
+
+
+class GDN(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.width)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.norm_f = RMSNorm(config.width)
+        self.logit_mult = mup.multipliers(config.parametrization, config.width,
+                                          config.base_width, config.head_k)['logits']
+        self.probes = None
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        c = self.config
+        for name, p in self.named_parameters():
+            std = mup.init_std(mup.group_of(name), c.parametrization, c.width, c.base_width)
+            if std is not None:
+                p.normal_(0.0, std)
+            elif name.endswith('A_log'):
+                # decay rate exp(A_log) ~ U(0, 16), as in the GDN paper (clamped away from log 0)
+                p.copy_(torch.empty_like(p).uniform_(0, 16).clamp_(min=1e-4).log())
+            elif name.endswith('dt_bias'):
+                # softplus(dt_bias) = dt ~ logU(1e-3, 1e-1): the initial step sizes span two decades
+                dt = torch.empty_like(p).uniform_(math.log(1e-3), math.log(1e-1)).exp().clamp_(min=1e-4)
+                p.copy_(dt + torch.log(-torch.expm1(-dt)))
+            elif 'norm' in name:
+                p.fill_(1.0)
+            elif 'conv' in name:
+                fan_in = p.size(-1)  # depthwise: each channel sees only its own kernel_size taps
+                p.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            else:
+                raise RuntimeError(f"no init rule for parameter {name}")
+
+    def num_params(self, non_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wte.weight.numel() if non_embedding else n
+
+    def forward(self, idx, targets=None, state=None, return_state=False):
+        """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a
+        sequence (conv inputs and delta-rule state). Returns (logits, loss) or, with return_state,
+        (logits, loss, state). Without targets only the last position's logits are computed."""
+        x = self.wte(idx)
+        probe(self, 'embed', x)
+        new_state = []
+        for i, block in enumerate(self.blocks):
+            x, s = block(x, state[i] if state else None, return_state)
+            new_state.append(s)
+        x = self.norm_f(x)
+        if targets is None and not return_state and self.probes is None:
+            x = x[:, -1:]  # generation only needs the last position
+        # tied embedding as lm_head; μP scales the logits by 1/m (mup.multipliers)
+        logits = F.linear(x, self.wte.weight) * self.logit_mult
+        probe(self, 'logits', logits)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
+                                   ignore_index=-1)
+        return (logits, loss, new_state) if return_state else (logits, loss)
+
+    def flops_per_token(self, T):
+        """Training FLOPs per token (forward + backward = 3x forward): 6 per matmul parameter, plus
+        the chunked delta rule. Per token and head, chunk C = 64, the kernel does matmuls worth
+        3CK + 2CV + 3KV multiply-adds (K K^T, Q K^T, A K, A V, P V_new; W H, Q H, K^T V_new); we count
+        the full (not triangular) chunk products, as the tensor cores do."""
+        c, C = self.config, min(64, T)
+        K, V = c.head_k, c.head_v
+        delta = 2 * (3 * C * K + 2 * C * V + 3 * K * V) * c.n_head * c.n_layer
+        return 6 * self.num_params(non_embedding=False) + 3 * delta
+
+    def configure_optimizer(self, optimizer, learning_rate, weight_decay, betas, momentum, device_type):
+        """AdamW or SGD (Nesterov) over mup.py's parameter groups. Each group keeps its 'lr_mult':
+        the trainer sets group['lr'] = lr_mult * schedule(it)."""
+        c = self.config
+        groups = mup.param_groups(self, c.parametrization, optimizer, c.width, c.base_width, weight_decay)
+        for g in groups:
+            g['lr'] = learning_rate * g['lr_mult']
+        if optimizer == 'adamw':
+            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+        if optimizer == 'sgd':
+            return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=momentum > 0)
+        raise ValueError(f"optimizer={optimizer!r}: use 'adamw' or 'sgd'")
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Sample max_new_tokens after idx, carrying the recurrent state: constant memory per token,
+        the prefix is read once."""
+        was_training = self.training
+        self.eval()
+        logits, _, state = self(idx, return_state=True)
+        out = [idx]
+        for _ in range(max_new_tokens):
+            logits = logits[:, -1, :].float() / max(temperature, 1e-8)
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('inf')
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            out.append(nxt)
+            logits, _, state = self(nxt, state=state, return_state=True)
+        self.train(was_training)
+        return torch.cat(out, dim=1)

@@ -1,0 +1,121 @@
+"""The GDN LM: μP == SP at the base width, the scaling rules as numbers, causality, init loss, state."""
+import math
+
+import pytest
+import torch
+
+import mup
+from model import GDN, GDNConfig
+
+V = 512  # a small vocab keeps the CPU tests fast
+
+
+def build(width=256, mup_on=False, seed=0, **kw):
+    torch.manual_seed(seed)
+    return GDN(GDNConfig(width=width, n_layer=2, vocab_size=V, mup=mup_on, **kw))
+
+
+def groups(model, optimizer, **kw):
+    opt = model.configure_optimizer(optimizer, 1e-2, 0.1, (0.9, 0.95), 0.98, 'cpu', **kw)
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {g['name']: (g['lr'], g['weight_decay'], sorted(names[id(p)] for p in g['params']))
+            for g in opt.param_groups}
+
+
+@pytest.mark.parametrize('optimizer', ['adamw', 'sgd'])
+def test_mup_equals_sp_at_base_width(optimizer):
+    sp, mp = build(mup_on=False), build(mup_on=True)
+    for (n1, p1), (n2, p2) in zip(sp.named_parameters(), mp.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    idx = torch.randint(0, V, (2, 40))
+    assert torch.equal(sp(idx, idx)[0], mp(idx, idx)[0])
+    assert groups(sp, optimizer) == groups(mp, optimizer)
+    ablation = build(mup_on=True, gdn_corrections=False)
+    assert groups(sp, optimizer) == groups(ablation, optimizer)
+
+
+def test_groups_cover_every_parameter_once():
+    model = build(width=384, mup_on=True)
+    seen = [id(p) for g in mup.param_groups(model, 'mup', 'sgd', 384, 256, 0.1) for p in g['params']]
+    assert len(seen) == len(set(seen)) == len(list(model.parameters()))
+    assert {mup.group_of(n) for n, _ in model.named_parameters()} == set(mup.GROUPS)
+
+
+# LR exponents of m written out independently of mup.py (DESIGN §3), so a changed rule fails here.
+EXPECTED_LR_EXP = {
+    ('mup', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
+    ('mup', 'sgd'): dict(embedding=1, hidden=0, gate=-0.5, scalar=0.5, vector=1),
+    ('mup_nogdn', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
+    ('mup_nogdn', 'sgd'): dict(embedding=1, hidden=0, gate=0, scalar=1, vector=1),
+    ('sp', 'adamw'): dict(embedding=0, hidden=0, gate=0, scalar=0, vector=0),
+    ('sp', 'sgd'): dict(embedding=0, hidden=0, gate=0, scalar=0, vector=0),
+}
+
+
+@pytest.mark.parametrize('param,optimizer', list(EXPECTED_LR_EXP))
+@pytest.mark.parametrize('m', [2, 4])
+def test_lr_multipliers_scale_with_width(param, optimizer, m):
+    for group, exp in EXPECTED_LR_EXP[(param, optimizer)].items():
+        base = mup.lr_mult(group, param, optimizer, 256, 256)
+        assert base == 1.0
+        assert mup.lr_mult(group, param, optimizer, 256 * m, 256) == pytest.approx(m ** exp), group
+
+
+@pytest.mark.parametrize('m', [2, 4])
+def test_init_std_and_multipliers_scale_with_width(m):
+    """Measured on built models: hidden and gate stds shrink as m^-1/2 under μP, stay 0.02 under SP."""
+    for mup_on, exp in [(True, -0.5), (False, 0.0)]:
+        model = build(width=128 * m, mup_on=mup_on, base_width=128)
+        p = dict(model.named_parameters())
+        for name in ['blocks.0.mixer.q_proj.weight', 'blocks.1.mlp.down_proj.weight',
+                     'blocks.0.mixer.a_proj.weight', 'blocks.0.mixer.b_proj.weight']:
+            assert p[name].std().item() == pytest.approx(0.02 * m ** exp, rel=0.06), name
+        assert p['wte.weight'].std().item() == pytest.approx(0.02, rel=0.03)
+        d_k = model.config.head_k
+        readout = model.blocks[0].mixer.readout_scale * math.sqrt(d_k)
+        assert readout == pytest.approx(math.sqrt(m) if mup_on else 1.0)
+        assert model.logit_mult == pytest.approx(1 / m if mup_on else 1.0)
+
+
+def test_causal():
+    model = build().double()
+    idx = torch.randint(0, V, (1, 100))
+    a, _ = model(idx, idx)
+    idx[0, 60] = (idx[0, 60] + 1) % V
+    b, _ = model(idx, idx)
+    assert torch.equal(a[:, :60], b[:, :60])
+    assert (a[:, 60:] - b[:, 60:]).abs().max() > 1e-4  # and the change is seen from t on
+
+
+@pytest.mark.parametrize('width,mup_on', [(256, False), (512, True), (512, False)])
+def test_init_loss_near_log_vocab(width, mup_on):
+    model = build(width=width, mup_on=mup_on)
+    idx, targets = torch.randint(0, V, (4, 64)), torch.randint(0, V, (4, 64))
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(V)) < 0.15
+
+
+def test_state_carries_across_pieces():
+    model = build()
+    idx = torch.randint(0, V, (2, 150))
+    whole, _ = model(idx, idx)
+    a, _, state = model(idx[:, :37], return_state=True)
+    b, _, state = model(idx[:, 37:101], state=state, return_state=True)
+    c, _, _ = model(idx[:, 101:], state=state, return_state=True)
+    torch.testing.assert_close(torch.cat([a, b, c], 1), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_token_by_token_equals_full_sequence():
+    model = build()
+    idx = torch.randint(0, V, (1, 20))
+    whole, _ = model(idx, idx)
+    state, steps = None, []
+    for t in range(idx.size(1)):
+        logits, _, state = model(idx[:, t:t + 1], state=state, return_state=True)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_head_dims_fail_clearly():
+    with pytest.raises(ValueError, match='multiple'):
+        GDNConfig(width=200)
