@@ -34,10 +34,10 @@ class GDNConfig:
     def __post_init__(self):
         self.head_k = self.head_k or self.width // 8
         self.head_v = self.head_v or self.width // 4
-        if self.width % 8 or self.head_k % 16 or self.head_v % 16:
-            raise ValueError(f"width={self.width} gives head dims d_k={self.head_k}, d_v={self.head_v}; "
-                             "the kernel needs multiples of 16: use a width that is a multiple of 128, "
-                             "or set head_k/head_v explicitly")
+        if self.width % 8:
+            raise ValueError(f"width={self.width}: the head dims d_k = width/8 and d_v = width/4 must be "
+                             "whole numbers; use a multiple of 8 (of 128 for the Triton kernel, which needs "
+                             "head dims that are multiples of 16), or set head_k/head_v explicitly")
 
     @property
     def parametrization(self):

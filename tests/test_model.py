@@ -117,5 +117,5 @@ def test_token_by_token_equals_full_sequence():
 
 
 def test_bad_head_dims_fail_clearly():
-    with pytest.raises(ValueError, match='multiple'):
-        GDNConfig(width=200)
+    with pytest.raises(ValueError, match='multiple of 8'):
+        GDNConfig(width=100)
