@@ -1,0 +1,319 @@
+"""
+Tokenise a dataset into uint16 token files for train.py.
+
+    python prepare_data.py                             # shakespeare: GPT-2 BPE of the corpus shipped in data/
+    python prepare_data.py --dataset=shakespeare_char  # the same text, one token per character
+    python prepare_data.py --input=my.txt [--name=mine] [--tokenizer=char]   # your own text file
+    python prepare_data.py --dataset=fineweb_edu --max_tokens=10e9 [--num_proc=16] [--shard_tokens=1e8]
+
+Writes data/<name>/train.bin and val.bin (uint16 token ids, read back with np.memmap as in nanoGPT) and
+data/<name>/meta.json (tokenizer, vocab_size, token counts; for char-level data the itos/stoi tables).
+meta.json is written last, so its presence means the preparation finished. FineWeb-Edu is too big for
+one file and is written as shards: data/fineweb_edu/shards/{train,val}_NNNNNN.bin.
+
+Everything but FineWeb-Edu works offline: the GPT-2 tokenizer is built from the BPE files shipped in
+data/gpt2/, never downloaded. vocab_size in meta.json is the tokenizer's (50257 for GPT-2); train.py pads
+it for the model (50304).
+
+Python API, for train.py, sample.py and the tests:
+    get_tokenizer(name)                     'gpt2', or a prepared dataset's name: .encode(str), .decode(ids)
+    prepare(dataset, data_dir='data', ...)  prepare and return the output folder
+    ensure_prepared(dataset, data_dir='data')  the folder, preparing the embedded corpus if needed
+    load_split(dataset_dir, split)          the tokens of 'train' or 'val' as one sequence (any layout)
+"""
+import bisect
+import functools
+import gzip
+import json
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+SHAKESPEARE = os.path.join(REPO, 'data', 'shakespeare', 'shakespeare.txt.gz')
+GPT2_FILES = os.path.join(REPO, 'data', 'gpt2')
+EMBEDDED = ('shakespeare', 'shakespeare_char')  # datasets that need nothing but the repository
+VAL_FRACTION = 0.1
+
+# ----------------------------------------------------------------------------------------------------
+# tokenizers
+
+# GPT-2's pre-tokenizer regex (tiktoken's "r50k" pattern): splits text into words, numbers, punctuation
+# runs and whitespace runs; BPE merges never cross these pieces.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_EOT = 50256  # <|endoftext|>, the only special token
+
+
+def _gpt2_byte_decoder():
+    """GPT-2's encoder.json spells bytes as printable unicode chars: printable bytes stand for
+    themselves, the other 68 are mapped in order to chr(256), chr(257), ... Return char -> byte."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    others = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + i): b for i, b in enumerate(others)})
+    return table
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_encoding():
+    """tiktoken's 'gpt2' Encoding, built from data/gpt2/ (identical to the downloaded one, but offline).
+
+    In GPT-2's tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's
+    mergeable ranks; vocab.bpe (the merge list) is used to check that, which is what tiktoken's own
+    loader asserts too."""
+    import tiktoken
+    byte_of = _gpt2_byte_decoder()
+    with gzip.open(os.path.join(GPT2_FILES, 'encoder.json.gz'), 'rt', encoding='utf-8') as f:
+        encoder = json.load(f)
+    ranks = {bytes(byte_of[c] for c in tok): i for tok, i in encoder.items() if tok != '<|endoftext|>'}
+    with gzip.open(os.path.join(GPT2_FILES, 'vocab.bpe.gz'), 'rt', encoding='utf-8') as f:
+        merges = f.read().split('\n')[1:-1]  # first line is a version header, last is empty
+    assert len(ranks) == 256 + len(merges) == 50256 and encoder['<|endoftext|>'] == GPT2_EOT
+    for i, merge in enumerate(merges):
+        a, b = merge.split(' ')
+        assert ranks[bytes(byte_of[c] for c in a + b)] == 256 + i, f"vocab.bpe disagrees at merge {i}"
+    return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={'<|endoftext|>': GPT2_EOT}, explicit_n_vocab=GPT2_EOT + 1)
+
+
+class CharTokenizer:
+    """One token per character of a fixed alphabet (itos: id -> char)."""
+    name = 'char'
+    eot_token = None
+
+    def __init__(self, itos):
+        self.itos = list(itos)
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self.n_vocab = len(self.itos)
+
+    def encode(self, text):
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in this char-level vocabulary") from None
+
+    def decode(self, ids):
+        return ''.join(self.itos[int(i)] for i in ids)
+
+
+def get_tokenizer(name, data_dir='data'):
+    """'gpt2' -> tiktoken's GPT-2 Encoding; a prepared dataset's name -> the tokenizer in its meta.json.
+    Both have .encode(text) -> list of ids, .decode(ids) -> text, .n_vocab and .eot_token (None for char)."""
+    if name == 'gpt2':
+        return gpt2_encoding()
+    meta_path = os.path.join(data_dir, name, 'meta.json')
+    if not os.path.exists(meta_path):
+        raise ValueError(f"unknown tokenizer {name!r}: expected 'gpt2' or a prepared dataset "
+                         f"({meta_path} not found)")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    return gpt2_encoding() if meta['tokenizer'] == 'gpt2' else CharTokenizer(meta['itos'])
+
+
+# ----------------------------------------------------------------------------------------------------
+# text files -> train.bin, val.bin, meta.json
+
+def split_point(text, fraction=1 - VAL_FRACTION):
+    """Where to cut `text` into train and val: the line start nearest to fraction * len(text) whose
+    previous line ends in a visible character and which itself starts with one. GPT-2's pre-tokenizer
+    makes such a lone '\\n' its own piece, so the two halves tokenise exactly as the whole text does
+    (train + val token counts equal the whole text's). Falls back to the exact fraction if the text
+    has no such line boundary."""
+    target = int(len(text) * fraction)
+
+    def ok(i):  # i is the index just after a '\n'
+        return 2 <= i < len(text) and not text[i - 2].isspace() and not text[i].isspace()
+
+    after, before = text.find('\n', target), text.rfind('\n', 0, target)
+    while after != -1 and not ok(after + 1):
+        after = text.find('\n', after + 1)
+    while before != -1 and not ok(before + 1):
+        before = text.rfind('\n', 0, before)
+    candidates = [i + 1 for i in (after, before) if i != -1]
+    return min(candidates, key=lambda i: abs(i - target)) if candidates else target
+
+
+def _atomic_write(path, data):
+    """Write bytes or str to a temporary name, then rename: a reader never sees half a file."""
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(data.encode('utf-8') if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def to_uint16(ids):
+    ids = np.asarray(ids)
+    assert ids.size == 0 or (ids.min() >= 0 and ids.max() < 2**16), "token ids must fit in uint16"
+    return ids.astype(np.uint16)
+
+
+def write_meta(out_dir, meta):
+    _atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
+
+
+def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
+    """Tokenise `text`, cut 90/10 at a line boundary, write train.bin, val.bin and meta.json."""
+    os.makedirs(out_dir, exist_ok=True)
+    meta = dict(tokenizer=tokenizer, source=source, dtype='uint16')
+    if tokenizer == 'gpt2':
+        tok = gpt2_encoding()
+        meta.update(vocab_size=tok.n_vocab, eot_token=GPT2_EOT)
+    elif tokenizer == 'char':
+        tok = CharTokenizer(sorted(set(text)))  # the alphabet of the whole text, train and val alike
+        meta.update(vocab_size=tok.n_vocab, eot_token=None, itos=tok.itos, stoi=tok.stoi)
+    else:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}: use 'gpt2' or 'char'")
+    cut = split_point(text)
+    for split, part in (('train', text[:cut]), ('val', text[cut:])):
+        # encode_ordinary: '<|endoftext|>' in the text is plain text, not the special token
+        ids = tok.encode_ordinary(part) if tokenizer == 'gpt2' else tok.encode(part)
+        _atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids).tobytes())
+        meta[f'{split}_tokens'] = len(ids)
+        meta[f'{split}_chars'] = len(part)
+    write_meta(out_dir, meta)  # last: its presence marks a finished preparation
+    print(f"{out_dir}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens, "
+          f"{tokenizer} vocab {meta['vocab_size']}")
+    return out_dir
+
+
+def read_shakespeare():
+    with gzip.open(SHAKESPEARE, 'rt', encoding='utf-8') as f:
+        return f.read()
+
+
+def prepare(dataset='shakespeare', data_dir='data', input='', name='', tokenizer='gpt2', **kwargs):
+    """Prepare `dataset` (or the text file `input`, called `name`) under data_dir; return its folder.
+    Extra keyword arguments go to the FineWeb-Edu preparation."""
+    if input:
+        name = name or os.path.splitext(os.path.basename(input))[0]
+        with open(input, encoding='utf-8') as f:
+            text = f.read()
+        return prepare_text(text, os.path.join(data_dir, name), tokenizer, source=os.path.abspath(input))
+    source = os.path.relpath(SHAKESPEARE, REPO)
+    if dataset == 'shakespeare':
+        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset), 'gpt2', source)
+    if dataset == 'shakespeare_char':
+        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset), 'char', source)
+    raise ValueError(f"unknown dataset {dataset!r}: choose from shakespeare, shakespeare_char, "
+                     f"fineweb_edu, or give --input=PATH")
+
+
+def is_prepared(out_dir):
+    """meta.json is written last, and names every file the preparation made."""
+    meta_path = os.path.join(out_dir, 'meta.json')
+    if not os.path.exists(meta_path):
+        return False
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get('sharded'):
+        files = [os.path.join('shards', f) for split in ('train', 'val') for f in meta['shards'][split]]
+    else:
+        files = ['train.bin', 'val.bin']
+    return all(os.path.exists(os.path.join(out_dir, f)) for f in files)
+
+
+def ensure_prepared(dataset, data_dir='data'):
+    """Return data_dir/dataset, preparing it first if it is one of the embedded datasets. For any other
+    dataset that is not prepared, exit with the exact command to run."""
+    out_dir = os.path.join(data_dir, dataset)
+    if is_prepared(out_dir):
+        return out_dir
+    extra = '' if os.path.normpath(data_dir) == 'data' else f' --data_dir={data_dir}'
+    if dataset in EMBEDDED:
+        print(f"{out_dir} is not prepared yet: running `python prepare_data.py --dataset={dataset}{extra}` "
+              f"(offline, a few seconds)")
+        return prepare(dataset, data_dir=data_dir)
+    if dataset == 'fineweb_edu':
+        cmd = f"python prepare_data.py --dataset=fineweb_edu --max_tokens=10e9{extra}"
+    else:
+        cmd = f"python prepare_data.py --input=PATH/TO/TEXT.txt --name={dataset}{extra}"
+    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing). "
+                     f"Run:\n    {cmd}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading a split back
+
+class TokenSplit:
+    """The tokens of one split as one long sequence, whether stored in a single .bin file or in shards.
+
+    Shards are consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens,
+    mid-document), so a window may run across a shard boundary: the result is the same as if all the
+    shards were one file. Supports what train.py's nanoGPT-style get_batch needs:
+        len(s)                   number of tokens
+        s[i:j]                   np.uint16 array of tokens i..j-1 (contiguous slices only)
+        s.sample(B, T, gen)      torch.int64 [B, T+1] windows at uniform random starts; x = w[:, :-1],
+                                 y = w[:, 1:]; `gen` is an optional torch.Generator, for reproducibility
+    The memmaps are opened per read, as nanoGPT does, so long runs do not hold every page they touched.
+    """
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+        sizes = [os.path.getsize(p) // 2 for p in self.paths]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()  # shard k holds [starts[k], starts[k+1])
+
+    def __len__(self):
+        return self.starts[-1]
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("TokenSplit supports contiguous slices only, e.g. s[i:i + block_size]")
+        start, stop, _ = index.indices(len(self))
+        return self._read(start, max(stop - start, 0), {})
+
+    def _read(self, start, length, maps):
+        out = np.empty(length, dtype=np.uint16)
+        k = bisect.bisect_right(self.starts, start) - 1  # the shard holding `start`
+        done = 0
+        while done < length:
+            if k not in maps:
+                maps[k] = np.memmap(self.paths[k], dtype=np.uint16, mode='r')
+            lo = start + done - self.starts[k]
+            n = min(length - done, self.starts[k + 1] - self.starts[k] - lo)
+            out[done:done + n] = maps[k][lo:lo + n]
+            done += n
+            k += 1
+        return out
+
+    def sample(self, batch_size, block_size, generator=None):
+        import torch
+        if len(self) < block_size + 1:
+            raise ValueError(f"split has {len(self)} tokens, fewer than block_size + 1 = {block_size + 1}")
+        ix = torch.randint(len(self) - block_size, (batch_size,), generator=generator).tolist()
+        maps = {}  # one memmap per shard per call
+        return torch.from_numpy(np.stack([self._read(i, block_size + 1, maps) for i in ix]).astype(np.int64))
+
+
+def load_split(dataset_dir, split):
+    """The 'train' or 'val' tokens of a prepared dataset folder (e.g. 'data/shakespeare') as a
+    TokenSplit: dataset_dir/<split>.bin if present, else dataset_dir/shards/<split>_*.bin in order."""
+    single = os.path.join(dataset_dir, f'{split}.bin')
+    if os.path.exists(single):
+        return TokenSplit([single])
+    shard_dir = os.path.join(dataset_dir, 'shards')
+    shards = sorted(f for f in os.listdir(shard_dir) if f.startswith(f'{split}_') and f.endswith('.bin')) \
+        if os.path.isdir(shard_dir) else []
+    if not shards:
+        raise FileNotFoundError(f"no {split}.bin or shards/{split}_*.bin in {dataset_dir}: "
+                                f"run prepare_data.py for it first")
+    return TokenSplit([os.path.join(shard_dir, f) for f in shards])
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def main():
+    from configurator import configure
+    config = dict(
+        dataset='shakespeare',  # shakespeare | shakespeare_char | fineweb_edu
+        input='',               # a UTF-8 text file of your own instead of a named dataset
+        name='',                # output folder name under data_dir (default: dataset, or input's stem)
+        tokenizer='gpt2',       # for --input: gpt2 | char
+        data_dir='data',
+    )
+    configure(config)
+    prepare(**config)
+
+
+if __name__ == '__main__':
+    main()
