@@ -126,3 +126,102 @@ def test_load_split_single_file(data_dir):
     assert w.shape == (4, 33) and w.dtype == torch.int64
     ix = torch.randint(len(s) - 32, (4,), generator=torch.Generator().manual_seed(0)).tolist()
     assert all(np.array_equal(w[b].numpy(), raw[i:i + 33]) for b, i in enumerate(ix))
+
+
+# ---------------------------------------------------------------------------------------------------
+# FineWeb-Edu-style preparation, on a local jsonl file through `datasets` (no network)
+
+@pytest.fixture(scope='module')
+def docs_jsonl(tmp_path_factory, text):
+    os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # never reach for the hub in tests
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    pytest.importorskip('datasets')
+    rng = np.random.default_rng(0)
+    docs = []
+    for _ in range(120):
+        a, n = int(rng.integers(len(text) - 3000)), int(rng.integers(1, 2500))
+        docs.append(text[a:a + n])
+    docs[5] = ''  # an empty document still gets its <|endoftext|>
+    path = tmp_path_factory.mktemp('src') / 'docs.jsonl'
+    path.write_text(''.join(json.dumps({'text': d, 'id': i}) + '\n' for i, d in enumerate(docs)))
+    tok = get_tokenizer('gpt2')
+    stream = np.concatenate([[tok.eot_token] + tok.encode_ordinary(d) for d in docs]).astype(np.uint16)
+    return str(path), stream
+
+
+def fineweb(out, src, **kw):
+    settings = dict(source=src, max_tokens=40_000, val_tokens=6_000, shard_tokens=4_000, num_proc=1)
+    settings.update(kw)
+    return prepare_data.prepare_fineweb(str(out), **settings)
+
+
+def shard_bytes(out):
+    d = os.path.join(out, 'shards')
+    return {f: open(os.path.join(d, f), 'rb').read() for f in sorted(os.listdir(d)) if f.endswith('.bin')}
+
+
+def test_fineweb_shards(tmp_path, docs_jsonl):
+    src, stream = docs_jsonl
+    assert len(stream) > 40_000  # the budget, not the source, ends this preparation
+    out = fineweb(tmp_path / 'fw', src)
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    assert meta['shards']['val'] == ['val_000000.bin', 'val_000001.bin']  # 4000 + 2000 tokens
+    assert len(meta['shards']['train']) == 9 and (meta['train_tokens'], meta['val_tokens']) == (34_000, 6_000)
+    assert prepare_data.is_prepared(out) and meta['vocab_size'] == 50257
+    # the shards are the token stream [EOT] doc0 [EOT] doc1 ..., cut at the budget
+    val = np.concatenate([read_bin(os.path.join(out, 'shards', f)) for f in meta['shards']['val']])
+    train = np.concatenate([read_bin(os.path.join(out, 'shards', f)) for f in meta['shards']['train']])
+    assert np.array_equal(val, stream[:6_000]) and np.array_equal(train, stream[6_000:40_000])
+    assert os.path.getsize(os.path.join(out, 'shards', 'train_000008.bin')) == 2 * 2_000  # the last, shorter
+
+
+def test_fineweb_resume_gives_the_same_bytes(tmp_path, docs_jsonl):
+    src, _ = docs_jsonl
+    whole = shard_bytes(fineweb(tmp_path / 'a', src))
+    out = str(tmp_path / 'b')
+    fineweb(out, src, max_shards=3)  # "interrupted" after 3 shards, mid-document
+    assert len(shard_bytes(out)) == 3 and not prepare_data.is_prepared(out)
+    state = json.load(open(os.path.join(out, 'shards', 'state.json')))
+    assert state['offset'] > 0  # stopped mid-document: the resume must skip part of one
+    with pytest.raises(SystemExit):
+        prepare_data.ensure_prepared('b', data_dir=str(tmp_path))  # unfinished data is not used
+    # what a crash leaves behind: a half-written temporary file, and a shard renamed just before the
+    # state was saved (here garbage): both are written again
+    open(os.path.join(out, 'shards', 'train_000002.bin.tmp'), 'wb').write(b'\1' * 100)
+    open(os.path.join(out, 'shards', 'train_000001.bin'), 'wb').write(b'\2' * 100)
+    fineweb(out, src, max_shards=4, num_proc=2)  # resume, in 2 worker processes, and stop again
+    fineweb(out, src)
+    assert shard_bytes(out) == whole and prepare_data.is_prepared(out)
+    assert not [f for f in os.listdir(os.path.join(out, 'shards')) if f.endswith('.tmp')]
+    fineweb(out, src)  # a finished preparation is left as it is
+    assert shard_bytes(out) == whole
+    with pytest.raises(SystemExit) as e:  # other settings would mix two layouts
+        fineweb(out, src, shard_tokens=5_000)
+    assert 'shard_tokens' in str(e.value.code)
+
+
+def test_fineweb_source_runs_out(tmp_path, docs_jsonl):
+    src, stream = docs_jsonl
+    out = fineweb(tmp_path / 'fw', src, max_tokens=10**9, val_tokens=10_000, shard_tokens=50_000)
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    assert meta['docs'] == 120 and meta['val_tokens'] + meta['train_tokens'] == len(stream)
+    train = load_split(out, 'train')
+    assert np.array_equal(train[0:len(train)], stream[10_000:])
+    with pytest.raises(SystemExit):
+        fineweb(tmp_path / 'small', src, max_tokens=10**9, val_tokens=10**8)
+
+
+def test_sharded_loader_windows(tmp_path, docs_jsonl):
+    src, stream = docs_jsonl
+    out = fineweb(tmp_path / 'fw', src)
+    train, val = load_split(out, 'train'), load_split(out, 'val')
+    ref = stream[6_000:40_000]
+    assert len(train) == len(ref) and len(val) == 6_000
+    for i in (0, 3_990, 3_999, 4_000, 11_000, len(ref) - 65):  # windows inside and across shard boundaries
+        assert np.array_equal(train[i:i + 65], ref[i:i + 65])
+    w = train.sample(16, 512, torch.Generator().manual_seed(1))
+    ix = torch.randint(len(ref) - 512, (16,), generator=torch.Generator().manual_seed(1)).tolist()
+    assert w.shape == (16, 513) and w.dtype == torch.int64
+    assert all(np.array_equal(w[b].numpy(), ref[i:i + 513]) for b, i in enumerate(ix))
+    with pytest.raises(ValueError):
+        val.sample(1, 6_000)
