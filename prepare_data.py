@@ -154,7 +154,6 @@ def write_meta(out_dir, meta):
 
 def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
     """Tokenise `text`, cut 90/10 at a line boundary, write train.bin, val.bin and meta.json."""
-    os.makedirs(out_dir, exist_ok=True)
     meta = dict(tokenizer=tokenizer, source=source, dtype='uint16')
     if tokenizer == 'gpt2':
         tok = gpt2_encoding()
@@ -164,6 +163,7 @@ def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
         meta.update(vocab_size=tok.n_vocab, eot_token=None, itos=tok.itos, stoi=tok.stoi)
     else:
         raise ValueError(f"unknown tokenizer {tokenizer!r}: use 'gpt2' or 'char'")
+    os.makedirs(out_dir, exist_ok=True)
     cut = split_point(text)
     for split, part in (('train', text[:cut]), ('val', text[cut:])):
         # encode_ordinary: '<|endoftext|>' in the text is plain text, not the special token
@@ -227,7 +227,7 @@ def ensure_prepared(dataset, data_dir='data'):
               f"(offline, a few seconds)")
         return prepare(dataset, data_dir=data_dir)
     if dataset == 'fineweb_edu':
-        cmd = f"python prepare_data.py --dataset=fineweb_edu --max_tokens=10e9{extra}"
+        cmd = f"python prepare_data.py --dataset=fineweb_edu --max_tokens=10e9{extra}   # resumes if interrupted"
     else:
         cmd = f"python prepare_data.py --input=PATH/TO/TEXT.txt --name={dataset}{extra}"
     raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing). "
@@ -251,9 +251,6 @@ def ensure_prepared(dataset, data_dir='data'):
 # the source yields the same documents in the same order (datasets streaming without shuffling does)
 # and tokenisation is deterministic. The settings are stored in the state too, and a restart with
 # other settings is refused rather than mixing two layouts.
-
-SHARD_SETTINGS = ('source', 'source_config', 'text_key', 'max_tokens', 'val_tokens', 'shard_tokens')
-
 
 def _encode_docs(texts):
     """[EOT] + GPT-2 tokens of each text, as uint16 arrays (runs in the worker processes)."""
@@ -320,7 +317,7 @@ def shard_plan(max_tokens, val_tokens, shard_tokens):
 
 
 def prepare_fineweb(out_dir, source='HuggingFaceFW/fineweb-edu', source_config='sample-10BT', text_key='text',
-                    max_tokens=10e9, val_tokens=1e7, shard_tokens=1e8, num_proc=0, max_shards=0, **_):
+                    max_tokens=10e9, val_tokens=1e7, shard_tokens=1e8, num_proc=0, max_shards=0):
     """Stream, tokenise and shard `source` into out_dir/shards (see the comment above); resumable.
     max_shards > 0 stops after writing that many shards in this call (prepare in pieces; tests)."""
     from tqdm import tqdm
@@ -432,13 +429,16 @@ class TokenSplit:
         s[i:j]                   np.uint16 array of tokens i..j-1 (contiguous slices only)
         s.sample(B, T, gen)      torch.int64 [B, T+1] windows at uniform random starts; x = w[:, :-1],
                                  y = w[:, 1:]; `gen` is an optional torch.Generator, for reproducibility
-    The memmaps are opened per read, as nanoGPT does, so long runs do not hold every page they touched.
+    Each file is memory-mapped once, on first use. (nanoGPT reopens its memmap every batch against a
+    "leak"; that growth is the touched pages of the file counted in RSS: clean page cache the kernel
+    reclaims under pressure. Reopening per window costs ~10x the read itself.)
     """
 
     def __init__(self, paths):
         self.paths = list(paths)
         sizes = [os.path.getsize(p) // 2 for p in self.paths]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()  # shard k holds [starts[k], starts[k+1])
+        self.maps = {}  # shard index -> np.memmap, opened lazily
 
     def __len__(self):
         return self.starts[-1]
@@ -447,18 +447,18 @@ class TokenSplit:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("TokenSplit supports contiguous slices only, e.g. s[i:i + block_size]")
         start, stop, _ = index.indices(len(self))
-        return self._read(start, max(stop - start, 0), {})
+        return self._read(start, max(stop - start, 0))
 
-    def _read(self, start, length, maps):
+    def _read(self, start, length):
         out = np.empty(length, dtype=np.uint16)
         k = bisect.bisect_right(self.starts, start) - 1  # the shard holding `start`
         done = 0
         while done < length:
-            if k not in maps:
-                maps[k] = np.memmap(self.paths[k], dtype=np.uint16, mode='r')
+            if k not in self.maps:
+                self.maps[k] = np.memmap(self.paths[k], dtype=np.uint16, mode='r')
             lo = start + done - self.starts[k]
             n = min(length - done, self.starts[k + 1] - self.starts[k] - lo)
-            out[done:done + n] = maps[k][lo:lo + n]
+            out[done:done + n] = self.maps[k][lo:lo + n]
             done += n
             k += 1
         return out
@@ -468,8 +468,7 @@ class TokenSplit:
         if len(self) < block_size + 1:
             raise ValueError(f"split has {len(self)} tokens, fewer than block_size + 1 = {block_size + 1}")
         ix = torch.randint(len(self) - block_size, (batch_size,), generator=generator).tolist()
-        maps = {}  # one memmap per shard per call
-        return torch.from_numpy(np.stack([self._read(i, block_size + 1, maps) for i in ix]).astype(np.int64))
+        return torch.from_numpy(np.stack([self._read(i, block_size + 1) for i in ix]).astype(np.int64))
 
 
 def load_split(dataset_dir, split):
@@ -514,7 +513,10 @@ def main():
         max_shards=0,           # stop after this many shards in this run (0: no limit); rerun to resume
     )
     configure(config)
-    prepare(**config)
+    try:
+        prepare(**config)
+    except (ValueError, OSError) as e:  # unknown dataset or tokenizer, unreadable input: a message is enough
+        sys.exit(f"error: {e}")
 
 
 if __name__ == '__main__':
