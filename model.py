@@ -219,7 +219,7 @@ class GDN(nn.Module):
         probe(self, 'logits', logits)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=-1)
         return (logits, loss, new_state) if return_state else (logits, loss)
 

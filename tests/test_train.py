@@ -1,0 +1,97 @@
+"""train.py end to end on CPU: every parametrization x optimizer learns; resume is exact; DDP (gloo)
+matches one process; bad input fails clearly and never destroys a checkpoint."""
+import csv
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--dataset=shakespeare_char', '--width=64', '--n_layer=2', '--n_head=2', '--batch_size=4',
+        '--block_size=32', '--log_interval=1', '--eval_iters=2', '--warmup_iters=2', '--device=cpu',
+        '--decay_lr=False']
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('data')
+    sys.path.insert(0, ROOT)
+    from prepare_data import prepare
+    prepare('shakespeare_char', data_dir=str(d))
+    return str(d)
+
+
+def train(out, data_dir, *args, torchrun=0, check=True):
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *TINY, f'--out_dir={out}', f'--data_dir={data_dir}', *args]
+    if torchrun:
+        cmd[1:1] = ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={torchrun}']
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    if check:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def losses(out):
+    with open(os.path.join(out, 'log.csv')) as f:
+        return {int(r['iter']): float(r['loss']) for r in csv.DictReader(f) if r['loss']}
+
+
+@pytest.mark.parametrize('mup,optimizer,lr', [('False', 'adamw', 1e-2), ('True', 'adamw', 1e-2),
+                                              ('False', 'sgd', 0.3), ('True', 'sgd', 0.3)])
+def test_training_decreases_loss(tmp_path, data_dir, mup, optimizer, lr):
+    train(tmp_path, data_dir, f'--mup={mup}', f'--optimizer={optimizer}', f'--learning_rate={lr}',
+          '--width=128', '--base_width=64', '--max_iters=12', '--eval_interval=100', '--weight_decay=0')
+    ls = losses(tmp_path)
+    assert len(ls) == 12 and all(map(torch.isfinite, torch.tensor(list(ls.values()))))
+    assert sum(ls[i] for i in (10, 11, 12)) / 3 < ls[1] - 0.3, ls
+
+
+def test_resume_reproduces_the_run(tmp_path, data_dir):
+    whole, part = tmp_path / 'whole', tmp_path / 'part'
+    train(whole, data_dir, '--max_iters=6', '--eval_interval=3')
+    train(part, data_dir, '--max_iters=3', '--eval_interval=3')
+    r = train(part, data_dir, '--max_iters=6', '--eval_interval=3', '--init_from=resume')
+    assert 'iter 4:' in r.stdout and 'iter 1:' not in r.stdout
+    a, b = losses(whole), losses(part)
+    assert [a[i] for i in (4, 5, 6)] == [b[i] for i in (4, 5, 6)]
+    assert len(glob.glob(str(part / 'ckpt_*.pt'))) == 2  # keep_checkpoints
+
+
+def test_resume_refuses_another_config(tmp_path, data_dir):
+    train(tmp_path, data_dir, '--max_iters=2')
+    r = train(tmp_path, data_dir, '--max_iters=4', '--init_from=resume', '--width=128', check=False)
+    assert r.returncode != 0 and 'width: checkpoint 64, now 128' in r.stderr, r.stderr[-2000:]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data_dir):
+    train(tmp_path, data_dir, '--max_iters=3', '--eval_interval=3')
+    ckpt = glob.glob(str(tmp_path / 'ckpt_*.pt'))
+    r = train(tmp_path, data_dir, '--max_iters=40', '--eval_interval=3', '--init_from=resume',
+              '--optimizer=adamw', '--learning_rate=1e6', '--grad_clip=0', '--warmup_iters=0', check=False)
+    assert r.returncode != 0 and 'training stopped' in r.stderr, r.stdout[-1000:] + r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr
+    assert glob.glob(str(tmp_path / 'ckpt_*.pt')) == ckpt  # nothing diverged was saved
+    state = torch.load(ckpt[0], weights_only=False)['model']
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_bad_config_fails_clearly(tmp_path, data_dir):
+    r = train(tmp_path, data_dir, '--widht=128', check=False)
+    assert r.returncode != 0 and "'width'" in r.stderr and 'Traceback' not in r.stderr
+    r = train(tmp_path, data_dir, '--max_iters=two', check=False)
+    assert r.returncode != 0 and 'max_iters' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_ddp_two_processes_match_one(tmp_path, data_dir):
+    """Same global batch (2 micro-batches): one process accumulating == two gloo processes."""
+    args = ['--max_iters=4', '--eval_interval=100', '--gradient_accumulation_steps=2']
+    train(tmp_path / 'one', data_dir, *args)
+    train(tmp_path / 'two', data_dir, *args, torchrun=2)
+    one, two = losses(tmp_path / 'one'), losses(tmp_path / 'two')
+    assert one.keys() == two.keys()
+    for i in one:
+        assert one[i] == pytest.approx(two[i], abs=1e-4), (i, one, two)
