@@ -28,6 +28,14 @@ try:
     import triton
     import triton.language as tl
     HAS_TRITON = True
+    if os.environ.get("TRITON_INTERPRET") == "1":  # CPU interpreter (tests): with numpy >= 2.3 its
+        import triton.runtime.interpreter as _ti  # int(tensor) fails on 1-element arrays, which
+        _patch = _ti._patch_lang_tensor           # breaks `range(runtime_int)`; index via .item()
+
+        def _patch_lang_tensor(tensor, scope):
+            _patch(tensor, scope)
+            scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+        _ti._patch_lang_tensor = _patch_lang_tensor
 except ImportError:  # CPU-only installs without triton: the torch path still works
     HAS_TRITON = False
 
@@ -139,5 +147,290 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
     return o.to(out_dtype), (h if output_final_state else None)
 
 
-def _triton_gdr(*args):
-    raise NotImplementedError("the triton backend lands with issue 3; use backend='torch'")
+# ----------------------------------------------------------------------------------------------
+# Triton path: 3 kernels forward-and-saved (prep, scan), 2 backward (scan, chunk).
+# Layout: inputs [B, T, H, D] contiguous; per (b, h) a chunk is 64 rows with row stride H*D.
+# Scratch: G (chunk-local cumsum of g) [B*H, Tp], A [B*H, Tp, 64] fp32, state at each chunk start
+# Hs [B*H, N, K, V] fp32, and in the backward dHs (grad of the state leaving each chunk).
+# Triton 3.6 on Hopper miscompiles tl.trans(tl.dot(...)) fed into another tl.dot: every transposed
+# operand below is a transposed *load* (or an elementwise function of one), and a transposed
+# product is computed directly with swapped operands.
+# ----------------------------------------------------------------------------------------------
+if HAS_TRITON:
+    @triton.jit
+    def _rows(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
+        """Pointers and mask of a [64, BD] tile of a [B, T, H, D] tensor (rows t0.., cols c0..)."""
+        t = t0 + tl.arange(0, 64)
+        c = c0 + tl.arange(0, BD)
+        return (ptr + ((b * T + t[:, None]) * H + h) * D + c[None, :],
+                (t[:, None] < T) & (c[None, :] < D))
+
+    @triton.jit
+    def _rows_t(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
+        """The same tile, transposed ([BD, 64]), addressed directly."""
+        t = t0 + tl.arange(0, 64)
+        c = c0 + tl.arange(0, BD)
+        return (ptr + ((b * T + t[None, :]) * H + h) * D + c[:, None],
+                (t[None, :] < T) & (c[:, None] < D))
+
+    @triton.jit
+    def _vec(ptr, b, h, t0, T, H: tl.constexpr):
+        t = t0 + tl.arange(0, 64)
+        return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.).to(tl.float32)
+
+    @triton.jit
+    def _decay(Gi, Gj, keep):
+        """exp(Gi[:, None] - Gj[None, :]) where keep, else 0; masked before the exp."""
+        return tl.where(keep, tl.exp(tl.where(keep, Gi[:, None] - Gj[None, :], 0.)), 0.)
+
+    @triton.jit
+    def _prep_kernel(k_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, T, N,
+                     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+        """Forward step 1, parallel over chunks: G = cumsum(g) in the chunk and
+        A = (I + StrictTril(diag(beta)(Gam o K K^T)))^-1 by forward substitution."""
+        n, bh = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        Tp = N * 64
+        r = tl.arange(0, 64)
+        p, m = _rows(k_ptr, b, h, n * 64, T, H, K, BK)
+        k = tl.load(p, mask=m, other=0.).to(tl.float32)
+        G = tl.cumsum(_vec(g_ptr, b, h, n * 64, T, H), 0)
+        beta = _vec(beta_ptr, b, h, n * 64, T, H)
+        tl.store(G_ptr + bh * Tp + n * 64 + r, G)
+        strict = r[:, None] > r[None, :]
+        L = beta[:, None] * _decay(G, G, strict) * tl.dot(k, tl.trans(k))
+        A = tl.where(r[:, None] == r[None, :], 1., 0.)
+        for i in range(1, 64):  # row i of A: e_i - sum_{j<i} L_ij A_j (rows < i are final)
+            li = tl.sum(tl.where(r[:, None] == i, L, 0.), 0)
+            A = tl.where(r[:, None] == i, A - tl.sum(li[:, None] * A, 0)[None, :], A)
+        tl.store(A_ptr + (bh * Tp + n * 64 + r[:, None]) * 64 + r[None, :], A)
+
+    @triton.jit
+    def _fwd_scan_kernel(q_ptr, k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, h0_ptr, o_ptr, hT_ptr, Hs_ptr,
+                         scale, T, N, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                         BK: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
+                         SAVE_H: tl.constexpr):
+        """Forward step 2, sequential over chunks, parallel over (V block, b, h): carry H,
+        Vn = A diag(beta)(V - diag(e^G) K H), O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn),
+        H <- e^{G_C} H + (diag(e^{G_C - G}) K)^T Vn. Saves H at each chunk start for the backward."""
+        vb, bh = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        Tp = N * 64
+        r = tl.arange(0, 64)
+        ck, cv = tl.arange(0, BK), vb * BV + tl.arange(0, BV)
+        hp = (bh * K + ck[:, None]) * V + cv[None, :]
+        hm = (ck[:, None] < K) & (cv[None, :] < V)
+        if HAS_H0:
+            Hst = tl.load(h0_ptr + hp, mask=hm, other=0.)
+        else:
+            Hst = tl.zeros([BK, BV], dtype=tl.float32)
+        for n in range(N):
+            t0 = n * 64
+            if SAVE_H:
+                tl.store(Hs_ptr + (bh * N + n) * K * V + hp - bh * K * V, Hst, mask=hm)
+            p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
+            q = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
+            k = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(v_ptr, b, h, t0, T, H, V, BV, vb * BV)
+            v = tl.load(p, mask=m, other=0.).to(tl.float32)
+            beta = _vec(beta_ptr, b, h, t0, T, H)
+            G = tl.load(G_ptr + bh * Tp + t0 + r)
+            GC = tl.load(G_ptr + bh * Tp + t0 + 63)
+            A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
+            eG = tl.exp(G)
+            X = beta[:, None] * (v - eG[:, None] * tl.dot(k, Hst))
+            Vn = tl.dot(A, X)
+            M = _decay(G, G, r[:, None] >= r[None, :]) * tl.dot(q, tl.trans(k))
+            o = scale * (eG[:, None] * tl.dot(q, Hst) + tl.dot(M, Vn))
+            p, m = _rows(o_ptr, b, h, t0, T, H, V, BV, vb * BV)
+            tl.store(p, o.to(o_ptr.dtype.element_ty), mask=m)
+            kd = k * tl.exp(GC - G)[:, None]
+            Hst = tl.exp(GC) * Hst + tl.dot(tl.trans(kd), Vn)
+        tl.store(hT_ptr + hp, Hst, mask=hm)
+
+    @triton.jit
+    def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, beta_ptr, G_ptr, A_ptr, dhT_ptr, dh0_ptr, dHs_ptr,
+                         scale, T, N, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                         BK: tl.constexpr, BV: tl.constexpr, HAS_DHT: tl.constexpr):
+        """Backward step 1, sequential over chunks in reverse, parallel over (V block, b, h):
+        carry dH (grad of the state leaving the chunk; saved per chunk),
+        dVn = scale Tril(Q K^T o Gam)^T dO + diag(e^{G_C-G}) K dH,  dX = A^T dVn,
+        dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - (diag(beta e^G) K)^T dX."""
+        vb, bh = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        Tp = N * 64
+        r = tl.arange(0, 64)
+        ck, cv = tl.arange(0, BK), vb * BV + tl.arange(0, BV)
+        hp = (bh * K + ck[:, None]) * V + cv[None, :]
+        hm = (ck[:, None] < K) & (cv[None, :] < V)
+        if HAS_DHT:
+            dH = tl.load(dhT_ptr + hp, mask=hm, other=0.)
+        else:
+            dH = tl.zeros([BK, BV], dtype=tl.float32)
+        for i in range(N):
+            n = N - 1 - i
+            t0 = n * 64
+            tl.store(dHs_ptr + (bh * N + n) * K * V + hp - bh * K * V, dH, mask=hm)
+            p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
+            q = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
+            k = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)
+            do = tl.load(p, mask=m, other=0.).to(tl.float32)
+            beta = _vec(beta_ptr, b, h, t0, T, H)
+            G = tl.load(G_ptr + bh * Tp + t0 + r)
+            GC = tl.load(G_ptr + bh * Tp + t0 + 63)
+            At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
+            eG = tl.exp(G)
+            Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, tl.trans(q))  # M^T
+            dVn = scale * tl.dot(Mt, do) + tl.dot(k * tl.exp(GC - G)[:, None], dH)
+            dX = tl.dot(At, dVn)
+            dH = (tl.exp(GC) * dH + tl.dot(tl.trans(q * (scale * eG)[:, None]), do)
+                  - tl.dot(tl.trans(k * (beta * eG)[:, None]), dX))
+        tl.store(dh0_ptr + hp, dH, mask=hm)
+
+    @triton.jit
+    def _bwd_chunk_kernel(q_ptr, k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, Hs_ptr, dHs_ptr, do_ptr,
+                          dq_ptr, dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, scale, T, N,
+                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                          BK: tl.constexpr, BV: tl.constexpr):
+        """Backward step 2, parallel over chunks: from the chunk's entering state H and the grad dH
+        of its leaving state, recompute X, Vn, dVn, dX per V block, then
+        dv = beta dX; dA = dVn X^T -> dL = -A^T dA A^T; dM = scale dO Vn^T; and dq, dk, dbeta,
+        dG from every use (e^G Q H, X, e^{G_C-G} K, e^{G_C} H, Gam in M and in L), dg = revcumsum(dG)."""
+        n, bh = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        Tp = N * 64
+        t0 = n * 64
+        r, ck = tl.arange(0, 64), tl.arange(0, BK)
+        p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
+        q = tl.load(p, mask=m, other=0.).to(tl.float32)
+        p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
+        k = tl.load(p, mask=m, other=0.).to(tl.float32)
+        beta = _vec(beta_ptr, b, h, t0, T, H)
+        G = tl.load(G_ptr + bh * Tp + t0 + r)
+        GC = tl.load(G_ptr + bh * Tp + t0 + 63)
+        A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
+        At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
+        eG, eGC_G = tl.exp(G), tl.exp(GC - G)
+        upper = r[:, None] <= r[None, :]
+        Mt = _decay(-G, -G, upper) * tl.dot(k, tl.trans(q))  # M^T = Tril(Q K^T o Gam)^T
+        kd = k * eGC_G[:, None]
+        dQ = tl.zeros([64, BK], dtype=tl.float32)
+        dK = tl.zeros([64, BK], dtype=tl.float32)
+        dMt = tl.zeros([64, 64], dtype=tl.float32)
+        dA = tl.zeros([64, 64], dtype=tl.float32)
+        dG = tl.zeros([64], dtype=tl.float32)
+        dbeta = tl.zeros([64], dtype=tl.float32)
+        dGC = 0.
+        hbase = (bh * N + n) * K * V
+        for c0 in range(0, V, BV):
+            cv = c0 + tl.arange(0, BV)
+            hm = (ck[:, None] < K) & (cv[None, :] < V)
+            Hb = tl.load(Hs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.)
+            dHb = tl.load(dHs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.)
+            HbT = tl.load(Hs_ptr + hbase + ck[None, :] * V + cv[:, None], mask=hm.T, other=0.)
+            dHbT = tl.load(dHs_ptr + hbase + ck[None, :] * V + cv[:, None], mask=hm.T, other=0.)
+            p, m = _rows(v_ptr, b, h, t0, T, H, V, BV, c0)
+            v = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows_t(v_ptr, b, h, t0, T, H, V, BV, c0)
+            vT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
+            do = tl.load(p, mask=m, other=0.).to(tl.float32)
+            KH = tl.dot(k, Hb)
+            QH = tl.dot(q, Hb)
+            X = beta[:, None] * (v - eG[:, None] * KH)
+            Vn = tl.dot(A, X)
+            XT = beta[None, :] * (vT - eG[None, :] * tl.dot(HbT, tl.trans(k)))  # X^T, computed directly
+            KdH = tl.dot(kd, dHb)
+            dVn = scale * tl.dot(Mt, do) + KdH
+            dX = tl.dot(At, dVn)
+            p, m = _rows(dv_ptr, b, h, t0, T, H, V, BV, c0)
+            tl.store(p, (beta[:, None] * dX).to(dv_ptr.dtype.element_ty), mask=m)
+            dA += tl.dot(dVn, XT)
+            dMt += tl.dot(Vn, tl.trans(do))
+            dQ += tl.dot(do, HbT)
+            dK += tl.dot(Vn * eGC_G[:, None], dHbT) - tl.dot(dX * (beta * eG)[:, None], HbT)
+            dbeta += tl.sum(dX * (v - eG[:, None] * KH), 1)
+            s = tl.sum(Vn * KdH, 1)
+            dG += scale * eG * tl.sum(do * QH, 1) - beta * eG * tl.sum(dX * KH, 1) - s
+            dGC += tl.sum(s, 0) + tl.exp(GC) * tl.sum(tl.sum(dHb * Hb, 1), 0)
+        # intra-chunk attention M = Tril(Q K^T o Gam): Z = dM^T o Gam^T
+        Z = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
+        dK += tl.dot(Z, q)
+        dQT = tl.dot(tl.trans(k), Z)
+        Zg = Z * tl.dot(k, tl.trans(q))
+        dG += tl.sum(Zg, 0) - tl.sum(Zg, 1)
+        # the solve: A = (I + L)^-1, L = StrictTril(diag(beta) (Gam o K K^T))
+        strict = r[:, None] > r[None, :]
+        dL = -tl.dot(tl.dot(At, dA), At)
+        w = tl.where(strict, dL, 0.) * _decay(G, G, strict) * tl.dot(k, tl.trans(k))
+        dbeta += tl.sum(w, 1)
+        y = beta[:, None] * w
+        dG += tl.sum(y, 1) - tl.sum(y, 0)
+        dP = tl.where(strict, dL, 0.) * _decay(G, G, strict) * beta[:, None]
+        dK += tl.dot(dP, k)
+        dKT = tl.dot(tl.trans(k), dP)
+        dq = dQ * (scale * eG)[:, None] + tl.trans(dQT)
+        dk = dK + tl.trans(dKT)
+        dG += tl.where(r == 63, dGC, 0.)
+        dg = tl.cumsum(dG, 0, reverse=True)
+        p, m = _rows(dq_ptr, b, h, t0, T, H, K, BK)
+        tl.store(p, dq.to(dq_ptr.dtype.element_ty), mask=m)
+        p, m = _rows(dk_ptr, b, h, t0, T, H, K, BK)
+        tl.store(p, dk.to(dk_ptr.dtype.element_ty), mask=m)
+        t = t0 + r
+        tl.store(dg_ptr + (b * T + t) * H + h, dg.to(dg_ptr.dtype.element_ty), mask=t < T)
+        tl.store(dbeta_ptr + (b * T + t) * H + h, dbeta.to(dbeta_ptr.dtype.element_ty), mask=t < T)
+
+    class _ChunkGDR(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, g, beta, scale, h0):
+            B, T, H, K = q.shape
+            V = v.shape[-1]
+            N = triton.cdiv(T, 64)
+            Tp, BK = N * 64, triton.next_power_of_2(K)
+            q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+            f32 = dict(device=q.device, dtype=torch.float32)
+            G = torch.empty(B * H, Tp, **f32)
+            A = torch.empty(B * H, Tp, 64, **f32)
+            _prep_kernel[(N, B * H)](k, g, beta, G, A, T, N, H, K, BK)
+            o = torch.empty_like(v)
+            hT = torch.empty(B, H, K, V, **f32)
+            save = any(ctx.needs_input_grad)
+            Hs = torch.empty(B * H, N, K, V, **f32) if save else hT
+            BV = min(64, triton.next_power_of_2(V))
+            _fwd_scan_kernel[(triton.cdiv(V, BV), B * H)](
+                q, k, v, beta, G, A, hT if h0 is None else h0, o, hT, Hs, scale, T, N, H, K, V,
+                BK, BV, h0 is not None, save)
+            ctx.save_for_backward(q, k, v, beta, G, A, Hs)
+            ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
+            return o, hT
+
+        @staticmethod
+        def backward(ctx, do, dhT):
+            q, k, v, beta, G, A, Hs = ctx.saved_tensors
+            B, T, H, K = q.shape
+            V = v.shape[-1]
+            N, Tp, BK = Hs.shape[1], G.shape[1], triton.next_power_of_2(K)
+            do = torch.zeros_like(v) if do is None else do.contiguous()
+            dHs = torch.empty_like(Hs)
+            dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
+            BV = min(64, triton.next_power_of_2(V))
+            _bwd_scan_kernel[(triton.cdiv(V, BV), B * H)](
+                q, k, do, beta, G, A, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
+                ctx.scale, T, N, H, K, V, BK, BV, dhT is not None)
+            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            dg = torch.empty(B, T, H, device=q.device, dtype=ctx.g_dtype)
+            dbeta = torch.empty_like(beta)
+            _bwd_chunk_kernel[(N, B * H)](
+                q, k, v, beta, G, A, Hs, dHs, do, dq, dk, dv, dg, dbeta, ctx.scale, T, N,
+                H, K, V, BK, min(32, triton.next_power_of_2(V)))
+            return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None)
+
+
+def _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    o, hT = _ChunkGDR.apply(q, k, v, g, beta, float(scale), h0)
+    return o, (hT if output_final_state else None)
