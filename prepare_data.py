@@ -269,20 +269,22 @@ def _batched(iterable, n):
         yield batch
 
 
-def tokenize_stream(texts, num_proc, docs_per_batch=256):
-    """Yield the token array of each text, in order, tokenising batches of documents in `num_proc`
-    processes. At most 2 * num_proc batches are in flight: Pool.imap would read the whole stream ahead
-    into memory while the workers fall behind."""
+def tokenize_stream(open_texts, num_proc, docs_per_batch=256):
+    """Yield the token array of each text of open_texts(), in order, tokenising batches of documents in
+    `num_proc` processes. At most 2 * num_proc batches are in flight: Pool.imap would read the whole
+    stream ahead into memory while the workers fall behind."""
     if num_proc <= 1:
-        for batch in _batched(texts, docs_per_batch):
+        for batch in _batched(open_texts(), docs_per_batch):
             yield from _encode_docs(batch)
         return
     import collections
     import multiprocessing
-    # spawn, not fork: the parent runs the download threads of `datasets`, which fork would copy mid-flight
-    with multiprocessing.get_context('spawn').Pool(num_proc) as pool:
+    # Fork the workers before the source is opened: `datasets` then starts download threads, and a fork
+    # copies only the calling thread, so a lock another thread held would stay locked in the children.
+    # (fork rather than spawn: spawn re-imports the main module, which fails for `python - < script`.)
+    with multiprocessing.get_context('fork').Pool(num_proc) as pool:
         pending = collections.deque()
-        for batch in _batched(texts, docs_per_batch):
+        for batch in _batched(open_texts(), docs_per_batch):
             pending.append(pool.apply_async(_encode_docs, (batch,)))
             if len(pending) >= 2 * num_proc:
                 yield from pending.popleft().get()
@@ -368,11 +370,14 @@ def prepare_fineweb(out_dir, source='HuggingFaceFW/fineweb-edu', source_config='
         import itertools
         num_proc = num_proc or os.cpu_count()
         pos = plan[k][2] if k < len(plan) else max_tokens  # stream position, in tokens
-        texts = itertools.islice(open_source(source, source_config, text_key), state['docs'], None)
+        first_doc = state['docs']
+
+        def open_texts():  # the source, less the documents written already
+            return itertools.islice(open_source(source, source_config, text_key), first_doc, None)
         doc, skip = state['docs'], state['offset']  # index of the next document; tokens of it already written
         parts, written_now = [], 0
         bar = tqdm(total=max_tokens, initial=pos, unit='tok', unit_scale=True, desc='fineweb_edu', smoothing=0.05)
-        stream = tokenize_stream(texts, num_proc)
+        stream = tokenize_stream(open_texts, num_proc)
         for ids in stream:
             i = skip  # this document's tokens before i are written
             while i < len(ids) and k < len(plan):
