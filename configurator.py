@@ -30,6 +30,7 @@ Other scripts (coord_check.py, sweep.py, tests) can use the same rules on a dict
 _names_before_configurator = set(globals())  # so the exec'd form can remove what it defined (see end)
 
 import ast
+import builtins
 import difflib
 import sys
 
@@ -91,7 +92,8 @@ def _apply_file(path, config, keys, verbose):
                           f"without '--'; overrides are written --key=value") from None
     scope = {k: config[k] for k in keys}  # config files may read the current values
     try:
-        exec(compile(source, path, 'exec'), scope)
+        # builtins.compile: exec'd inside train.py, plain `compile` is train.py's config key
+        exec(builtins.compile(source, path, 'exec'), scope)
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
     updates = {}  # validate everything before changing anything
@@ -149,9 +151,15 @@ def configure(config, args=None):
 
 
 # Run with exec() inside a script (nanoGPT's usage), __name__ is that script's: apply sys.argv to its
-# globals, then remove the helpers defined above so only the script's own names remain.
+# globals, then remove the helpers defined above so only the script's own names remain. The functions
+# above now live in the script's namespace, where a config key may shadow a builtin they use (train.py
+# has `compile`), so call the imported module's copy when it can be imported.
 if __name__ != 'configurator':
-    configure(globals())
+    try:
+        from configurator import configure as _configure
+    except ImportError:
+        _configure = configure
+    _configure(globals())
     for _name in set(globals()) - _names_before_configurator - {'_name', '_names_before_configurator'}:
         del globals()[_name]
     del _name, _names_before_configurator

@@ -102,8 +102,10 @@ batch_size = 12
 learning_rate = 6e-4
 mup = False
 out_dir = 'out'
+compile = True  # shadows the builtin, as in train.py
 exec(open({path!r}).read())
-print('RESULT', batch_size, learning_rate, mup, out_dir, sorted(k for k in globals() if not k.startswith('__')))
+print('RESULT', batch_size, learning_rate, mup, out_dir, compile,
+      sorted(k for k in globals() if not k.startswith('__')))
 """
 
 
@@ -113,12 +115,16 @@ def run_script(tmp_path, *args):
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
 
 
-def test_exec_usage_like_nanogpt(tmp_path):
-    r = run_script(tmp_path, '--batch_size=3', '--mup=True', '--out_dir=x=y')
+@pytest.mark.parametrize('importable', [True, False])
+def test_exec_usage_like_nanogpt(tmp_path, importable):
+    (tmp_path / 'cfg.py').write_text('learning_rate = 1e-3\n')
+    if importable:  # as for train.py: configurator.py next to the script
+        (tmp_path / 'configurator.py').write_text(open(os.path.join(ROOT, 'configurator.py')).read())
+    r = run_script(tmp_path, 'cfg.py', '--batch_size=3', '--mup=True', '--out_dir=x=y', '--compile=False')
     assert r.returncode == 0, r.stderr
     line = [l for l in r.stdout.splitlines() if l.startswith('RESULT')][0]
     # the exec'd helpers are cleaned up: only the script's own globals remain
-    assert line == "RESULT 3 0.0006 True x=y ['batch_size', 'learning_rate', 'mup', 'out_dir', 'sys']"
+    assert line == "RESULT 3 0.001 True x=y False ['batch_size', 'compile', 'learning_rate', 'mup', 'out_dir', 'sys']"
 
 
 def test_exec_usage_error_is_one_line_not_a_traceback(tmp_path):
