@@ -230,8 +230,12 @@ def ensure_prepared(dataset, data_dir='data'):
         cmd = f"python prepare_data.py --dataset=fineweb_edu --max_tokens=10e9{extra}   # resumes if interrupted"
     else:
         cmd = f"python prepare_data.py --input=PATH/TO/TEXT.txt --name={dataset}{extra}"
-    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing). "
-                     f"Run:\n    {cmd}")
+    import difflib
+    known = set(EMBEDDED) | {'fineweb_edu'} | (set(os.listdir(data_dir)) if os.path.isdir(data_dir) else set())
+    close = difflib.get_close_matches(dataset, sorted(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing).{hint} "
+                     f"To prepare it, run:\n    {cmd}")
 
 
 # ----------------------------------------------------------------------------------------------------

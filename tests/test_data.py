@@ -116,6 +116,9 @@ def test_ensure_prepared(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         prepare_data.ensure_prepared('my_corpus', data_dir=str(tmp_path))
     assert '--input=' in str(e.value.code) and '--name=my_corpus' in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        prepare_data.ensure_prepared('shakespeare_chr', data_dir=str(tmp_path))
+    assert "Did you mean 'shakespeare_char'?" in str(e.value.code)
 
 
 def test_load_split_single_file(data_dir):
