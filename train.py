@@ -106,10 +106,12 @@ if master:
 
 # data: uint16 tokens made by prepare_data.py (one .bin per split, or shards); the embedded corpus
 # is prepared on the fly on a fresh clone
-from prepare_data import ensure_prepared, load_split
-dataset_dir = ensure_prepared(dataset, data_dir) if master else os.path.join(data_dir, dataset)
+from prepare_data import EMBEDDED, ensure_prepared, load_split
+if master or dataset not in EMBEDDED:  # only rank 0 prepares; a missing dataset stops every rank
+    dataset_dir = ensure_prepared(dataset, data_dir)
 if ddp:
     torch.distributed.barrier()  # rank 0 may have just prepared the data
+dataset_dir = os.path.join(data_dir, dataset)
 with open(os.path.join(dataset_dir, 'meta.json')) as f:
     meta = json.load(f)
 data = {s: load_split(dataset_dir, s) for s in ('train', 'val')}

@@ -61,6 +61,16 @@ def test_resume_reproduces_the_run(tmp_path, data_dir):
     assert len(glob.glob(str(part / 'ckpt_*.pt'))) == 2  # keep_checkpoints
 
 
+def test_sample_from_checkpoint(tmp_path, data_dir):
+    train(tmp_path, data_dir, '--max_iters=2')
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), f'--out_dir={tmp_path}',
+                        f'--data_dir={data_dir}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=30',
+                        '--device=cpu'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    samples = [s for s in r.stdout.split('---------------') if 'ROMEO:' in s]
+    assert len(samples) == 2 and all(len(s.strip()) >= len('ROMEO:') + 30 for s in samples)
+
+
 def test_resume_refuses_another_config(tmp_path, data_dir):
     train(tmp_path, data_dir, '--max_iters=2')
     r = train(tmp_path, data_dir, '--max_iters=4', '--init_from=resume', '--width=128', check=False)
@@ -77,6 +87,11 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data_dir):
     assert glob.glob(str(tmp_path / 'ckpt_*.pt')) == ckpt  # nothing diverged was saved
     state = torch.load(ckpt[0], weights_only=False)['model']
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_config_file_then_overrides(tmp_path, data_dir):
+    r = train(tmp_path, data_dir, 'config/demo.py', '--max_iters=2', '--width=64', '--base_width=64')
+    assert "Overriding config with config/demo.py" in r.stdout and 'width 64, 4 layers' in r.stdout
 
 
 def test_bad_config_fails_clearly(tmp_path, data_dir):
