@@ -166,14 +166,6 @@ if HAS_TRITON:
                 (t[:, None] < T) & (c[None, :] < D))
 
     @triton.jit
-    def _rows_t(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
-        """The same tile, transposed ([BD, 64]), addressed directly."""
-        t = t0 + tl.arange(0, 64)
-        c = c0 + tl.arange(0, BD)
-        return (ptr + ((b * T + t[None, :]) * H + h) * D + c[:, None],
-                (t[None, :] < T) & (c[:, None] < D))
-
-    @triton.jit
     def _vec(ptr, b, h, t0, T, H: tl.constexpr):
         t = t0 + tl.arange(0, 64)
         return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.).to(tl.float32)
@@ -227,7 +219,8 @@ if HAS_TRITON:
         for n in range(N):
             t0 = n * 64
             if SAVE_H:
-                tl.store(Hs_ptr + (bh * N + n) * K * V + hp - bh * K * V, Hst, mask=hm)
+                tl.store(Hs_ptr + (bh * N + n) * K * V + hp - bh * K * V,
+                         Hst.to(Hs_ptr.dtype.element_ty), mask=hm)
             p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
             q = tl.load(p, mask=m, other=0.).to(tl.float32)
             p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
@@ -271,7 +264,7 @@ if HAS_TRITON:
         for i in range(N):
             n = N - 1 - i
             t0 = n * 64
-            tl.store(dHs_ptr + (bh * N + n) * K * V + hp - bh * K * V, dH, mask=hm)
+            tl.store(dHs_ptr + (bh * N + n) * K * V + hp - bh * K * V, dH.to(dHs_ptr.dtype.element_ty), mask=hm)
             p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
             q = tl.load(p, mask=m, other=0.).to(tl.float32)
             p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
@@ -328,14 +321,12 @@ if HAS_TRITON:
         for c0 in range(0, V, BV):
             cv = c0 + tl.arange(0, BV)
             hm = (ck[:, None] < K) & (cv[None, :] < V)
-            Hb = tl.load(Hs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.)
-            dHb = tl.load(dHs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.)
-            HbT = tl.load(Hs_ptr + hbase + ck[None, :] * V + cv[:, None], mask=hm.T, other=0.)
-            dHbT = tl.load(dHs_ptr + hbase + ck[None, :] * V + cv[:, None], mask=hm.T, other=0.)
+            Hb = tl.load(Hs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.).to(tl.float32)
+            dHb = tl.load(dHs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.).to(tl.float32)
+            HbT, dHbT = tl.trans(Hb), tl.trans(dHb)  # transposed loads, not products
             p, m = _rows(v_ptr, b, h, t0, T, H, V, BV, c0)
             v = tl.load(p, mask=m, other=0.).to(tl.float32)
-            p, m = _rows_t(v_ptr, b, h, t0, T, H, V, BV, c0)
-            vT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            vT = tl.trans(v)
             p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
             do = tl.load(p, mask=m, other=0.).to(tl.float32)
             KH = tl.dot(k, Hb)
@@ -384,6 +375,16 @@ if HAS_TRITON:
         tl.store(dg_ptr + (b * T + t) * H + h, dg.to(dg_ptr.dtype.element_ty), mask=t < T)
         tl.store(dbeta_ptr + (b * T + t) * H + h, dbeta.to(dbeta_ptr.dtype.element_ty), mask=t < T)
 
+    def launch_config(K, V):
+        """Block size over V and warps/stages per kernel; depends on the head dims only (never T).
+        bench.py --sweep overrides it to compare settings, each checked against float64."""
+        BK, BVmax = triton.next_power_of_2(K), triton.next_power_of_2(V)
+        return dict(prep=dict(num_warps=4),
+                    fwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=4, num_stages=2),
+                    bwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=4, num_stages=2),
+                    chunk=dict(BV=min(32, BVmax), num_warps=4, num_stages=2),
+                    saved_state=torch.float32)  # dtype of the per-chunk states kept for the backward
+
     class _ChunkGDR(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, v, g, beta, scale, h0):
@@ -395,15 +396,16 @@ if HAS_TRITON:
             f32 = dict(device=q.device, dtype=torch.float32)
             G = torch.empty(B * H, Tp, **f32)
             A = torch.empty(B * H, Tp, 64, **f32)
-            _prep_kernel[(N, B * H)](k, g, beta, G, A, T, N, H, K, BK)
+            cfg = launch_config(K, V)
+            _prep_kernel[(N, B * H)](k, g, beta, G, A, T, N, H, K, BK, **cfg["prep"])
             o = torch.empty_like(v)
             hT = torch.empty(B, H, K, V, **f32)
             save = any(ctx.needs_input_grad)
-            Hs = torch.empty(B * H, N, K, V, **f32) if save else hT
-            BV = min(64, triton.next_power_of_2(V))
-            _fwd_scan_kernel[(triton.cdiv(V, BV), B * H)](
+            Hs = torch.empty(B * H, N, K, V, device=q.device, dtype=cfg["saved_state"]) if save else hT
+            c = cfg["fwd"]
+            _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
                 q, k, v, beta, G, A, hT if h0 is None else h0, o, hT, Hs, scale, T, N, H, K, V,
-                BK, BV, h0 is not None, save)
+                BK, HAS_H0=h0 is not None, SAVE_H=save, **c)
             ctx.save_for_backward(q, k, v, beta, G, A, Hs)
             ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
             return o, hT
@@ -417,16 +419,17 @@ if HAS_TRITON:
             do = torch.zeros_like(v) if do is None else do.contiguous()
             dHs = torch.empty_like(Hs)
             dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-            BV = min(64, triton.next_power_of_2(V))
-            _bwd_scan_kernel[(triton.cdiv(V, BV), B * H)](
+            cfg = launch_config(K, V)
+            c = cfg["bwd"]
+            _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
                 q, k, do, beta, G, A, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
-                ctx.scale, T, N, H, K, V, BK, BV, dhT is not None)
+                ctx.scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
             dg = torch.empty(B, T, H, device=q.device, dtype=ctx.g_dtype)
             dbeta = torch.empty_like(beta)
             _bwd_chunk_kernel[(N, B * H)](
                 q, k, v, beta, G, A, Hs, dHs, do, dq, dk, dv, dg, dbeta, ctx.scale, T, N,
-                H, K, V, BK, min(32, triton.next_power_of_2(V)))
+                H, K, V, BK, **cfg["chunk"])
             return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None)
 
 
