@@ -247,14 +247,21 @@ if __name__ == "__main__":
     ap.add_argument("--model", action="store_true")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--no-table", action="store_true")
+    ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. chunk_num_warps=4,fwd_BV=32")
+    ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback in the table")
     args = ap.parse_args()
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     fla_gdr = load_fla()
+    if args.cfg:
+        over = {kv.split("=")[0]: (torch.bfloat16 if kv.split("=")[1] == "bf16" else int(kv.split("=")[1]))
+                for kv in args.cfg.split(",")}
+        kernel.launch_config = variant(**over)
+        print(f"# launch config overrides: {over}")
     if args.check:
-        shapes = [(2, 1000, 4, 128, 128), (1, 1024, 6, 96, 192), (1, 777, 3, 256, 512),
+        shapes = [(1, 200, 2, 128, 128)] if args.small else [(2, 1000, 4, 128, 128), (1, 1024, 6, 96, 192), (1, 777, 3, 256, 512),
                   (2, 700, 3, 64, 128), (1, 1024, 4, 128, 256), (1, 600, 2, 192, 384), (2, 333, 2, 48, 96)]
-        w = check(shapes, ["model", "zero_decay", "strong_decay", "beta1", "beta0"])
+        w = check(shapes, ["model"] if args.small else ["model", "zero_decay", "strong_decay", "beta1", "beta0"])
         w32 = check(shapes[:2], ["model"], dtype=torch.float32)
         print(f"check: worst error/threshold {max(w, w32):.2f} "
               f"({'PASS' if max(w, w32) <= 1 else 'FAIL'}; thresholds rel-RMS o/state 5e-3, grads 1e-2)")

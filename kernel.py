@@ -166,6 +166,14 @@ if HAS_TRITON:
                 (t[:, None] < T) & (c[None, :] < D))
 
     @triton.jit
+    def _rows_t(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
+        """The same tile transposed ([BD, 64]), addressed directly."""
+        t = t0 + tl.arange(0, 64)
+        c = c0 + tl.arange(0, BD)
+        return (ptr + ((b * T + t[None, :]) * H + h) * D + c[:, None],
+                (t[None, :] < T) & (c[:, None] < D))
+
+    @triton.jit
     def _vec(ptr, b, h, t0, T, H: tl.constexpr):
         t = t0 + tl.arange(0, 64)
         return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.).to(tl.float32)
@@ -321,12 +329,21 @@ if HAS_TRITON:
         for c0 in range(0, V, BV):
             cv = c0 + tl.arange(0, BV)
             hm = (ck[:, None] < K) & (cv[None, :] < V)
-            Hb = tl.load(Hs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.).to(tl.float32)
-            dHb = tl.load(dHs_ptr + hbase + ck[:, None] * V + cv[None, :], mask=hm, other=0.).to(tl.float32)
+            hp, hpT = ck[:, None] * V + cv[None, :], ck[None, :] * V + cv[:, None]
+            Hb = tl.load(Hs_ptr + hbase + hp, mask=hm, other=0.).to(tl.float32)
+            dHb = tl.load(dHs_ptr + hbase + hp, mask=hm, other=0.).to(tl.float32)
+            # transposed operands are loaded transposed (tl.trans of these small tiles fed to
+            # tl.dot read out of bounds of shared memory on Triton 3.6 / H100)
+            HbT = tl.load(Hs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.).to(tl.float32)
+            dHbT = tl.load(dHs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.).to(tl.float32)
             pv, mv = _rows(v_ptr, b, h, t0, T, H, V, BV, c0)
             v = tl.load(pv, mask=mv, other=0.).to(tl.float32)
+            pv, mv = _rows_t(v_ptr, b, h, t0, T, H, V, BV, c0)
+            vT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
             pv, mv = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
             do = tl.load(pv, mask=mv, other=0.)
+            pv, mv = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
+            doT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
             Hc = Hb.to(k.dtype)
             KH = tl.dot(k, Hc)
             X = beta[:, None] * (v - eG[:, None] * KH)
@@ -338,20 +355,20 @@ if HAS_TRITON:
             pv, mv = _rows(dv_ptr, b, h, t0, T, H, V, BV, c0)
             tl.store(pv, (beta[:, None] * dX).to(dv_ptr.dtype.element_ty), mask=mv)
             # dVn X^T with X^T = diag(beta)(V^T - (H^T K^T) diag(e^G)), no transposed product
-            dA += (tl.dot(dVn, tl.trans(v)) * beta[None, :]
-                   - tl.dot(tl.dot(dVn, tl.trans(Hb)).to(k.dtype), tl.trans(k)) * (beta * eG)[None, :])
-            dMt += tl.dot(Vn, tl.trans(dof))
-            dQ += tl.dot(do, tl.trans(Hc))
-            dK += tl.dot(Vn * eGC_G[:, None], tl.trans(dHb)) - tl.dot(dX * (beta * eG)[:, None], tl.trans(Hb))
+            dA += (tl.dot(dVn, vT) * beta[None, :]
+                   - tl.dot(tl.dot(dVn, HbT).to(k.dtype), tl.trans(k)) * (beta * eG)[None, :])
+            dMt += tl.dot(Vn, doT)
+            dQ += tl.dot(do, HbT.to(k.dtype))
+            dK += tl.dot(Vn * eGC_G[:, None], dHbT) - tl.dot(dX * (beta * eG)[:, None], HbT)
             dbeta += tl.sum(dX * (v - eG[:, None] * KH), 1)
             s = tl.sum(Vn * KdH, 1)
             dG += scale * eG * tl.sum(dof * tl.dot(q, Hc), 1) - beta * eG * tl.sum(dX * KH, 1) - s
             dGC += tl.sum(s, 0) + tl.exp(GC) * tl.sum(tl.sum(dHb * Hb, 1), 0)
-        qf, kf = q.to(tl.float32), k.to(tl.float32)
         # intra-chunk attention M = Tril(Q K^T o Gam): Z = dM^T o Gam^T
         Z = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
-        dK += tl.dot(Z, qf)
-        dQT = tl.dot(tl.trans(kf), Z)
+        Zc = Z.to(k.dtype)
+        dK += tl.dot(Zc, q)
+        dQT = tl.dot(tl.trans(k), Zc)
         Zg = Z * tl.dot(k, tl.trans(q))
         dG += tl.sum(Zg, 0) - tl.sum(Zg, 1)
         # the solve: A = (I + L)^-1, L = StrictTril(diag(beta) (Gam o K K^T))
@@ -362,8 +379,9 @@ if HAS_TRITON:
         y = beta[:, None] * w
         dG += tl.sum(y, 1) - tl.sum(y, 0)
         dP = tl.where(strict, dL, 0.) * _decay(G, G, strict) * beta[:, None]
-        dK += tl.dot(dP, kf)
-        dKT = tl.dot(tl.trans(kf), dP)
+        dPc = dP.to(k.dtype)
+        dK += tl.dot(dPc, k)
+        dKT = tl.dot(tl.trans(k), dPc)
         dq = dQ * (scale * eG)[:, None] + tl.trans(dQT)  # transposes of products go to stores only
         dk = dK + tl.trans(dKT)
         dG += tl.where(r == 63, dGC, 0.)
@@ -383,7 +401,7 @@ if HAS_TRITON:
         return dict(prep=dict(num_warps=4),
                     fwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=8, num_stages=2),
                     bwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=8, num_stages=2),
-                    chunk=dict(BV=min(32, BVmax), num_warps=8, num_stages=1),
+                    chunk=dict(BV=min(32 if BK <= 128 else 16, BVmax), num_warps=8, num_stages=1),
                     saved_state=torch.float32)  # dtype of the per-chunk states kept for the backward
 
     class _ChunkGDR(torch.autograd.Function):
