@@ -230,9 +230,6 @@ def variant(**over):
     def fn(K, V):
         cfg = _BASE(K, V)
         for key, val in over.items():
-            if key == "saved_state":
-                cfg[key] = val
-                continue
             kern, field = key.split("_", 1)
             cfg[kern] = dict(cfg[kern], **{field: min(val, triton.next_power_of_2(V)) if field == "BV" else val})
         return cfg
@@ -254,12 +251,11 @@ if __name__ == "__main__":
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     fla_gdr = load_fla()
     if args.cfg:
-        over = {kv.split("=")[0]: (torch.bfloat16 if kv.split("=")[1] == "bf16" else int(kv.split("=")[1]))
-                for kv in args.cfg.split(",")}
+        over = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.cfg.split(",")}
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
     if args.check:
-        shapes = [(1, 200, 2, 128, 128)] if args.small else [(2, 1000, 4, 128, 128), (1, 1024, 6, 96, 192), (1, 777, 3, 256, 512),
+        shapes = [(1, 200, 2, 128, 128), (1, 130, 1, 256, 512), (1, 100, 2, 48, 96)] if args.small else [(2, 1000, 4, 128, 128), (1, 1024, 6, 96, 192), (1, 777, 3, 256, 512),
                   (2, 700, 3, 64, 128), (1, 1024, 4, 128, 256), (1, 600, 2, 192, 384), (2, 333, 2, 48, 96)]
         w = check(shapes, ["model"] if args.small else ["model", "zero_decay", "strong_decay", "beta1", "beta0"])
         w32 = check(shapes[:2], ["model"], dtype=torch.float32)
@@ -272,7 +268,6 @@ if __name__ == "__main__":
             "scan BV 32": variant(fwd_BV=32, bwd_BV=32),
             "scan warps 8, stages 3": variant(fwd_num_warps=8, bwd_num_warps=8, fwd_num_stages=3,
                                               bwd_num_stages=3),
-            "saved states bf16": variant(saved_state=torch.bfloat16),
             "chunk BV 64": variant(chunk_BV=64),
             "chunk BV 64 warps 8": variant(chunk_BV=64, chunk_num_warps=8),
             "chunk BV 16 warps 8": variant(chunk_BV=16, chunk_num_warps=8),

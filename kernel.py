@@ -300,7 +300,9 @@ if HAS_TRITON:
         """Backward step 2, parallel over chunks: from the chunk's entering state H and the grad dH
         of its leaving state, recompute X, Vn, dVn, dX per V block, then
         dv = beta dX; dA = dVn X^T -> dL = -A^T dA A^T; dM = scale dO Vn^T; and dq, dk, dbeta,
-        dG from every use (e^G Q H, X, e^{G_C-G} K, e^{G_C} H, Gam in M and in L), dg = revcumsum(dG)."""
+        dG from every use (e^G Q H, X, e^{G_C-G} K, e^{G_C} H, Gam in M and in L), dg = revcumsum(dG).
+        Every transposed operand is loaded transposed: here tl.trans of a loaded tile fed to tl.dot
+        read out of bounds of shared memory on Triton 3.6 / H100 (compute-sanitizer)."""
         n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         Tp = N * 64
@@ -310,6 +312,10 @@ if HAS_TRITON:
         q = tl.load(p, mask=m, other=0.)
         p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
         k = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
+        qT = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
+        kT = tl.load(p, mask=m, other=0.)
         beta = _vec(beta_ptr, b, h, t0, T, H)
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
@@ -317,7 +323,7 @@ if HAS_TRITON:
         At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
         eG, eGC_G = tl.exp(G), tl.exp(GC - G)
         upper = r[:, None] <= r[None, :]
-        Mt = _decay(-G, -G, upper) * tl.dot(k, tl.trans(q))  # M^T = Tril(Q K^T o Gam)^T
+        Mt = _decay(-G, -G, upper) * tl.dot(k, qT)  # M^T = Tril(Q K^T o Gam)^T
         dQ = tl.zeros([64, BK], dtype=tl.float32)  # sum_v dO H^T (scaled by scale e^G at the end)
         dK = tl.zeros([64, BK], dtype=tl.float32)
         dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
@@ -330,12 +336,10 @@ if HAS_TRITON:
             cv = c0 + tl.arange(0, BV)
             hm = (ck[:, None] < K) & (cv[None, :] < V)
             hp, hpT = ck[:, None] * V + cv[None, :], ck[None, :] * V + cv[:, None]
-            Hb = tl.load(Hs_ptr + hbase + hp, mask=hm, other=0.).to(tl.float32)
-            dHb = tl.load(dHs_ptr + hbase + hp, mask=hm, other=0.).to(tl.float32)
-            # transposed operands are loaded transposed (tl.trans of these small tiles fed to
-            # tl.dot read out of bounds of shared memory on Triton 3.6 / H100)
-            HbT = tl.load(Hs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.).to(tl.float32)
-            dHbT = tl.load(dHs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.).to(tl.float32)
+            Hb = tl.load(Hs_ptr + hbase + hp, mask=hm, other=0.)  # saved in the inputs' dtype
+            dHb = tl.load(dHs_ptr + hbase + hp, mask=hm, other=0.)
+            HbT = tl.load(Hs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.)
+            dHbT = tl.load(dHs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.)
             pv, mv = _rows(v_ptr, b, h, t0, T, H, V, BV, c0)
             v = tl.load(pv, mask=mv, other=0.).to(tl.float32)
             pv, mv = _rows_t(v_ptr, b, h, t0, T, H, V, BV, c0)
@@ -344,44 +348,44 @@ if HAS_TRITON:
             do = tl.load(pv, mask=mv, other=0.)
             pv, mv = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
             doT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
-            Hc = Hb.to(k.dtype)
-            KH = tl.dot(k, Hc)
+            KH = tl.dot(k, Hb)
             X = beta[:, None] * (v - eG[:, None] * KH)
             Vn = tl.dot(A, X)
-            KdH = eGC_G[:, None] * tl.dot(k, dHb.to(k.dtype))
+            KdH = eGC_G[:, None] * tl.dot(k, dHb)
             dof = do.to(tl.float32)
             dVn = scale * tl.dot(Mt, dof) + KdH
             dX = tl.dot(At, dVn)
             pv, mv = _rows(dv_ptr, b, h, t0, T, H, V, BV, c0)
             tl.store(pv, (beta[:, None] * dX).to(dv_ptr.dtype.element_ty), mask=mv)
-            # dVn X^T with X^T = diag(beta)(V^T - (H^T K^T) diag(e^G)), no transposed product
-            dA += (tl.dot(dVn, vT) * beta[None, :]
-                   - tl.dot(tl.dot(dVn, HbT).to(k.dtype), tl.trans(k)) * (beta * eG)[None, :])
+            XT = beta[None, :] * (vT - eG[None, :] * tl.dot(HbT, kT))  # X^T computed directly
+            dA += tl.dot(dVn, XT)
             dMt += tl.dot(Vn, doT)
-            dQ += tl.dot(do, HbT.to(k.dtype))
-            dK += tl.dot(Vn * eGC_G[:, None], dHbT) - tl.dot(dX * (beta * eG)[:, None], HbT)
+            dQ += tl.dot(do, HbT)
+            dK += (tl.dot(Vn * eGC_G[:, None], dHbT.to(tl.float32))
+                   - tl.dot(dX * (beta * eG)[:, None], HbT.to(tl.float32)))
+            Hf, dHf = Hb.to(tl.float32), dHb.to(tl.float32)
             dbeta += tl.sum(dX * (v - eG[:, None] * KH), 1)
             s = tl.sum(Vn * KdH, 1)
-            dG += scale * eG * tl.sum(dof * tl.dot(q, Hc), 1) - beta * eG * tl.sum(dX * KH, 1) - s
-            dGC += tl.sum(s, 0) + tl.exp(GC) * tl.sum(tl.sum(dHb * Hb, 1), 0)
+            dG += scale * eG * tl.sum(dof * tl.dot(q, Hb), 1) - beta * eG * tl.sum(dX * KH, 1) - s
+            dGC += tl.sum(s, 0) + tl.exp(GC) * tl.sum(tl.sum(dHf * Hf, 1), 0)
         # intra-chunk attention M = Tril(Q K^T o Gam): Z = dM^T o Gam^T
         Z = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
         Zc = Z.to(k.dtype)
         dK += tl.dot(Zc, q)
-        dQT = tl.dot(tl.trans(k), Zc)
-        Zg = Z * tl.dot(k, tl.trans(q))
+        dQT = tl.dot(kT, Zc)
+        Zg = Z * tl.dot(k, qT)
         dG += tl.sum(Zg, 0) - tl.sum(Zg, 1)
         # the solve: A = (I + L)^-1, L = StrictTril(diag(beta) (Gam o K K^T))
         strict = r[:, None] > r[None, :]
         dL = -tl.dot(tl.dot(At, dA), At)
-        w = tl.where(strict, dL, 0.) * _decay(G, G, strict) * tl.dot(k, tl.trans(k))
+        w = tl.where(strict, dL, 0.) * _decay(G, G, strict) * tl.dot(k, kT)
         dbeta += tl.sum(w, 1)
         y = beta[:, None] * w
         dG += tl.sum(y, 1) - tl.sum(y, 0)
         dP = tl.where(strict, dL, 0.) * _decay(G, G, strict) * beta[:, None]
         dPc = dP.to(k.dtype)
         dK += tl.dot(dPc, k)
-        dKT = tl.dot(tl.trans(k), dPc)
+        dKT = tl.dot(kT, dPc)
         dq = dQ * (scale * eG)[:, None] + tl.trans(dQT)  # transposes of products go to stores only
         dk = dK + tl.trans(dKT)
         dG += tl.where(r == 63, dGC, 0.)
@@ -401,8 +405,7 @@ if HAS_TRITON:
         return dict(prep=dict(num_warps=4),
                     fwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=8, num_stages=2),
                     bwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=8, num_stages=2),
-                    chunk=dict(BV=min(32 if BK <= 128 else 16, BVmax), num_warps=8, num_stages=1),
-                    saved_state=torch.float32)  # dtype of the per-chunk states kept for the backward
+                    chunk=dict(BV=min(32 if BK <= 128 else 16, BVmax), num_warps=8, num_stages=1))
 
     class _ChunkGDR(torch.autograd.Function):
         @staticmethod
@@ -420,7 +423,8 @@ if HAS_TRITON:
             o = torch.empty_like(v)
             hT = torch.empty(B, H, K, V, **f32)
             save = any(ctx.needs_input_grad)
-            Hs = torch.empty(B * H, N, K, V, device=q.device, dtype=cfg["saved_state"]) if save else hT
+            # states at chunk starts, kept in the inputs' dtype (the backward's products use them so)
+            Hs = torch.empty(B * H, N, K, V, device=q.device, dtype=k.dtype) if save else hT
             c = cfg["fwd"]
             _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
                 q, k, v, beta, G, A, hT if h0 is None else h0, o, hT, Hs, scale, T, N, H, K, V,
