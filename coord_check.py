@@ -56,7 +56,7 @@ DEFAULTS = dict(
     base_width=256,          # μP == SP here
     batch_size=8,
     block_size=128,
-    lr_adamw=1e-2,           # constant, no warmup or schedule; the hidden LR at the base width
+    lr_adamw=3e-3,           # constant, no warmup or schedule; the hidden LR at the base width
     lr_sgd=0.05,
     momentum=0.9,            # SGD (Nesterov)
     beta1=0.9,
