@@ -58,11 +58,23 @@ LR_EXP = {
         # Adam normalises each coordinate, so an update of size lr moves a fan-in-d matrix's output by
         # lr*d: hidden and gate LRs scale 1/m; vector-like and embedding LRs stay (TP5, Table 3).
         # Adam makes the GDN gate corrections unnecessary (paper §4).
+        # vector: LR m^0 (standard μP), not the authors' code's 1/m, settled by coord_check.py: with m^0
+        # the gains' and conv taps' own change is flat in width (exponent +0.02 / -0.01, H100, widths
+        # 128..2048, step 10, assets/coord_check.json); with 1/m it is -1.00 / -1.00 (CPU, widths 64..512,
+        # 5 steps) while no activation's exponent moves by more than 0.15: they just stop learning.
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding,
         # vectors) gradients are Θ(1/d) for Θ(1) params, so LR ∝ m (TP5, Table 3).
         # gate: the signal reaching the gate pre-activations is Θ(1/sqrt d), not Θ(1/d), so the
         # W_alpha/W_beta LR is m^-1/2 and the per-head scalars' LR is m^+1/2 (paper §4).
+        # coord_check.py (H100, widths 128..2048) confirms it at first order: the A_log/dt_bias change
+        # after steps 1-2 is flat (-0.07, -0.03) with these rules, +0.43/+0.47 with the ablation's m;
+        # at step 10 the beta/alpha changes grow +0.11/+0.11 here, +0.25/+0.28 in the ablation. (From
+        # step 3 on the scalars' change grows ~m^0.5 in both, +0.52 vs +1.01 at step 10: open.)
+        # vector: LR m (standard μP), not the authors' code's 1: with m the gains' and conv taps' change
+        # is flat over the first steps (-0.04 / -0.06, steps 1-2, H100); with 1 it is -1.06 / -1.05
+        # (CPU, widths 64..512). By step 10 the o_norm gain and v-conv changes at width 2048 rise
+        # (+0.29 / +0.12 overall), with mixer_out (+0.43): the 2048-wide SGD run drifting late.
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -0.5, 'scalar': 0.5, 'vector': 1},
     },
     'mup_nogdn': {
@@ -98,6 +110,13 @@ def multipliers(param, width, base_width, head_k):
         # Θ(1/sqrt d): multiply by sqrt(m) before the head RMSNorm, i.e. keep the readout scale
         # at its base-width value 1/sqrt(d_k0), or the norm hides the size and breaks the
         # gradient scaling (paper §4).
+        # Settled by coord_check.py against the other reading of §4, m/sqrt(d_k) ("S q stays
+        # Θ(1/sqrt d), so multiply it by sqrt d"): readout change at step 10, H100, widths 128..2048:
+        # sqrt(m): -0.17 (AdamW), -0.02 (SGD); m: +0.38, +0.54 (assets/coord_check_readout_x_m.json).
+        # Training aligns q with the keys, so S q becomes Θ(1) and sqrt(m) keeps o_t Θ(1). Below width
+        # 128 (d_k <= 16) the random q.k overlap ~1/sqrt(d_k) dominates and o_t shrinks (-0.4 at widths
+        # 64..512). The scale reaches the model only through the RMSNorm's eps (norm(c u) =
+        # u / sqrt(mean u^2 + eps/c^2)): the rule keeps o_t >> sqrt(eps) = 1e-3 as width grows.
         'readout': math.sqrt(m) / math.sqrt(head_k),
     }
 
