@@ -303,6 +303,17 @@ def plot(res, path, kind):
     plt.close(fig)
 
 
+def compact(x):
+    """x with every float rounded to 5 significant digits (a smaller JSON; the fits are done already)."""
+    if isinstance(x, float):
+        return float(f'{x:.5g}')
+    if isinstance(x, dict):
+        return {k: compact(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [compact(v) for v in x]
+    return x
+
+
 def main(argv=None):
     from configurator import configure
     cfg = dict(DEFAULTS)
@@ -310,7 +321,7 @@ def main(argv=None):
     res = coord_check(cfg)
     os.makedirs(cfg['out'], exist_ok=True)
     with open(os.path.join(cfg['out'], 'coord_check.json'), 'w') as f:
-        json.dump(res, f, indent=1)
+        json.dump(compact(res), f)
     if cfg['plot']:
         plot(res, os.path.join(cfg['out'], 'coord_check.png'), 'value')
         plot(res, os.path.join(cfg['out'], 'coord_check_delta.png'), 'delta')
