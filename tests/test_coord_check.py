@@ -2,7 +2,7 @@
 amount in the first steps; under SP the logits' move grows with width.
 
 Widths 128..1024, 3 steps, 2 seeds, 4 x 64 tokens a step (~45 s on 2 cores). Widths from 128 because below
-that (d_k <= 8) the readout S q is dominated by the random overlap of q with the keys, ~1/sqrt(d_k), and
+that (d_k = 8 at width 64) the readout S q is dominated by the random overlap of q with the keys, ~1/sqrt(d_k), and
 shrinks like width^-0.4 (see mup.py, the readout rule). The LRs are larger than coord_check.py's defaults
 so that within 3 steps the learned part of each change dominates the part made by the fixed init weights
 acting on changed inputs (W_emb dx / m for the logits), which shrinks like m^-1/2 and is nearly all of the
@@ -10,7 +10,8 @@ change in step 1 (slope -0.45 there); the runs are stable over these steps.
 Measured width exponents of the change at step 3 (torch 2.13, CPU), 2 seeds:
     logits:  mup-adamw +0.02   mup-sgd +0.10      readout: mup-adamw -0.11   mup-sgd -0.14
     SP logits, mean over steps 1-3:  sp-adamw +0.39   sp-sgd +0.66
-Breaking a rule moves these by 0.5 or more (README, coordinate check section).
+Each of six deliberately broken rules (logits multiplier 1; AdamW hidden LR m^0; readout scale SP's or m/sqrt(d_k);
+SGD embedding LR m^0; SGD hidden LR 1/m) fails at least one assertion here.
 """
 import os
 import sys
