@@ -40,6 +40,9 @@ except ImportError:  # CPU-only installs without triton: the torch path still wo
     HAS_TRITON = False
 
 CHUNK = 64
+# The backward's chunk-parallel step as one Triton kernel: on Triton 3.6 / H100 it reads shared
+# memory out of bounds (compute-sanitizer), so until that is resolved it runs in PyTorch.
+TRITON_BWD_CHUNK = os.environ.get("GDR_TRITON_BWD_CHUNK") == "1"
 
 
 def _check_inputs(q, k, v, g, beta, initial_state, backend):
@@ -104,8 +107,10 @@ def recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None,
     return o, (h if output_final_state else None)
 
 
-def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
-    """The chunked algorithm in PyTorch: fp32 math (fp64 if given fp64), autograd backward."""
+def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state, states=None):
+    """The chunked algorithm in PyTorch: fp32 math (fp64 if given fp64), autograd backward.
+    With `states` (the state entering every chunk, [B, H, N, K, V]) all chunks run at once and it
+    returns (o, the state leaving every chunk): the Triton backward differentiates this."""
     B, T, Hh, K = q.shape
     V, C = v.shape[-1], CHUNK
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -137,6 +142,11 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
     kd = k * torch.exp(G[..., -1:] - G)[..., None]                    # e^{G_C - G} K, exponent <= 0
     gC = G[..., -1].exp()[..., None, None]                            # [B, H, N, 1, 1]
 
+    if states is not None:
+        h = states.to(dt)
+        vn = U - W @ h
+        o = (scale * (qg @ h + Aqk @ vn)).reshape(B, Hh, N * C, V)[:, :, :T].transpose(1, 2)
+        return o.to(out_dtype), gC * h + kd.transpose(-1, -2) @ vn
     h = q.new_zeros(B, Hh, K, V) if initial_state is None else initial_state.to(dt)
     outs = []
     for n in range(N):  # the only sequential part: carry H across chunks
@@ -172,6 +182,18 @@ if HAS_TRITON:
         c = c0 + tl.arange(0, BD)
         return (ptr + ((b * T + t[None, :]) * H + h) * D + c[:, None],
                 (t[None, :] < T) & (c[:, None] < D))
+
+    @triton.jit
+    def _qk(q_ptr, k_ptr, b, h, t0, T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
+        """A chunk's q and k, and both loaded transposed."""
+        p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
+        q = tl.load(p, mask=m, other=0.)
+        p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
+        k = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
+        qT = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
+        return q, k, qT, tl.load(p, mask=m, other=0.)
 
     @triton.jit
     def _vec(ptr, b, h, t0, T, H: tl.constexpr):
@@ -308,22 +330,13 @@ if HAS_TRITON:
         Tp = N * 64
         t0 = n * 64
         r, ck = tl.arange(0, 64), tl.arange(0, BK)
-        p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
-        q = tl.load(p, mask=m, other=0.)
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
-        k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
-        qT = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
-        kT = tl.load(p, mask=m, other=0.)
+        _, k0, qT0, _ = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
         beta = _vec(beta_ptr, b, h, t0, T, H)
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-        A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
-        At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
         eG, eGC_G = tl.exp(G), tl.exp(GC - G)
         upper = r[:, None] <= r[None, :]
-        Mt = _decay(-G, -G, upper) * tl.dot(k, qT)  # M^T = Tril(Q K^T o Gam)^T
+        Mt = _decay(-G, -G, upper) * tl.dot(k0, qT0)  # M^T = Tril(Q K^T o Gam)^T
         dQ = tl.zeros([64, BK], dtype=tl.float32)  # sum_v dO H^T (scaled by scale e^G at the end)
         dK = tl.zeros([64, BK], dtype=tl.float32)
         dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
@@ -348,6 +361,11 @@ if HAS_TRITON:
             do = tl.load(pv, mask=mv, other=0.)
             pv, mv = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
             doT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
+            # operands reloaded each iteration (L2 hits): loop-invariant shared-memory operands
+            # here read out of bounds on Triton 3.6 / H100 (compute-sanitizer)
+            q, k, qT, kT = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
+            A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
+            At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
             KH = tl.dot(k, Hb)
             X = beta[:, None] * (v - eG[:, None] * KH)
             Vn = tl.dot(A, X)
@@ -368,6 +386,8 @@ if HAS_TRITON:
             s = tl.sum(Vn * KdH, 1)
             dG += scale * eG * tl.sum(dof * tl.dot(q, Hb), 1) - beta * eG * tl.sum(dX * KH, 1) - s
             dGC += tl.sum(s, 0) + tl.exp(GC) * tl.sum(tl.sum(dHf * Hf, 1), 0)
+        q, k, qT, kT = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
+        At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
         # intra-chunk attention M = Tril(Q K^T o Gam): Z = dM^T o Gam^T
         Z = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
         Zc = Z.to(k.dtype)
@@ -429,13 +449,13 @@ if HAS_TRITON:
             _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
                 q, k, v, beta, G, A, hT if h0 is None else h0, o, hT, Hs, scale, T, N, H, K, V,
                 BK, HAS_H0=h0 is not None, SAVE_H=save, **c)
-            ctx.save_for_backward(q, k, v, beta, G, A, Hs)
+            ctx.save_for_backward(q, k, v, g, beta, G, A, Hs)
             ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
             return o, hT
 
         @staticmethod
         def backward(ctx, do, dhT):
-            q, k, v, beta, G, A, Hs = ctx.saved_tensors
+            q, k, v, g, beta, G, A, Hs = ctx.saved_tensors
             B, T, H, K = q.shape
             V = v.shape[-1]
             N, Tp, BK = Hs.shape[1], G.shape[1], triton.next_power_of_2(K)
@@ -447,6 +467,12 @@ if HAS_TRITON:
             _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
                 q, k, do, beta, G, A, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
                 ctx.scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
+            if not TRITON_BWD_CHUNK:  # step 2 in PyTorch: differentiate every chunk at once
+                with torch.enable_grad():
+                    xs = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
+                    o, hx = _torch_chunk_gdr(*xs, ctx.scale, None, False, states=Hs.view(B, H, N, K, V))
+                    grads = torch.autograd.grad([o, hx], xs, [do, dHs.view(B, H, N, K, V).float()])
+                return (*grads, None, (dh0 if ctx.has_h0 else None))
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
             dg = torch.empty(B, T, H, device=q.device, dtype=ctx.g_dtype)
             dbeta = torch.empty_like(beta)

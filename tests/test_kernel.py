@@ -125,6 +125,9 @@ INTERPRET_CASES = {  # name: (B, T, H, K, V, regime, initial state, final state 
     "K16_V32_T40_zero_decay_B2": (2, 40, 1, 16, 32, "zero_decay", True, True),
     "K32_V32_T100_beta0_no_h0": (1, 100, 2, 32, 32, "beta0", False, True),
     "K32_V32_T100_beta1_o_only": (1, 100, 2, 32, 32, "beta1", True, False),
+    # the same with the backward's chunk step as the Triton kernel (off on GPUs for now, see kernel.py)
+    "K48_V96_T64_mixed_triton_chunk": (1, 64, 2, 48, 96, "mixed", True, True),
+    "K32_V16_T130_strong_decay_triton_chunk": (1, 130, 2, 32, 16, "strong_decay", True, True),
 }
 
 
@@ -132,6 +135,7 @@ def _interpret_worker():
     """Runs in a subprocess with TRITON_INTERPRET=1; prints {case: {quantity: rel error}}."""
     out = {}
     for i, (name, (B, T, H, K, V, regime, h0, use_state)) in enumerate(INTERPRET_CASES.items()):
+        kernel.TRITON_BWD_CHUNK = name.endswith("triton_chunk")
         xs = make_inputs(B, T, H, K, V, regime, seed=100 + i, h0=h0)
         x32 = [x.detach().float().requires_grad_() for x in xs]
         o_ref, s_ref = kernel.recurrent_gated_delta_rule(*xs[:5], K ** -0.5, initial_state=xs[5] if h0 else None,
@@ -174,7 +178,7 @@ def test_triton_interpreted_matches_recurrent(interpret_results, case):
     for name, err in errs.items():
         # fp32 kernels vs the float64 reference: ~1e-6. Under strong decay, dg goes through fp32
         # G_i - G_j with |G| ~ 1e3 (ulp ~ 1e-4): still far below any bf16 training noise.
-        tol = 1e-3 if (name == "dg" and "strong" in case) else 2e-5
+        tol = 1e-3 if (name == "dg" and "strong" in case) else 3e-5
         assert err <= tol, f"{case} {name}: relative error {err:.2e} > {tol:.0e} ({errs})"
 
 
