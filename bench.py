@@ -135,7 +135,7 @@ def kernel_table(shapes, with_torch, fla_gdr):
 
     def sdpa(q, k, v, g, b):
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              is_causal=True)
+                                              is_causal=True).transpose(1, 2)
     ops["sdpa"] = sdpa
     rows = []
     print(f"{'B, T, H, K, V':24s} {'op':6s} {'fwd ms':>8s} {'fwd+bwd':>8s} {'vs fla':>7s} "

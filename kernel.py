@@ -107,10 +107,11 @@ def recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None,
     return o, (h if output_final_state else None)
 
 
-def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state, states=None):
+def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state, states=None, A=None):
     """The chunked algorithm in PyTorch: fp32 math (fp64 if given fp64), autograd backward.
     With `states` (the state entering every chunk, [B, H, N, K, V]) all chunks run at once and it
-    returns (o, the state leaving every chunk): the Triton backward differentiates this."""
+    returns (o, the state leaving every chunk): the Triton backward differentiates this, passing
+    the inverse A it saved ([B, H, N, C, C]) so that no triangular solve is needed."""
     B, T, Hh, K = q.shape
     V, C = v.shape[-1], CHUNK
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -135,7 +136,10 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state,
     kk = (k @ k.transpose(-1, -2)) * gam * beta[..., :, None]
     L = torch.eye(C, dtype=dt, device=q.device) + torch.where(strict, kk, 0.0)
     rhs = torch.cat([k * (beta * G.exp())[..., None], v * beta[..., None]], -1)
-    WU = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
+    if A is not None:  # value A, gradient of (I + L)^-1: dL = -A^T dA A^T
+        WU = (A - A @ (L - L.detach()) @ A) @ rhs
+    else:
+        WU = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
     W, U = WU[..., :K], WU[..., K:]
     Aqk = (q @ k.transpose(-1, -2)) * gam                             # Tril(Q K^T o Gam)
     qg = q * G.exp()[..., None]
@@ -423,8 +427,8 @@ if HAS_TRITON:
         bench.py --sweep overrides it to compare settings, each checked against float64."""
         BK, BVmax = triton.next_power_of_2(K), triton.next_power_of_2(V)
         return dict(prep=dict(num_warps=4),
-                    fwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=8, num_stages=2),
-                    bwd=dict(BV=min(64 if BK <= 128 else 32, BVmax), num_warps=8, num_stages=2),
+                    fwd=dict(BV=min(64, BVmax), num_warps=8, num_stages=2),  # BV 32 at K 256: the
+                    bwd=dict(BV=min(64, BVmax), num_warps=8, num_stages=2),  # H100 OOB read, below
                     chunk=dict(BV=min(32 if BK <= 128 else 16, BVmax), num_warps=8, num_stages=1))
 
     class _ChunkGDR(torch.autograd.Function):
@@ -470,7 +474,8 @@ if HAS_TRITON:
             if not TRITON_BWD_CHUNK:  # step 2 in PyTorch: differentiate every chunk at once
                 with torch.enable_grad():
                     xs = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
-                    o, hx = _torch_chunk_gdr(*xs, ctx.scale, None, False, states=Hs.view(B, H, N, K, V))
+                    o, hx = _torch_chunk_gdr(*xs, ctx.scale, None, False, states=Hs.view(B, H, N, K, V),
+                                             A=A.view(B, H, N, 64, 64))
                     grads = torch.autograd.grad([o, hx], xs, [do, dHs.view(B, H, N, K, V).float()])
                 return (*grads, None, (dh0 if ctx.has_h0 else None))
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
