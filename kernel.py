@@ -40,9 +40,9 @@ except ImportError:  # CPU-only installs without triton: the torch path still wo
     HAS_TRITON = False
 
 CHUNK = 64
-# The backward's chunk-parallel step as one Triton kernel: on Triton 3.6 / H100 it reads shared
-# memory out of bounds (compute-sanitizer), so until that is resolved it runs in PyTorch.
-TRITON_BWD_CHUNK = os.environ.get("GDR_TRITON_BWD_CHUNK") == "1"
+# The backward's chunk-parallel step: the Triton kernel where its tiles fit in shared memory
+# (padded K <= 128), else PyTorch from the Triton-saved states ("auto"); "0" / "1" force one.
+TRITON_BWD_CHUNK = os.environ.get("GDR_TRITON_BWD_CHUNK", "auto")
 
 
 def _check_inputs(q, k, v, g, beta, initial_state, backend):
@@ -425,11 +425,12 @@ if HAS_TRITON:
     def launch_config(K, V):
         """Block size over V and warps/stages per kernel; depends on the head dims only (never T).
         bench.py --sweep overrides it to compare settings, each checked against float64."""
-        BK, BVmax = triton.next_power_of_2(K), triton.next_power_of_2(V)
+        # Tiles are at least 64 wide (K padded, V masked): on Triton 3.6 / H100, bf16 products whose
+        # shared-memory operand is 16 or 32 wide read out of bounds (compute-sanitizer).
         return dict(prep=dict(num_warps=4),
-                    fwd=dict(BV=min(64, BVmax), num_warps=8, num_stages=2),  # BV 32 at K 256: the
-                    bwd=dict(BV=min(64, BVmax), num_warps=8, num_stages=2),  # H100 OOB read, below
-                    chunk=dict(BV=min(32 if BK <= 128 else 16, BVmax), num_warps=8, num_stages=1))
+                    fwd=dict(BV=64, num_warps=8, num_stages=2),
+                    bwd=dict(BV=64, num_warps=8, num_stages=2),
+                    chunk=dict(BV=64, num_warps=8, num_stages=1))
 
     class _ChunkGDR(torch.autograd.Function):
         @staticmethod
@@ -437,7 +438,7 @@ if HAS_TRITON:
             B, T, H, K = q.shape
             V = v.shape[-1]
             N = triton.cdiv(T, 64)
-            Tp, BK = N * 64, triton.next_power_of_2(K)
+            Tp, BK = N * 64, max(64, triton.next_power_of_2(K))
             q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
             f32 = dict(device=q.device, dtype=torch.float32)
             G = torch.empty(B * H, Tp, **f32)
@@ -462,7 +463,7 @@ if HAS_TRITON:
             q, k, v, g, beta, G, A, Hs = ctx.saved_tensors
             B, T, H, K = q.shape
             V = v.shape[-1]
-            N, Tp, BK = Hs.shape[1], G.shape[1], triton.next_power_of_2(K)
+            N, Tp, BK = Hs.shape[1], G.shape[1], max(64, triton.next_power_of_2(K))
             do = torch.zeros_like(v) if do is None else do.contiguous()
             dHs = torch.empty_like(Hs)
             dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
@@ -471,7 +472,8 @@ if HAS_TRITON:
             _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
                 q, k, do, beta, G, A, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
                 ctx.scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
-            if not TRITON_BWD_CHUNK:  # step 2 in PyTorch: differentiate every chunk at once
+            if TRITON_BWD_CHUNK == "0" or (TRITON_BWD_CHUNK == "auto" and BK > 128):
+                # step 2 in PyTorch: differentiate every chunk at once
                 with torch.enable_grad():
                     xs = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
                     o, hx = _torch_chunk_gdr(*xs, ctx.scale, None, False, states=Hs.view(B, H, N, K, V),
