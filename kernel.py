@@ -74,7 +74,8 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
 def chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, output_final_state=False,
                            backend=None):
     """Gated delta rule over a whole sequence. Returns (o [B, T, H, V] in v's dtype,
-    final_state [B, H, K, V] fp32, or None unless output_final_state).
+    final_state [B, H, K, V] fp32 (float64 for float64 inputs on the torch path), or None unless
+    output_final_state).
     backend: None (triton for CUDA tensors when triton is importable, else torch), "torch", "triton".
     """
     if backend is None:
@@ -162,13 +163,18 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state,
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton path: 3 kernels forward-and-saved (prep, scan), 2 backward (scan, chunk).
+# Triton path: 2 forward kernels (prep, scan), 2 backward (scan, chunk), one autograd.Function.
 # Layout: inputs [B, T, H, D] contiguous; per (b, h) a chunk is 64 rows with row stride H*D.
-# Scratch: G (chunk-local cumsum of g) [B*H, Tp], A [B*H, Tp, 64] fp32, state at each chunk start
-# Hs [B*H, N, K, V] fp32, and in the backward dHs (grad of the state leaving each chunk).
-# Triton 3.6 on Hopper miscompiles tl.trans(tl.dot(...)) fed into another tl.dot: every transposed
-# operand below is a transposed *load* (or an elementwise function of one), and a transposed
-# product is computed directly with swapped operands.
+# Scratch: G (chunk-local cumsum of g) [B*H, Tp] and A [B*H, Tp, 64] in fp32; the state at each
+# chunk start Hs [B*H, N, K, V] and, in the backward, dHs (grad of the state leaving each chunk),
+# both in the inputs' dtype. Products: bf16 operands (q, k, and the state cast to bf16) or fp32
+# (tf32) ones, always fp32 accumulation. Triton 3.6 / Hopper traps, each met or guarded here:
+# - tl.trans(tl.dot(...)) fed to another tl.dot miscompiles: no kernel does it; transposed products
+#   are computed directly with swapped operands or transposed loads.
+# - bf16 products whose shared-memory operand tile is 16 or 32 wide read shared memory out of
+#   bounds (compute-sanitizer, H100): every tile is >= 64 wide (K padded to 64, V blocks of 64).
+# The backward chunk kernel needs ~170 KB of shared memory at padded K = 128; above that (K > 128)
+# the backward's chunk-parallel step runs in PyTorch from the Triton-saved states (TRITON_BWD_CHUNK).
 # ----------------------------------------------------------------------------------------------
 if HAS_TRITON:
     @triton.jit
@@ -327,8 +333,8 @@ if HAS_TRITON:
         of its leaving state, recompute X, Vn, dVn, dX per V block, then
         dv = beta dX; dA = dVn X^T -> dL = -A^T dA A^T; dM = scale dO Vn^T; and dq, dk, dbeta,
         dG from every use (e^G Q H, X, e^{G_C-G} K, e^{G_C} H, Gam in M and in L), dg = revcumsum(dG).
-        Every transposed operand is loaded transposed: here tl.trans of a loaded tile fed to tl.dot
-        read out of bounds of shared memory on Triton 3.6 / H100 (compute-sanitizer)."""
+        Transposed operands are loaded transposed and q, k, A re-read per V block (L2 hits): the
+        shape this kernel had when it first ran clean under compute-sanitizer on an H100."""
         n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         Tp = N * 64
@@ -365,8 +371,6 @@ if HAS_TRITON:
             do = tl.load(pv, mask=mv, other=0.)
             pv, mv = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
             doT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
-            # operands reloaded each iteration (L2 hits): loop-invariant shared-memory operands
-            # here read out of bounds on Triton 3.6 / H100 (compute-sanitizer)
             q, k, qT, kT = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
             A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
             At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
