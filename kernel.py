@@ -493,6 +493,7 @@ if HAS_TRITON:
             return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None)
 
 
+@torch.compiler.disable  # torch.compile runs around it (a graph break), never traces the launches
 def _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
     h0 = None if initial_state is None else initial_state.float().contiguous()
     o, hT = _ChunkGDR.apply(q, k, v, g, beta, float(scale), h0)
