@@ -223,9 +223,11 @@ if master:
     log_file = open(log_path, 'w' if new_log else 'a', newline='')
     log = csv.writer(log_file)
     if new_log:
+        # a row per step (loss, lr; speed on log steps) and per eval (train_loss, val_loss)
         log.writerow(['iter', 'loss', 'lr', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss'])
 
 start_iter = iter_num
+recent = []  # (iter, lr, loss) of the steps since the last log line
 X, Y = get_batch('train', iter_num, 0)
 flops_per_iter = raw_model.flops_per_token(block_size) * tokens_per_iter
 t0 = time.time()
@@ -266,21 +268,25 @@ while True:
     optim.zero_grad(set_to_none=True)
 
     iter_num += 1
-    if iter_num % log_interval == 0:
+    recent.append((iter_num, lr, loss_sum))  # the global batch's loss, left on the device
+    if iter_num % log_interval == 0 or iter_num >= max_iters:
+        step_losses = torch.stack([l for _, _, l in recent])
         if ddp:
-            torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
-        lossf = loss_sum.item()  # a sync point: only at log steps
-        if not math.isfinite(lossf):
-            stop_non_finite(lossf)
-    if iter_num % log_interval == 0 and master:
-        dt = (time.time() - t0) / log_interval
-        t0 = time.time()
-        mfu = flops_per_iter / dt / peak_flops
-        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms, "
-              f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.1f}%")
-        log.writerow([iter_num, f'{lossf:.5f}', f'{lr:.4e}', f'{dt * 1000:.2f}',
-                      f'{tokens_per_iter / dt:.0f}', f'{mfu:.4f}', '', ''])
-        log_file.flush()
+            torch.distributed.all_reduce(step_losses, op=torch.distributed.ReduceOp.AVG)
+        step_losses = step_losses.tolist()  # one sync per log_interval steps
+        if not all(map(math.isfinite, step_losses)):
+            stop_non_finite(next(l for l in step_losses if not math.isfinite(l)))
+        if master:
+            dt = (time.time() - t0) / len(recent)
+            t0 = time.time()
+            mfu = flops_per_iter / dt / peak_flops
+            print(f"iter {iter_num}: loss {step_losses[-1]:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms, "
+                  f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.1f}%")
+            for (it, it_lr, _), l in zip(recent, step_losses):  # a CSV row for every step
+                speed = [f'{dt * 1000:.2f}', f'{tokens_per_iter / dt:.0f}', f'{mfu:.4f}'] if it == iter_num else [''] * 3
+                log.writerow([it, f'{l:.5f}', f'{it_lr:.4e}', *speed, '', ''])
+            log_file.flush()
+        recent = []
 
 if master and not eval_only and iter_num % eval_interval:
     save_checkpoint()  # the final state, whatever the eval cadence

@@ -71,6 +71,14 @@ def test_sample_from_checkpoint(tmp_path, data_dir):
     assert len(samples) == 2 and all(len(s.strip()) >= len('ROMEO:') + 30 for s in samples)
 
 
+def test_csv_has_a_row_per_step(tmp_path, data_dir):
+    train(tmp_path, data_dir, '--max_iters=6', '--log_interval=4', '--eval_interval=100')
+    with open(tmp_path / 'log.csv') as f:
+        rows = [r for r in csv.DictReader(f) if r['loss']]
+    assert [int(r['iter']) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r['iter'] for r in rows if r['ms']] == ['4', '6']  # speed on the log steps
+
+
 def test_resume_refuses_another_config(tmp_path, data_dir):
     train(tmp_path, data_dir, '--max_iters=2')
     r = train(tmp_path, data_dir, '--max_iters=4', '--init_from=resume', '--width=128', check=False)
