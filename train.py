@@ -108,7 +108,7 @@ if master:
 # is prepared on the fly on a fresh clone
 from prepare_data import EMBEDDED, ensure_prepared, load_split
 if master or dataset not in EMBEDDED:  # only rank 0 prepares; a missing dataset stops every rank
-    dataset_dir = ensure_prepared(dataset, data_dir)
+    ensure_prepared(dataset, data_dir)
 if ddp:
     torch.distributed.barrier()  # rank 0 may have just prepared the data
 dataset_dir = os.path.join(data_dir, dataset)
