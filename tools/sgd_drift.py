@@ -12,8 +12,8 @@ Per run it records the RMS change since step 0 of coord_check's probes (per laye
 per-module ||dW x|| (RMS of (W_t - W_0) applied to the module's current input on the measurement batch),
 and at init the RMS of lr*grad per group.
 
-    python tools/sgd_drift.py                      # all ablations (2 CPU cores: ~15 min)
-    python tools/sgd_drift.py --only=base,lr/4 --widths=128,256,512,1024 --steps=20
+    python tools/sgd_drift.py                      # the 18 first ablations (2 CPU cores, --jobs=2: ~17 min)
+    python tools/sgd_drift.py --jobs=2 --only=base,lr/2 --widths=128,256,512,1024   # ~7 min
     python tools/sgd_drift.py --jobs=2             # two worker processes, 1 thread each
 """
 import argparse
@@ -343,7 +343,7 @@ def main():
     txt = report(res, widths, a.steps, a.seeds, names)
     print(txt)
     os.makedirs(a.out, exist_ok=True)
-    tag = '_'.join(names) if len(names) < 4 else 'all'
+    tag = ('_'.join(names) if len(names) < 4 else 'all').replace('/', 'div').replace('^', '')
     with open(os.path.join(a.out, f'sgd_drift_{tag}.json'), 'w') as f:
         json.dump({'args': vars(a), 'res': {n: {str(w): v for w, v in d.items()} for n, d in res.items()}},
                   f, default=float)
