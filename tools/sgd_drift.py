@@ -12,7 +12,7 @@ Per run it records the RMS change since step 0 of coord_check's probes (per laye
 per-module ||dW x|| (RMS of (W_t - W_0) applied to the module's current input on the measurement batch),
 and at init the RMS of lr*grad per group.
 
-    python tools/sgd_drift.py                      # the 18 first ablations (2 CPU cores, --jobs=2: ~17 min)
+    python tools/sgd_drift.py                      # all 27 ablations (2 CPU cores, --jobs=2: ~27 min)
     python tools/sgd_drift.py --jobs=2 --only=base,lr/2 --widths=128,256,512,1024   # ~7 min
     python tools/sgd_drift.py --jobs=2             # two worker processes, 1 thread each
 """
