@@ -29,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+import mup
 from model import GDN, GDNConfig
 
 # quantities, in forward order: (name, where the probe lives, whether it is reported times sqrt(d_k))
@@ -143,9 +144,10 @@ def run_one(run, width, seed, cfg, train_batches, measure_x, vocab, device):
     backend = cfg['kernel_backend']
     if backend != 'torch' and (width // 8) % 16:
         backend = 'torch'  # the Triton kernel needs head dims that are multiples of 16
+    mup_on, gdn_corrections = mup.SWITCHES[param]
     torch.manual_seed(seed)
     model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=cfg['n_layer'], n_head=cfg['n_head'],
-                          mup=param != 'sp', gdn_corrections=param != 'mup_nogdn',
+                          mup=mup_on, gdn_corrections=gdn_corrections,
                           base_width=cfg['base_width'], kernel_backend=backend))
     share_head_scalars(model, seed)
     model.to(device)

@@ -89,8 +89,11 @@ LR_EXP = {
 DECAY = {'embedding': False, 'hidden': True, 'gate': True, 'scalar': False, 'vector': False}
 
 
+# the config's two switches (--mup, --gdn_corrections) that select each parametrization
+SWITCHES = {'sp': (False, True), 'mup': (True, True), 'mup_nogdn': (True, False)}
+
 def parametrization(mup, gdn_corrections=True):
-    """The config's two switches (--mup, --gdn_corrections) -> one of PARAMETRIZATIONS."""
+    """The config's two switches -> one of PARAMETRIZATIONS."""
     return 'sp' if not mup else ('mup' if gdn_corrections else 'mup_nogdn')
 
 def init_std(group, param, width, base_width):

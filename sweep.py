@@ -32,6 +32,8 @@ import os
 import sys
 import time
 
+import mup
+
 CSV_COLUMNS = ['width', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', 'tokens',
                'final_train_loss', 'final_val_loss', 'diverged']
 
@@ -81,7 +83,6 @@ DEFAULTS = dict(
 RUN_KEYS = ['dataset', 'n_layer', 'n_head', 'base_width', 'batch_size', 'block_size', 'warmup_frac',
             'min_lr_ratio', 'weight_decay', 'beta1', 'beta2', 'momentum', 'grad_clip', 'eval_iters',
             'diverge_factor']
-PARAMS = {'sp': (False, True), 'mup': (True, True), 'mup_nogdn': (True, False)}  # -> (mup, gdn_corrections)
 LABELS = {'sp': 'SP', 'mup': 'μP', 'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW',
           'sgd': 'SGD (Nesterov)'}
 
@@ -109,8 +110,8 @@ def grid(cfg):
             if opt not in ('adamw', 'sgd'):
                 raise SystemExit(f"error: optimizers: {opt!r} is not 'adamw' or 'sgd'")
             for param in csv_list(cfg[f'{opt}_params']):
-                if param not in PARAMS:
-                    raise SystemExit(f"error: {opt}_params: {param!r} is not one of {list(PARAMS)}")
+                if param not in mup.SWITCHES:
+                    raise SystemExit(f"error: {opt}_params: {param!r} is not one of {list(mup.SWITCHES)}")
                 for e in parse_exponents(cfg[f'{opt}_lrs']):
                     for seed in csv_list(cfg['seeds'], int):
                         runs.append(dict(width=width, lr=2.0 ** e, parametrization=param, optimizer=opt,
@@ -223,7 +224,7 @@ class Trainer:
     def run(self, r):
         torch, c = self.torch, self.cfg
         self.seed = r['seed']
-        mup_on, gdn_corrections = PARAMS[r['parametrization']]
+        mup_on, gdn_corrections = mup.SWITCHES[r['parametrization']]
         raw, model = self.model(r['width'], mup_on)
         # 'mup' and 'mup_nogdn' are the same network; the switch only selects mup.py's optimizer groups
         raw.config.gdn_corrections = gdn_corrections
