@@ -8,9 +8,11 @@ difference between μP and standard parametrization (SP).
 
 Parametrizations:
   'sp'         standard parametrization: every matrix N(0, 0.02²), one LR, readout 1/sqrt(d_k).
-  'mup'        μP with the GDN corrections of Liu & Gu (arXiv 2606.04048, §4).
-  'mup_nogdn'  "standard μP" without those corrections (gates as hidden weights, A_log/dt_bias as
-               plain vector-like parameters): the paper's SGD ablation.
+  'mup'        μP with the GDN rules of Liu & Gu (arXiv 2606.04048, §4): q/k/state readout and gate
+               init; the gates and per-head scalars get the LRs of an output layer and its biases
+               (under SGD this departs from the paper's m^-1/2, m^+1/2: see LR_EXP for why).
+  'mup_nogdn'  "standard μP" without the GDN treatment of the gates (gates as hidden weights,
+               A_log/dt_bias as plain vector-like parameters): the paper's SGD ablation.
 m = width / base_width. At width == base_width all three are the same model with the same LRs.
 
     python mup.py --width=768 --optimizer=sgd      # print the rules as numbers
@@ -65,17 +67,21 @@ LR_EXP = {
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding,
         # vectors) gradients are Θ(1/d) for Θ(1) params, so LR ∝ m (TP5, Table 3).
-        # gate: the signal reaching the gate pre-activations is Θ(1/sqrt d), not Θ(1/d), so the
-        # W_alpha/W_beta LR is m^-1/2 and the per-head scalars' LR is m^+1/2 (paper §4).
-        # coord_check.py (H100, widths 128..2048) confirms it at first order: the A_log/dt_bias change
-        # after steps 1-2 is flat (-0.07, -0.03) with these rules, +0.43/+0.47 with the ablation's m;
-        # at step 10 the beta/alpha changes grow +0.11/+0.11 here, +0.25/+0.28 in the ablation. (From
-        # step 3 on the scalars' change grows ~m^0.5 in both, +0.52 vs +1.01 at step 10: open.)
+        # gate, scalar: W_alpha/W_beta map the width to n_head outputs, a fixed fan-out: TP5's output
+        # weights (SGD LR η/fan_in, m^-1); A_log/dt_bias act on those n_head pre-activations: biases of
+        # a fixed fan-out (LR η, m^0). Same rows as under Adam. NOT the paper's §4 correction
+        # (m^-1/2, m^+1/2), which sizes the first step only, from the gate signal's incoherent
+        # Θ(1/sqrt d) value at init; from step 2 that gradient is coherent and Θ(1), and m^±1/2 then
+        # makes the gate and decay updates grow as sqrt(m). coord_check.py, H100, widths 128..2048,
+        # change at step 10: A_log/dt_bias +0.52 with m^+1/2, +1.01 with the ablation's m^1;
+        # CPU, widths 128..512 (tools/SGD_DRIFT.md): A_log +0.58 -> +0.09, W_alpha x +0.43 -> -0.06
+        # with these rules. The price: the first update of these parameters shrinks like m^-1/2 (A_log
+        # -0.54 at step 1), a finite-width fluctuation that vanishes in the limit. LR sweeps cannot tell
+        # the two apart (README, "Learning-rate transfer").
         # vector: LR m (standard μP), not the authors' code's 1: with m the gains' and conv taps' change
         # is flat over the first steps (-0.04 / -0.06, steps 1-2, H100); with 1 it is -1.06 / -1.05
-        # (CPU, widths 64..512). By step 10 the o_norm gain and v-conv changes at width 2048 rise
-        # (+0.29 / +0.12 overall), with mixer_out (+0.43): the 2048-wide SGD run drifting late.
-        'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -0.5, 'scalar': 0.5, 'vector': 1},
+        # (CPU, widths 64..512).
+        'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -1, 'scalar': 0, 'vector': 1},
     },
     'mup_nogdn': {
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},

@@ -41,10 +41,11 @@ def test_groups_cover_every_parameter_once():
     assert {mup.group_of(n) for n, _ in model.named_parameters()} == set(mup.GROUPS)
 
 
-# LR exponents of m written out independently of mup.py (DESIGN §3), so a changed rule fails here.
+# LR exponents of m written out independently of mup.py (DESIGN §3; SGD gate/scalar: TP5's output
+# weights and biases, not the paper's m^-1/2, m^+1/2 -- mup.py says why), so a changed rule fails here.
 EXPECTED_LR_EXP = {
     ('mup', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
-    ('mup', 'sgd'): dict(embedding=1, hidden=0, gate=-0.5, scalar=0.5, vector=1),
+    ('mup', 'sgd'): dict(embedding=1, hidden=0, gate=-1, scalar=0, vector=1),
     ('mup_nogdn', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
     ('mup_nogdn', 'sgd'): dict(embedding=1, hidden=0, gate=0, scalar=1, vector=1),
     ('sp', 'adamw'): dict(embedding=0, hidden=0, gate=0, scalar=0, vector=0),
