@@ -227,8 +227,8 @@ def sweep(shapes, variants):
 
 
 def variant(**over):
-    def fn(K, V):
-        cfg = _BASE(K, V)
+    def fn(K, V, fp32=False):
+        cfg = _BASE(K, V, fp32)
         for key, val in over.items():
             kern, field = key.split("_", 1)
             cfg[kern] = dict(cfg[kern], **{field: val})
@@ -244,7 +244,7 @@ if __name__ == "__main__":
     ap.add_argument("--model", action="store_true")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--no-table", action="store_true")
-    ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. chunk_num_warps=4,fwd_BV=32")
+    ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
     ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback (table and model)")
     ap.add_argument("--fast", action="store_true", help="--check on 4 shapes x 4 regimes, no fp32")
@@ -270,10 +270,11 @@ if __name__ == "__main__":
             # (tiles narrower than 64 read shared memory out of bounds on Triton 3.6 / H100)
             "default": _BASE,
             "prep warps 8": variant(prep_num_warps=8),
-            "scans warps 4": variant(fwd_num_warps=4, bwd_num_warps=4),
+            "scans warps 8": variant(fwd_num_warps=8, bwd_num_warps=8),
             "scans stages 1": variant(fwd_num_stages=1, bwd_num_stages=1),
-            "scans stages 3": variant(fwd_num_stages=3, bwd_num_stages=3),
-            "chunk warps 4": variant(chunk_num_warps=4),
+            "out warps 8": variant(out_num_warps=8),
+            "state warps 4": variant(state_num_warps=4),
+            "wy warps 8": variant(wy_num_warps=8),
         })
     if not args.no_table:
         kernel_table(DESIGN_SHAPES + PAPER_SHAPES, not args.quick, fla_gdr)

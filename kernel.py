@@ -40,10 +40,6 @@ except ImportError:  # CPU-only installs without triton: the torch path still wo
     HAS_TRITON = False
 
 CHUNK = 64
-# The backward's chunk-parallel step: the Triton kernel where its tiles fit in shared memory
-# (padded K <= 128), else PyTorch from the Triton-saved states ("auto"); "0" / "1" force one.
-TRITON_BWD_CHUNK = os.environ.get("GDR_TRITON_BWD_CHUNK", "auto")
-
 
 def _check_inputs(q, k, v, g, beta, initial_state, backend):
     if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
@@ -77,9 +73,12 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, output_f
     final_state [B, H, K, V] fp32 (float64 for float64 inputs on the torch path), or None unless
     output_final_state).
     backend: None (triton for CUDA tensors when triton is importable, else torch), "torch", "triton".
+    fp32 inputs with K > 128 default to torch: the Triton backward's fp32 tiles would need more
+    shared memory than an H100 has (bf16 at K = 256 fits).
     """
     if backend is None:
-        backend = "triton" if (HAS_TRITON and q.is_cuda) else "torch"
+        fits = not (q.dtype == torch.float32 and q.shape[-1] > 128)
+        backend = "triton" if (HAS_TRITON and q.is_cuda and fits) else "torch"
     _check_inputs(q, k, v, g, beta, initial_state, backend)
     if backend == "triton":
         return _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
@@ -108,11 +107,8 @@ def recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None,
     return o, (h if output_final_state else None)
 
 
-def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state, states=None, A=None):
-    """The chunked algorithm in PyTorch: fp32 math (fp64 if given fp64), autograd backward.
-    With `states` (the state entering every chunk, [B, H, N, K, V]) all chunks run at once and it
-    returns (o, the state leaving every chunk): the Triton backward differentiates this, passing
-    the inverse A it saved ([B, H, N, C, C]) so that no triangular solve is needed."""
+def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
+    """The chunked algorithm in PyTorch: fp32 math (fp64 if given fp64), autograd backward."""
     B, T, Hh, K = q.shape
     V, C = v.shape[-1], CHUNK
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -137,21 +133,13 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state,
     kk = (k @ k.transpose(-1, -2)) * gam * beta[..., :, None]
     L = torch.eye(C, dtype=dt, device=q.device) + torch.where(strict, kk, 0.0)
     rhs = torch.cat([k * (beta * G.exp())[..., None], v * beta[..., None]], -1)
-    if A is not None:  # value A, gradient of (I + L)^-1: dL = -A^T dA A^T
-        WU = (A - A @ (L - L.detach()) @ A) @ rhs
-    else:
-        WU = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
+    WU = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
     W, U = WU[..., :K], WU[..., K:]
     Aqk = (q @ k.transpose(-1, -2)) * gam                             # Tril(Q K^T o Gam)
     qg = q * G.exp()[..., None]
     kd = k * torch.exp(G[..., -1:] - G)[..., None]                    # e^{G_C - G} K, exponent <= 0
     gC = G[..., -1].exp()[..., None, None]                            # [B, H, N, 1, 1]
 
-    if states is not None:
-        h = states.to(dt)
-        vn = U - W @ h
-        o = (scale * (qg @ h + Aqk @ vn)).reshape(B, Hh, N * C, V)[:, :, :T].transpose(1, 2)
-        return o.to(out_dtype), gC * h + kd.transpose(-1, -2) @ vn
     h = q.new_zeros(B, Hh, K, V) if initial_state is None else initial_state.to(dt)
     outs = []
     for n in range(N):  # the only sequential part: carry H across chunks
@@ -163,19 +151,23 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state,
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton path: 2 forward kernels (prep, scan), 2 backward (scan, chunk), one autograd.Function.
-# Layout: inputs [B, T, H, D] contiguous; per (b, h) a chunk is 64 rows with row stride H*D.
-# Scratch: G (chunk-local cumsum of g) [B*H, Tp] and A [B*H, Tp, 64] in fp32; the state at each
-# chunk start Hs [B*H, N, K, V] and, in the backward, dHs (grad of the state leaving each chunk),
-# both in the inputs' dtype. Products: bf16 operands (q, k, and the state cast to bf16) or fp32
-# (tf32) ones, always fp32 accumulation. Triton 3.6 / Hopper traps, each met or guarded here:
+# Triton path: 3 forward kernels (prep, scan, out), 3 backward (scan, state, wy), one autograd.Function.
+# Only the two scans are sequential (over chunks), and they do the minimum there: 2 products per
+# chunk forward, 4 backward. Layout: inputs [B, T, H, D] contiguous (a chunk = 64 rows of stride
+# H*D); workspaces per (b, h) = bh: G [BH, Tp] and A [BH, Tp, 64] fp32, W [BH, Tp, K] in the
+# inputs' dtype, U / Vn / dVn [BH, Tp, V] in WS_DTYPE, the state entering each chunk Hs and the
+# grad of the state leaving it dHs [BH, N, K, V] in the inputs' dtype. Products: bf16 operands
+# (inputs, W, states) or fp32 ones (tf32; tf32x3 in the inverse), always fp32 accumulation.
+# Triton 3.6 / Hopper traps, each met or guarded here:
 # - tl.trans(tl.dot(...)) fed to another tl.dot miscompiles: no kernel does it; transposed products
-#   are computed directly with swapped operands or transposed loads.
+#   are computed with swapped operands or transposed loads, tl.trans of a product goes to a store.
 # - bf16 products whose shared-memory operand tile is 16 or 32 wide read shared memory out of
-#   bounds (compute-sanitizer, H100): every tile is >= 64 wide (K padded to 64, V blocks of 64).
-# The backward chunk kernel needs ~170 KB of shared memory at padded K = 128; above that (K > 128)
-# the backward's chunk-parallel step runs in PyTorch from the Triton-saved states (TRITON_BWD_CHUNK).
+#   bounds (compute-sanitizer, H100): every tile is >= 64 wide (K blocks and V blocks of 64, masked).
 # ----------------------------------------------------------------------------------------------
+# U, Vn, dVn for bf16 inputs: fp32 by default; GDR_WS=bf16 halves their traffic at an accuracy cost
+# (a CPU emulation of the forward's roundings at K = V = 128, g = 0: o error vs float64 3.2e-3 -> 3.8e-3).
+WS_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}[os.environ.get("GDR_WS", "fp32")]
+
 if HAS_TRITON:
     @triton.jit
     def _rows(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
@@ -194,16 +186,32 @@ if HAS_TRITON:
                 (t[None, :] < T) & (c[:, None] < D))
 
     @triton.jit
-    def _qk(q_ptr, k_ptr, b, h, t0, T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
-        """A chunk's q and k, and both loaded transposed."""
-        p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
-        q = tl.load(p, mask=m, other=0.)
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
-        k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
-        qT = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
-        return q, k, qT, tl.load(p, mask=m, other=0.)
+    def _ws(ptr, bh, t0, Tp, D: tl.constexpr, BD: tl.constexpr, c0=0):
+        """A [64, BD] tile of a [B*H, Tp, D] workspace."""
+        t = bh * Tp + t0 + tl.arange(0, 64)
+        c = c0 + tl.arange(0, BD)
+        return ptr + t[:, None] * D + c[None, :], (c[None, :] < D) & (t[:, None] >= 0)
+
+    @triton.jit
+    def _ws_t(ptr, bh, t0, Tp, D: tl.constexpr, BD: tl.constexpr, c0=0):
+        """The same tile transposed ([BD, 64])."""
+        t = bh * Tp + t0 + tl.arange(0, 64)
+        c = c0 + tl.arange(0, BD)
+        return ptr + t[None, :] * D + c[:, None], (c[:, None] < D) & (t[None, :] >= 0)
+
+    @triton.jit
+    def _state(ptr, off, k0, c0, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+               BV: tl.constexpr):
+        """A [BK, BV] tile of the [K, V] state at ptr + off."""
+        ck, cv = k0 + tl.arange(0, BK), c0 + tl.arange(0, BV)
+        return ptr + off + ck[:, None] * V + cv[None, :], (ck[:, None] < K) & (cv[None, :] < V)
+
+    @triton.jit
+    def _state_t(ptr, off, k0, c0, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                 BV: tl.constexpr):
+        """The same tile transposed ([BV, BK])."""
+        ck, cv = k0 + tl.arange(0, BK), c0 + tl.arange(0, BV)
+        return ptr + off + ck[None, :] * V + cv[:, None], (ck[None, :] < K) & (cv[:, None] < V)
 
     @triton.jit
     def _vec(ptr, b, h, t0, T, H: tl.constexpr):
@@ -216,280 +224,362 @@ if HAS_TRITON:
         return tl.where(keep, tl.exp(tl.where(keep, Gi[:, None] - Gj[None, :], 0.)), 0.)
 
     @triton.jit
-    def _prep_kernel(k_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, T, N,
-                     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr):
-        """Forward step 1, parallel over chunks: G = cumsum(g) in the chunk and
-        A = (I + StrictTril(diag(beta)(Gam o K K^T)))^-1 by forward substitution."""
+    def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr):
+        """Forward step 1, parallel over chunks: G = cumsum(g) in the chunk,
+        A = (I + L)^-1 with L = StrictTril(diag(beta)(Gam o K K^T)), W = A diag(beta e^G) K and
+        U = A diag(beta) V."""
         n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
-        Tp = N * 64
+        Tp, t0 = N * 64, n * 64
         r = tl.arange(0, 64)
-        p, m = _rows(k_ptr, b, h, n * 64, T, H, K, BK)
-        k = tl.load(p, mask=m, other=0.)
-        G = tl.cumsum(_vec(g_ptr, b, h, n * 64, T, H), 0)
-        beta = _vec(beta_ptr, b, h, n * 64, T, H)
-        tl.store(G_ptr + bh * Tp + n * 64 + r, G)
-        strict = r[:, None] > r[None, :]
-        L = beta[:, None] * _decay(G, G, strict) * tl.dot(k, tl.trans(k))
-        A = tl.where(r[:, None] == r[None, :], 1., 0.)
-        for i in range(1, 64):  # row i of A: e_i - sum_{j<i} L_ij A_j (rows < i are final)
-            li = tl.sum(tl.where(r[:, None] == i, L, 0.), 0)
-            A = tl.where(r[:, None] == i, A - tl.sum(li[:, None] * A, 0)[None, :], A)
-        tl.store(A_ptr + (bh * Tp + n * 64 + r[:, None]) * 64 + r[None, :], A)
+        G = tl.cumsum(_vec(g_ptr, b, h, t0, T, H), 0)
+        beta = _vec(beta_ptr, b, h, t0, T, H)
+        tl.store(G_ptr + bh * Tp + t0 + r, G)
+        kk = tl.zeros([64, 64], dtype=tl.float32)
+        for c0 in range(0, K, 64):
+            p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
+            k = tl.load(p, mask=m, other=0.)
+            p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
+            kk += tl.dot(k, tl.load(p, mask=m, other=0.))
+        L = beta[:, None] * _decay(G, G, r[:, None] > r[None, :]) * kk
+        # Blocked inverse. The four 16 x 16 diagonal blocks D of L, as one [4, 16, 16] tensor, are
+        # inverted at once by forward substitution: (I + D)^-1 = E_14^-1 ... E_0^-1 with
+        # E_j^-1 = I - d_j e_j^T (d_j: column j of each block below the diagonal).
+        i4, i16 = tl.arange(0, 4), tl.arange(0, 16)
+        same = i4[:, None, None, None] == i4[None, None, :, None]        # [4, 1, 4, 1]
+        D = tl.sum(tl.where(same, tl.reshape(L, (4, 16, 4, 16)), 0.), 2)  # D[b, r, c]
+        X = tl.zeros([4, 16, 16], dtype=tl.float32) + tl.where(i16[:, None] == i16[None, :], 1., 0.)
+        for j in range(15):
+            dcol = tl.sum(tl.where(i16[None, None, :] == j, D, 0.), 2)    # D[b, :, j]
+            xrow = tl.sum(tl.where(i16[None, :, None] == j, X, 0.), 1)    # X[b, j, :]
+            X -= dcol[:, :, None] * xrow[:, None, :]
+        X = tl.reshape(tl.where(same, X[:, :, None, :], 0.), (64, 64))   # block-diagonal [64, 64]
+        # Then I + L = (I + D)(I + Nb), Nb = X (L - D) strictly block-lower so Nb^4 = 0:
+        # A = (I - Nb)(I + Nb^2) X. Products in tf32x3 (fp32-accurate): A feeds everything.
+        Nb = tl.dot(X, tl.where(r[:, None] // 16 == r[None, :] // 16, 0., L), input_precision="tf32x3")
+        Y = X + tl.dot(tl.dot(Nb, Nb, input_precision="tf32x3"), X, input_precision="tf32x3")
+        A = Y - tl.dot(Nb, Y, input_precision="tf32x3")
+        tl.store(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :], A)
+        bg = beta * tl.exp(G)
+        for c0 in range(0, K, 64):
+            p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
+            kb = tl.load(p, mask=m, other=0.).to(tl.float32) * bg[:, None]
+            p, m = _ws(W_ptr, bh, t0, Tp, K, 64, c0)
+            tl.store(p, tl.dot(A, kb).to(W_ptr.dtype.element_ty), mask=m)
+        for c0 in range(0, V, 64):
+            p, m = _rows(v_ptr, b, h, t0, T, H, V, 64, c0)
+            vb = tl.load(p, mask=m, other=0.).to(tl.float32) * beta[:, None]
+            p, m = _ws(U_ptr, bh, t0, Tp, V, 64, c0)
+            tl.store(p, tl.dot(A, vb).to(U_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _fwd_scan_kernel(q_ptr, k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, h0_ptr, o_ptr, hT_ptr, Hs_ptr,
-                         scale, T, N, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                         BK: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr,
-                         SAVE_H: tl.constexpr):
-        """Forward step 2, sequential over chunks, parallel over (V block, b, h): carry H,
-        Vn = A diag(beta)(V - diag(e^G) K H), O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn),
-        H <- e^{G_C} H + (diag(e^{G_C - G}) K)^T Vn. Saves H at each chunk start for the backward."""
+    def _fwd_scan_kernel(k_ptr, G_ptr, W_ptr, U_ptr, h0_ptr, hT_ptr, Hs_ptr, Vn_ptr, T, N,
+                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                         BV: tl.constexpr, HAS_H0: tl.constexpr):
+        """Forward step 2, sequential over chunks, parallel over (V block, b, h): store H (the state
+        entering the chunk), Vn = U - W H (stored), H <- e^{G_C} H + (diag(e^{G_C - G}) K)^T Vn."""
         vb, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         Tp = N * 64
         r = tl.arange(0, 64)
-        ck, cv = tl.arange(0, BK), vb * BV + tl.arange(0, BV)
-        hp = (bh * K + ck[:, None]) * V + cv[None, :]
-        hm = (ck[:, None] < K) & (cv[None, :] < V)
+        hp, hm = _state(h0_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
         if HAS_H0:
-            Hst = tl.load(h0_ptr + hp, mask=hm, other=0.)
+            Hst = tl.load(hp, mask=hm, other=0.)
         else:
             Hst = tl.zeros([BK, BV], dtype=tl.float32)
         for n in range(N):
             t0 = n * 64
-            if SAVE_H:
-                tl.store(Hs_ptr + (bh * N + n) * K * V + hp - bh * K * V,
-                         Hst.to(Hs_ptr.dtype.element_ty), mask=hm)
-            p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
-            q = tl.load(p, mask=m, other=0.)  # raw loads: dot operands straight from shared memory
-            p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
-            k = tl.load(p, mask=m, other=0.)
-            p, m = _rows(v_ptr, b, h, t0, T, H, V, BV, vb * BV)
-            v = tl.load(p, mask=m, other=0.).to(tl.float32)
-            beta = _vec(beta_ptr, b, h, t0, T, H)
+            p, m = _state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
+            tl.store(p, Hst.to(Hs_ptr.dtype.element_ty), mask=m)
+            p, m = _ws(W_ptr, bh, t0, Tp, K, BK)
+            w = tl.load(p, mask=m, other=0.)
+            p, m = _ws(U_ptr, bh, t0, Tp, V, BV, vb * BV)
+            u = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
+            kT = tl.load(p, mask=m, other=0.)
             G = tl.load(G_ptr + bh * Tp + t0 + r)
             GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-            A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
-            eG = tl.exp(G)
-            Hc = Hst.to(k.dtype)
-            X = beta[:, None] * (v - eG[:, None] * tl.dot(k, Hc))
-            Vn = tl.dot(A, X)
-            M = _decay(G, G, r[:, None] >= r[None, :]) * tl.dot(q, tl.trans(k))
-            o = scale * (eG[:, None] * tl.dot(q, Hc) + tl.dot(M, Vn))
-            p, m = _rows(o_ptr, b, h, t0, T, H, V, BV, vb * BV)
-            tl.store(p, o.to(o_ptr.dtype.element_ty), mask=m)
-            Vd = (Vn * tl.exp(GC - G)[:, None]).to(k.dtype)  # K^T diag(e^{G_C-G}) Vn
-            Hst = tl.exp(GC) * Hst + tl.dot(tl.trans(k), Vd)
-        tl.store(hT_ptr + hp, Hst, mask=hm)
+            Vn = u - tl.dot(w, Hst.to(w.dtype))
+            p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)
+            tl.store(p, Vn.to(Vn_ptr.dtype.element_ty), mask=m)
+            Hst = tl.dot(kT, (Vn * tl.exp(GC - G)[:, None]).to(kT.dtype), acc=tl.exp(GC) * Hst)
+        hp, hm = _state(hT_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
+        tl.store(hp, Hst, mask=hm)
 
     @triton.jit
-    def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, beta_ptr, G_ptr, A_ptr, dhT_ptr, dh0_ptr, dHs_ptr,
+    def _fwd_out_kernel(q_ptr, k_ptr, G_ptr, Hs_ptr, Vn_ptr, o_ptr, scale, T, N,
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                        BV: tl.constexpr):
+        """Forward step 3, parallel over (V block, chunk, b, h):
+        O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn)."""
+        vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        b, h = bh // H, bh % H
+        Tp, t0 = N * 64, n * 64
+        r = tl.arange(0, 64)
+        p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
+        q = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
+        kT = tl.load(p, mask=m, other=0.)
+        p, m = _state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
+        Hc = tl.load(p, mask=m, other=0.)
+        p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)
+        vn = tl.load(p, mask=m, other=0.).to(tl.float32)
+        G = tl.load(G_ptr + bh * Tp + t0 + r)
+        M = _decay(G, G, r[:, None] >= r[None, :]) * tl.dot(q, kT)
+        o = scale * (tl.exp(G)[:, None] * tl.dot(q, Hc.to(q.dtype)) + tl.dot(M, vn))
+        p, m = _rows(o_ptr, b, h, t0, T, H, V, BV, vb * BV)
+        tl.store(p, o.to(o_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_ptr, dVn_ptr,
                          scale, T, N, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                          BK: tl.constexpr, BV: tl.constexpr, HAS_DHT: tl.constexpr):
-        """Backward step 1, sequential over chunks in reverse, parallel over (V block, b, h):
-        carry dH (grad of the state leaving the chunk; saved per chunk),
-        dVn = scale Tril(Q K^T o Gam)^T dO + diag(e^{G_C-G}) K dH,  dX = A^T dVn,
-        dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - (diag(beta e^G) K)^T dX."""
+        """Backward step 1, sequential over chunks in reverse, parallel over (V block, b, h): carry
+        dH, the grad of the state leaving the chunk (stored per chunk);
+        dVn = scale Tril(Q K^T o Gam)^T dO + diag(e^{G_C-G}) K dH (stored),
+        dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - W^T dVn."""
         vb, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         Tp = N * 64
         r = tl.arange(0, 64)
-        ck, cv = tl.arange(0, BK), vb * BV + tl.arange(0, BV)
-        hp = (bh * K + ck[:, None]) * V + cv[None, :]
-        hm = (ck[:, None] < K) & (cv[None, :] < V)
+        hp, hm = _state(dhT_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
         if HAS_DHT:
-            dH = tl.load(dhT_ptr + hp, mask=hm, other=0.)
+            dH = tl.load(hp, mask=hm, other=0.)
         else:
             dH = tl.zeros([BK, BV], dtype=tl.float32)
         for i in range(N):
             n = N - 1 - i
             t0 = n * 64
-            tl.store(dHs_ptr + (bh * N + n) * K * V + hp - bh * K * V, dH.to(dHs_ptr.dtype.element_ty), mask=hm)
-            p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
-            q = tl.load(p, mask=m, other=0.)
+            p, m = _state(dHs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
+            tl.store(p, dH.to(dHs_ptr.dtype.element_ty), mask=m)
             p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
             k = tl.load(p, mask=m, other=0.)
+            p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
+            qT = tl.load(p, mask=m, other=0.)
+            p, m = _ws_t(W_ptr, bh, t0, Tp, K, BK)
+            wT = tl.load(p, mask=m, other=0.)
             p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)
-            do = tl.load(p, mask=m, other=0.).to(tl.float32)
-            beta = _vec(beta_ptr, b, h, t0, T, H)
+            do = tl.load(p, mask=m, other=0.)
             G = tl.load(G_ptr + bh * Tp + t0 + r)
             GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-            At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
-            eG = tl.exp(G)
-            Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, tl.trans(q))  # M^T
-            dVn = scale * tl.dot(Mt, do) + tl.exp(GC - G)[:, None] * tl.dot(k, dH.to(k.dtype))
-            dX = tl.dot(At, dVn)
-            dH = (tl.exp(GC) * dH + tl.dot(tl.trans(q), (do * (scale * eG)[:, None]).to(q.dtype))
-                  - tl.dot(tl.trans(k), (dX * (beta * eG)[:, None]).to(k.dtype)))
-        tl.store(dh0_ptr + hp, dH, mask=hm)
+            Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, qT)  # M^T
+            dVn = (scale * tl.dot(Mt, do.to(tl.float32))
+                   + tl.exp(GC - G)[:, None] * tl.dot(k, dH.to(k.dtype)))
+            p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV)
+            tl.store(p, dVn.to(dVn_ptr.dtype.element_ty), mask=m)
+            dH = tl.dot(qT, (do * (scale * tl.exp(G))[:, None]).to(qT.dtype), acc=tl.exp(GC) * dH)
+            dH = tl.dot(wT, (-dVn).to(wT.dtype), acc=dH)  # accumulate in place: no extra tiles
+        hp, hm = _state(dh0_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
+        tl.store(hp, dH, mask=hm)
 
     @triton.jit
-    def _bwd_chunk_kernel(q_ptr, k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, Hs_ptr, dHs_ptr, do_ptr,
-                          dq_ptr, dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, scale, T, N,
-                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                          BK: tl.constexpr, BV: tl.constexpr):
-        """Backward step 2, parallel over chunks: from the chunk's entering state H and the grad dH
-        of its leaving state, recompute X, Vn, dVn, dX per V block, then
-        dv = beta dX; dA = dVn X^T -> dL = -A^T dA A^T; dM = scale dO Vn^T; and dq, dk, dbeta,
-        dG from every use (e^G Q H, X, e^{G_C-G} K, e^{G_C} H, Gam in M and in L), dg = revcumsum(dG).
-        Transposed operands are loaded transposed and q, k, A re-read per V block (L2 hits): the
-        shape this kernel had when it first ran clean under compute-sanitizer on an H100."""
-        n, bh = tl.program_id(0), tl.program_id(1)
+    def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_ptr,
+                          dq_ptr, dkp_ptr, dW_ptr, dG_ptr, scale, T, N, H: tl.constexpr,
+                          K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
+        """Backward step 2a, parallel over (64-wide K block, chunk, b, h), summing over V blocks:
+        the grads through the chunk's states (H entering, dH = grad of the state leaving) and its
+        intra-chunk attention M = Tril(Q K^T o Gam) with dM = scale dO Vn^T:
+        dq = scale diag(e^G) dO H^T + (dM o Gam) K (final), dW = -dVn H^T,
+        dk = diag(e^{G_C-G}) Vn dH^T + (dM o Gam)^T Q (partial: 2b adds the WY part), dG parts."""
+        kb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, h = bh // H, bh % H
-        Tp = N * 64
-        t0 = n * 64
-        r, ck = tl.arange(0, 64), tl.arange(0, BK)
-        _, k0, qT0, _ = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
-        beta = _vec(beta_ptr, b, h, t0, T, H)
+        Tp, t0, k0 = N * 64, n * 64, kb * 64
+        r = tl.arange(0, 64)
+        dq = tl.zeros([64, 64], dtype=tl.float32)
+        dw = tl.zeros([64, 64], dtype=tl.float32)
+        dk = tl.zeros([64, 64], dtype=tl.float32)
+        dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
+        dGC = 0.
+        for c0 in range(0, V, BV):
+            p, m = _state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, 64, BV)
+            HT = tl.load(p, mask=m, other=0.)  # [BV, 64] = H^T
+            p, m = _state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, 64, BV)
+            dHT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
+            do = tl.load(p, mask=m, other=0.)
+            p, m = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
+            doT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, c0)
+            vn = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, c0)
+            dvn = tl.load(p, mask=m, other=0.).to(tl.float32)
+            dq += tl.dot(do, HT.to(do.dtype))
+            HTf = HT.to(tl.float32)
+            dw += tl.dot(dvn, HTf)
+            dk += tl.dot(vn, dHT)
+            dMt += tl.dot(vn, doT)
+            dGC += tl.sum(tl.sum(HTf * dHT, 1), 0)
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-        eG, eGC_G = tl.exp(G), tl.exp(GC - G)
+        p, m = _rows(q_ptr, b, h, t0, T, H, K, 64, k0)
+        q = tl.load(p, mask=m, other=0.)
+        p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, k0)
+        k = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, 64, k0)
+        qT = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, k0)
+        kT = tl.load(p, mask=m, other=0.)
+        dq = dq * (scale * tl.exp(G))[:, None]   # through e^G Q H
+        dk = dk * tl.exp(GC - G)[:, None]        # through e^{G_C - G} K
+        sk = tl.sum(dk * k.to(tl.float32), 1)
+        dG = tl.sum(dq * q.to(tl.float32), 1) - sk
+        dGC = dGC * tl.exp(GC) + tl.sum(sk, 0)   # through e^{G_C} H and e^{G_C - G} K
+        # intra-chunk attention: Z^T = (dM o Gam)^T, built transposed so no product is transposed
         upper = r[:, None] <= r[None, :]
-        Mt = _decay(-G, -G, upper) * tl.dot(k0, qT0)  # M^T = Tril(Q K^T o Gam)^T
-        dQ = tl.zeros([64, BK], dtype=tl.float32)  # sum_v dO H^T (scaled by scale e^G at the end)
-        dK = tl.zeros([64, BK], dtype=tl.float32)
-        dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
-        dA = tl.zeros([64, 64], dtype=tl.float32)   # dVn X^T
-        dG = tl.zeros([64], dtype=tl.float32)
-        dbeta = tl.zeros([64], dtype=tl.float32)
-        dGC = 0.
-        hbase = (bh * N + n) * K * V
-        for c0 in range(0, V, BV):
-            cv = c0 + tl.arange(0, BV)
-            hm = (ck[:, None] < K) & (cv[None, :] < V)
-            hp, hpT = ck[:, None] * V + cv[None, :], ck[None, :] * V + cv[:, None]
-            Hb = tl.load(Hs_ptr + hbase + hp, mask=hm, other=0.)  # saved in the inputs' dtype
-            dHb = tl.load(dHs_ptr + hbase + hp, mask=hm, other=0.)
-            HbT = tl.load(Hs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.)
-            dHbT = tl.load(dHs_ptr + hbase + hpT, mask=tl.trans(hm), other=0.)
-            pv, mv = _rows(v_ptr, b, h, t0, T, H, V, BV, c0)
-            v = tl.load(pv, mask=mv, other=0.).to(tl.float32)
-            pv, mv = _rows_t(v_ptr, b, h, t0, T, H, V, BV, c0)
-            vT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
-            pv, mv = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
-            do = tl.load(pv, mask=mv, other=0.)
-            pv, mv = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
-            doT = tl.load(pv, mask=mv, other=0.).to(tl.float32)
-            q, k, qT, kT = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
-            A = tl.load(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :])
-            At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
-            KH = tl.dot(k, Hb)
-            X = beta[:, None] * (v - eG[:, None] * KH)
-            Vn = tl.dot(A, X)
-            KdH = eGC_G[:, None] * tl.dot(k, dHb)
-            dof = do.to(tl.float32)
-            dVn = scale * tl.dot(Mt, dof) + KdH
-            dX = tl.dot(At, dVn)
-            pv, mv = _rows(dv_ptr, b, h, t0, T, H, V, BV, c0)
-            tl.store(pv, (beta[:, None] * dX).to(dv_ptr.dtype.element_ty), mask=mv)
-            XT = beta[None, :] * (vT - eG[None, :] * tl.dot(HbT, kT))  # X^T computed directly
-            dA += tl.dot(dVn, XT)
-            dMt += tl.dot(Vn, doT)
-            dQ += tl.dot(do, HbT)
-            dK += (tl.dot(Vn * eGC_G[:, None], dHbT.to(tl.float32))
-                   - tl.dot(dX * (beta * eG)[:, None], HbT.to(tl.float32)))
-            Hf, dHf = Hb.to(tl.float32), dHb.to(tl.float32)
-            dbeta += tl.sum(dX * (v - eG[:, None] * KH), 1)
-            s = tl.sum(Vn * KdH, 1)
-            dG += scale * eG * tl.sum(dof * tl.dot(q, Hb), 1) - beta * eG * tl.sum(dX * KH, 1) - s
-            dGC += tl.sum(s, 0) + tl.exp(GC) * tl.sum(tl.sum(dHf * Hf, 1), 0)
-        q, k, qT, kT = _qk(q_ptr, k_ptr, b, h, t0, T, H, K, BK)
+        Zt = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
+        Zgt = Zt * tl.dot(k, qT)                 # (dM o M)^T restricted to this K block
+        dG += tl.sum(Zgt, 0) - tl.sum(Zgt, 1) + tl.where(r == 63, dGC, 0.)
+        Zc = Zt.to(k.dtype)
+        dk += tl.dot(Zc, q)
+        dq += tl.trans(tl.dot(kT, Zc))           # (Z K)^T computed, transposed for the store only
+        p, m = _rows(dq_ptr, b, h, t0, T, H, K, 64, k0)
+        tl.store(p, dq.to(dq_ptr.dtype.element_ty), mask=m)
+        p, m = _ws(dkp_ptr, bh, t0, Tp, K, 64, k0)
+        tl.store(p, dk, mask=m)
+        p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, k0)
+        tl.store(p, -dw, mask=m)
+        tl.store(dG_ptr + (bh * tl.num_programs(0) + kb) * Tp + t0 + r, dG)
+
+    @triton.jit
+    def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_ptr, dGp_ptr,
+                       dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, T, N, H: tl.constexpr, K: tl.constexpr,
+                       V: tl.constexpr):
+        """Backward step 2b, parallel over chunks: through W = A diag(beta e^G) K, U = A diag(beta) V
+        (dU = dVn) and A = (I + L)^-1: dA = dW (diag(beta e^G) K)^T + dU (diag(beta) V)^T,
+        dv = diag(beta) A^T dU, dL = -A^T dA A^T, then dk (adds 2a's), dbeta, dG from W, U and
+        L = StrictTril(diag(beta)(Gam o K K^T)); dg = reverse cumsum of dG within the chunk."""
+        n, bh = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        Tp, t0 = N * 64, n * 64
+        r = tl.arange(0, 64)
+        NK: tl.constexpr = (K + 63) // 64
+        G = tl.load(G_ptr + bh * Tp + t0 + r)
+        eG = tl.exp(G)
+        beta = _vec(beta_ptr, b, h, t0, T, H)
         At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
-        # intra-chunk attention M = Tril(Q K^T o Gam): Z = dM^T o Gam^T
-        Z = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
-        Zc = Z.to(k.dtype)
-        dK += tl.dot(Zc, q)
-        dQT = tl.dot(kT, Zc)
-        Zg = Z * tl.dot(k, qT)
-        dG += tl.sum(Zg, 0) - tl.sum(Zg, 1)
-        # the solve: A = (I + L)^-1, L = StrictTril(diag(beta) (Gam o K K^T))
+        dG = tl.zeros([64], dtype=tl.float32)
+        for kb in range(NK):
+            dG += tl.load(dGp_ptr + (bh * NK + kb) * Tp + t0 + r)
+        dbeta = tl.zeros([64], dtype=tl.float32)
+        dA = tl.zeros([64, 64], dtype=tl.float32)
+        for c0 in range(0, V, 64):
+            p, m = _ws(dVn_ptr, bh, t0, Tp, V, 64, c0)
+            dvn = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows(v_ptr, b, h, t0, T, H, V, 64, c0)
+            v = tl.load(p, mask=m, other=0.).to(tl.float32)
+            p, m = _rows_t(v_ptr, b, h, t0, T, H, V, 64, c0)
+            vT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            dvb = tl.dot(At, dvn)                      # grad of diag(beta) V
+            p, m = _rows(dv_ptr, b, h, t0, T, H, V, 64, c0)
+            tl.store(p, (beta[:, None] * dvb).to(dv_ptr.dtype.element_ty), mask=m)
+            dbeta += tl.sum(dvb * v, 1)
+            dA += tl.dot(dvn, vT * beta[None, :])
+        bg = beta * eG
+        kk = tl.zeros([64, 64], dtype=tl.float32)
+        for c0 in range(0, K, 64):
+            p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
+            k = tl.load(p, mask=m, other=0.)
+            p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
+            kT = tl.load(p, mask=m, other=0.)
+            p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
+            dw = tl.load(p, mask=m, other=0.)
+            kk += tl.dot(k, kT)
+            dA += tl.dot(dw, kT.to(tl.float32) * bg[None, :])
         strict = r[:, None] > r[None, :]
-        dL = -tl.dot(tl.dot(At, dA), At)
-        w = tl.where(strict, dL, 0.) * _decay(G, G, strict) * tl.dot(k, kT)
+        gs = _decay(G, G, strict)
+        dL = tl.where(strict, -tl.dot(tl.dot(At, dA), At), 0.)
+        w = dL * gs * kk
         dbeta += tl.sum(w, 1)
         y = beta[:, None] * w
         dG += tl.sum(y, 1) - tl.sum(y, 0)
-        dP = tl.where(strict, dL, 0.) * _decay(G, G, strict) * beta[:, None]
-        dPc = dP.to(k.dtype)
-        dK += tl.dot(dPc, k)
-        dKT = tl.dot(kT, dPc)
-        dq = dQ * (scale * eG)[:, None] + tl.trans(dQT)  # transposes of products go to stores only
-        dk = dK + tl.trans(dKT)
-        dG += tl.where(r == 63, dGC, 0.)
+        P = dL * gs * beta[:, None]                    # grad of the K K^T entries
+        for c0 in range(0, K, 64):
+            p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
+            k = tl.load(p, mask=m, other=0.)
+            p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
+            kT = tl.load(p, mask=m, other=0.)
+            p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
+            dkb = tl.dot(At, tl.load(p, mask=m, other=0.))  # grad of diag(beta e^G) K
+            s = tl.sum(dkb * k.to(tl.float32), 1)
+            dbeta += eG * s
+            dG += bg * s
+            Pc = P.to(k.dtype)
+            p, m = _ws(dkp_ptr, bh, t0, Tp, K, 64, c0)
+            dk = (tl.load(p, mask=m, other=0.) + bg[:, None] * dkb + tl.dot(Pc, k)
+                  + tl.trans(tl.dot(kT, Pc)))          # (P^T K)^T computed, transposed for the store
+            p, m = _rows(dk_ptr, b, h, t0, T, H, K, 64, c0)
+            tl.store(p, dk.to(dk_ptr.dtype.element_ty), mask=m)
         dg = tl.cumsum(dG, 0, reverse=True)
-        p, m = _rows(dq_ptr, b, h, t0, T, H, K, BK)
-        tl.store(p, dq.to(dq_ptr.dtype.element_ty), mask=m)
-        p, m = _rows(dk_ptr, b, h, t0, T, H, K, BK)
-        tl.store(p, dk.to(dk_ptr.dtype.element_ty), mask=m)
         t = t0 + r
         tl.store(dg_ptr + (b * T + t) * H + h, dg.to(dg_ptr.dtype.element_ty), mask=t < T)
         tl.store(dbeta_ptr + (b * T + t) * H + h, dbeta.to(dbeta_ptr.dtype.element_ty), mask=t < T)
 
-    def launch_config(K, V):
-        """Block size over V and warps/stages per kernel; depends on the head dims only (never T).
-        bench.py --sweep overrides it to compare settings, each checked against float64."""
-        # Tiles are at least 64 wide (K padded, V masked): on Triton 3.6 / H100, bf16 products whose
-        # shared-memory operand is 16 or 32 wide read out of bounds (compute-sanitizer).
-        return dict(prep=dict(num_warps=4),
-                    fwd=dict(BV=64, num_warps=8, num_stages=2),
-                    bwd=dict(BV=64, num_warps=8, num_stages=2),
-                    chunk=dict(BV=64, num_warps=8, num_stages=1))
+    def launch_config(K, V, fp32=False):
+        """Block size over V and warps/stages per kernel; depends on the head dims and dtype only
+        (never T). bench.py --sweep overrides it to compare settings, each checked against float64."""
+        big = K > 128 or fp32  # scans: 8 warps, 1 stage (shared memory) for BK = 256 or fp32 tiles
+        scan = dict(BV=64, num_warps=8 if big else 4, num_stages=1 if big else 2)
+        return dict(prep=dict(num_warps=4), fwd=scan, out=dict(BV=64, num_warps=4), bwd=dict(scan),
+                    state=dict(BV=64, num_warps=8, num_stages=2), wy=dict(num_warps=4))
 
     class _ChunkGDR(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, v, g, beta, scale, h0):
             B, T, H, K = q.shape
             V = v.shape[-1]
-            N = triton.cdiv(T, 64)
+            N, BH = triton.cdiv(T, 64), B * H
             Tp, BK = N * 64, max(64, triton.next_power_of_2(K))
             q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
             f32 = dict(device=q.device, dtype=torch.float32)
-            G = torch.empty(B * H, Tp, **f32)
-            A = torch.empty(B * H, Tp, 64, **f32)
-            cfg = launch_config(K, V)
-            _prep_kernel[(N, B * H)](k, g, beta, G, A, T, N, H, K, BK, **cfg["prep"])
-            o = torch.empty_like(v)
+            ws = dict(device=q.device, dtype=torch.float32 if k.dtype == torch.float32 else WS_DTYPE)
+            cfg = launch_config(K, V, k.dtype == torch.float32)
+            G, A = torch.empty(BH, Tp, **f32), torch.empty(BH, Tp, 64, **f32)
+            W = torch.empty(BH, Tp, K, device=q.device, dtype=k.dtype)
+            U = torch.empty(BH, Tp, V, **ws)
+            _prep_kernel[(N, BH)](k, v, g, beta, G, A, W, U, T, N, H, K, V, **cfg["prep"])
             hT = torch.empty(B, H, K, V, **f32)
-            save = any(ctx.needs_input_grad)
-            # states at chunk starts, kept in the inputs' dtype (the backward's products use them so)
-            Hs = torch.empty(B * H, N, K, V, device=q.device, dtype=k.dtype) if save else hT
+            Hs = torch.empty(BH, N, K, V, device=q.device, dtype=k.dtype)
+            Vn = torch.empty(BH, Tp, V, **ws)
             c = cfg["fwd"]
-            _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
-                q, k, v, beta, G, A, hT if h0 is None else h0, o, hT, Hs, scale, T, N, H, K, V,
-                BK, HAS_H0=h0 is not None, SAVE_H=save, **c)
-            ctx.save_for_backward(q, k, v, g, beta, G, A, Hs)
+            _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
+                k, G, W, U, hT if h0 is None else h0, hT, Hs, Vn, T, N, H, K, V, BK,
+                HAS_H0=h0 is not None, **c)
+            del U
+            o = torch.empty_like(v)
+            c = cfg["out"]
+            _fwd_out_kernel[(triton.cdiv(V, c["BV"]), N, BH)](
+                q, k, G, Hs, Vn, o, scale, T, N, H, K, V, BK, **c)
+            ctx.save_for_backward(q, k, v, beta, G, A, W, Hs, Vn)
             ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
             return o, hT
 
         @staticmethod
         def backward(ctx, do, dhT):
-            q, k, v, g, beta, G, A, Hs = ctx.saved_tensors
+            q, k, v, beta, G, A, W, Hs, Vn = ctx.saved_tensors
             B, T, H, K = q.shape
             V = v.shape[-1]
-            N, Tp, BK = Hs.shape[1], G.shape[1], max(64, triton.next_power_of_2(K))
+            BH, N, Tp = B * H, Hs.shape[1], G.shape[1]
+            BK, NK = max(64, triton.next_power_of_2(K)), triton.cdiv(K, 64)
             do = torch.zeros_like(v) if do is None else do.contiguous()
-            dHs = torch.empty_like(Hs)
-            dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32)
-            cfg = launch_config(K, V)
+            f32 = dict(device=q.device, dtype=torch.float32)
+            cfg = launch_config(K, V, k.dtype == torch.float32)
+            dHs, dVn = torch.empty_like(Hs), torch.empty_like(Vn)
+            dh0 = torch.empty(B, H, K, V, **f32)
             c = cfg["bwd"]
-            _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), B * H)](
-                q, k, do, beta, G, A, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
+            _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
+                q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs, dVn,
                 ctx.scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
-            if TRITON_BWD_CHUNK == "0" or (TRITON_BWD_CHUNK == "auto" and BK > 128):
-                # step 2 in PyTorch: differentiate every chunk at once
-                with torch.enable_grad():
-                    xs = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
-                    o, hx = _torch_chunk_gdr(*xs, ctx.scale, None, False, states=Hs.view(B, H, N, K, V),
-                                             A=A.view(B, H, N, 64, 64))
-                    grads = torch.autograd.grad([o, hx], xs, [do, dHs.view(B, H, N, K, V).float()])
-                return (*grads, None, (dh0 if ctx.has_h0 else None))
-            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            dq = torch.empty_like(q)
+            dkp, dW = torch.empty(BH, Tp, K, **f32), torch.empty(BH, Tp, K, **f32)
+            dGp = torch.empty(BH, NK, Tp, **f32)
+            _bwd_state_kernel[(NK, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
+                                           ctx.scale, T, N, H, K, V, **cfg["state"])
+            del dHs
+            dk, dv, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
             dg = torch.empty(B, T, H, device=q.device, dtype=ctx.g_dtype)
-            dbeta = torch.empty_like(beta)
-            _bwd_chunk_kernel[(N, B * H)](
-                q, k, v, beta, G, A, Hs, dHs, do, dq, dk, dv, dg, dbeta, ctx.scale, T, N,
-                H, K, V, BK, **cfg["chunk"])
+            _bwd_wy_kernel[(N, BH)](k, v, beta, G, A, dVn, dW, dkp, dGp, dk, dv, dg, dbeta,
+                                    T, N, H, K, V, **cfg["wy"])
             return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None)
 
 

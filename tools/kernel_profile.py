@@ -1,0 +1,113 @@
+"""Where the kernel's time goes: per-GPU-kernel time of one forward+backward (torch.profiler).
+
+    python tools/kernel_profile.py                         # ours and fla at the first and third DESIGN shape
+    python tools/kernel_profile.py --shapes=16,1024,6,96,192 --ops=ours
+
+Prints, per op and shape, every CUDA kernel's total time over `--iters` fwd+bwd passes divided by
+the number of passes (ms per pass), largest first. Complements bench.py, which times the whole op.
+
+    python tools/kernel_profile.py --resources=128,128       # no GPU needed: compile for sm_90 and
+    python tools/kernel_profile.py --resources=256,512,fp32  # print registers, spills, shared memory
+
+compiles every Triton kernel of kernel.py for an H100 (sm_90, launch_config's settings) on any
+machine with triton and prints ptxas's registers per thread, stack (spill) bytes and shared memory
+(the H100 allows 227 KB per block).
+"""
+import argparse
+import os
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import bench  # noqa: E402
+import kernel  # noqa: E402
+
+
+def resources(K, V, fp32):
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    dt = "fp32" if fp32 else "bf16"
+    f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dkp", "dW", "dG", "dGp", "dg", "dbeta"}
+    ws = "fp32" if fp32 else {torch.float32: "fp32", torch.bfloat16: "bf16"}[kernel.WS_DTYPE]
+    cfg = kernel.launch_config(K, V, fp32)
+    const = dict(H=4, K=K, V=V, BK=max(64, triton.next_power_of_2(K)), HAS_H0=True, HAS_DHT=True)
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    for name, fn in [("prep", kernel._prep_kernel), ("fwd", kernel._fwd_scan_kernel),
+                     ("out", kernel._fwd_out_kernel), ("bwd", kernel._bwd_scan_kernel),
+                     ("state", kernel._bwd_state_kernel), ("wy", kernel._bwd_wy_kernel)]:
+        opts = dict(cfg[name])
+        consts = dict(const, BV=opts.pop("BV", 64))
+        sig, cst = {}, {}
+        for i, a in enumerate(fn.arg_names):
+            if a.endswith("_ptr"):
+                base = a[:-4]
+                sig[a] = "*" + ("fp32" if base in f32 else ws if base in ("U", "Vn", "dVn") else dt)
+            elif a in consts:
+                sig[a], cst[(i,)] = "constexpr", consts[a]
+            else:
+                sig[a] = "fp32" if a == "scale" else "i32"
+        attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a.endswith("_ptr")}
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cst, attrs=attrs),
+                           target=GPUTarget("cuda", 90, 128), options=opts)
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(k.asm["cubin"])
+            f.flush()
+            res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+        regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", res).groups()
+        print(f"K={K} V={V} {dt}  {name:6s} regs {regs:>3s}  stack {stack:>4s} B  "
+              f"shared {k.metadata.shared / 1024:5.1f} KB  {cfg[name]}")
+
+
+def profile_op(op, shape, iters):
+    B, T, H, K, V = shape
+    q, k, v, g, beta, _ = bench.inputs(B, T, H, K, V)
+    xs = [x.requires_grad_() for x in (q, k, v, g, beta)]
+    do = torch.randn(B, T, H, V, device="cuda", dtype=v.dtype)
+    for _ in range(3):  # compile and warm up
+        op(*xs).backward(do)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            op(*xs).backward(do)
+        torch.cuda.synchronize()
+    rows = [(e.key, e.device_time_total / 1e3 / iters, e.count // iters) for e in prof.key_averages()
+            if e.device_time_total > 0]
+    rows.sort(key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    print(f"\n{op.name} {shape}: {total:.3f} ms of GPU kernels per fwd+bwd")
+    for name, ms, n in rows[:15]:
+        print(f"  {ms:7.3f} ms  {100 * ms / total:5.1f}%  x{n:<3d} {name[:90]}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="8,2048,16,128,128;4,4096,6,256,512")
+    ap.add_argument("--ops", default="ours,fla")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--resources", default="", help="K,V[,fp32]: compile for sm_90, no GPU needed")
+    a = ap.parse_args()
+    if a.resources:
+        r = a.resources.split(",")
+        resources(int(r[0]), int(r[1]), r[2:] == ["fp32"])
+        sys.exit()
+    ops = []
+    if "ours" in a.ops:
+        ours = lambda q, k, v, g, b: kernel.chunk_gated_delta_rule(  # noqa: E731
+            q, k, v, g, b, q.shape[-1] ** -0.5, backend="triton")[0]
+        ours.name = "ours"
+        ops.append(ours)
+    fla_gdr = bench.load_fla() if "fla" in a.ops else None
+    if fla_gdr is not None:
+        fla = lambda q, k, v, g, b: fla_gdr(q, k, v, g, b, scale=q.shape[-1] ** -0.5)[0]  # noqa: E731
+        fla.name = "fla"
+        ops.append(fla)
+    for s in a.shapes.split(";"):
+        for op in ops:
+            profile_op(op, tuple(int(x) for x in s.split(",")), a.iters)
