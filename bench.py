@@ -248,6 +248,8 @@ if __name__ == "__main__":
     ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback (table and model)")
     ap.add_argument("--fast", action="store_true", help="--check on 4 shapes x 4 regimes, no fp32")
+    ap.add_argument("--shapes", default="", help="table rows to time, indices into the 4 DESIGN + 3 "
+                    "paper shapes, e.g. 0,1,2 (default: all)")
     args = ap.parse_args()
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     fla_gdr = load_fla()
@@ -277,6 +279,9 @@ if __name__ == "__main__":
             "wy warps 8": variant(wy_num_warps=8),
         })
     if not args.no_table:
-        kernel_table(DESIGN_SHAPES + PAPER_SHAPES, not args.quick, fla_gdr)
+        table = DESIGN_SHAPES + PAPER_SHAPES
+        if args.shapes:
+            table = [table[int(i)] for i in args.shapes.split(",")]
+        kernel_table(table, not args.quick, fla_gdr)
     if args.model:
         model_step(["triton", "fla"] if args.quick else ["triton", "torch", "fla"], fla_gdr)
