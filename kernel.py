@@ -155,18 +155,19 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
 # Only the two scans are sequential (over chunks), and they do the minimum there: 2 products per
 # chunk forward, 4 backward. Layout: inputs [B, T, H, D] contiguous (a chunk = 64 rows of stride
 # H*D); workspaces per (b, h) = bh: G [BH, Tp] and A [BH, Tp, 64] fp32, W [BH, Tp, K] in the
-# inputs' dtype, U / Vn / dVn [BH, Tp, V] in WS_DTYPE, the state entering each chunk Hs and the
-# grad of the state leaving it dHs [BH, N, K, V] in the inputs' dtype. Products: bf16 operands
-# (inputs, W, states) or fp32 ones (tf32; tf32x3 in the inverse), always fp32 accumulation.
+# inputs' dtype, U / Vn / dVn [BH, Tp, V] and dW / dk parts [BH, Tp, K] fp32 (WS_HALF: the inputs'
+# dtype), the state entering each chunk Hs and the grad of the state leaving it dHs [BH, N, K, V]
+# in the inputs' dtype. Products: bf16 operands (inputs, W, states) or fp32 ones (tf32; tf32x3 in
+# the inverse), always fp32 accumulation.
 # Triton 3.6 / Hopper traps, each met or guarded here:
 # - tl.trans(tl.dot(...)) fed to another tl.dot miscompiles: no kernel does it; transposed products
 #   are computed with swapped operands or transposed loads, tl.trans of a product goes to a store.
 # - bf16 products whose shared-memory operand tile is 16 or 32 wide read shared memory out of
 #   bounds (compute-sanitizer, H100): every tile is >= 64 wide (K blocks and V blocks of 64, masked).
 # ----------------------------------------------------------------------------------------------
-# U, Vn, dVn for bf16 inputs: fp32 by default; GDR_WS=bf16 halves their traffic at an accuracy cost
-# (a CPU emulation of the forward's roundings at K = V = 128, g = 0: o error vs float64 3.2e-3 -> 3.8e-3).
-WS_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}[os.environ.get("GDR_WS", "fp32")]
+# GDR_WS=half stores those workspaces in the inputs' dtype: half the traffic, at an accuracy cost
+# (CPU emulation of the forward's roundings, bf16, K = V = 128, g = 0: o error 3.2e-3 -> 3.8e-3).
+WS_HALF = os.environ.get("GDR_WS", "fp32") == "half"
 
 if HAS_TRITON:
     @triton.jit
@@ -436,9 +437,9 @@ if HAS_TRITON:
         p, m = _rows(dq_ptr, b, h, t0, T, H, K, 64, k0)
         tl.store(p, dq.to(dq_ptr.dtype.element_ty), mask=m)
         p, m = _ws(dkp_ptr, bh, t0, Tp, K, 64, k0)
-        tl.store(p, dk, mask=m)
+        tl.store(p, dk.to(dkp_ptr.dtype.element_ty), mask=m)
         p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, k0)
-        tl.store(p, -dw, mask=m)
+        tl.store(p, (-dw).to(dW_ptr.dtype.element_ty), mask=m)
         tl.store(dG_ptr + (bh * tl.num_programs(0) + kb) * Tp + t0 + r, dG)
 
     @triton.jit
@@ -483,7 +484,7 @@ if HAS_TRITON:
             p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
             kT = tl.load(p, mask=m, other=0.)
             p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
-            dw = tl.load(p, mask=m, other=0.)
+            dw = tl.load(p, mask=m, other=0.).to(tl.float32)
             kk += tl.dot(k, kT)
             dA += tl.dot(dw, kT.to(tl.float32) * bg[None, :])
         strict = r[:, None] > r[None, :]
@@ -500,13 +501,13 @@ if HAS_TRITON:
             p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
             kT = tl.load(p, mask=m, other=0.)
             p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
-            dkb = tl.dot(At, tl.load(p, mask=m, other=0.))  # grad of diag(beta e^G) K
+            dkb = tl.dot(At, tl.load(p, mask=m, other=0.).to(tl.float32))  # grad of diag(beta e^G) K
             s = tl.sum(dkb * k.to(tl.float32), 1)
             dbeta += eG * s
             dG += bg * s
             Pc = P.to(k.dtype)
             p, m = _ws(dkp_ptr, bh, t0, Tp, K, 64, c0)
-            dk = (tl.load(p, mask=m, other=0.) + bg[:, None] * dkb + tl.dot(Pc, k)
+            dk = (tl.load(p, mask=m, other=0.).to(tl.float32) + bg[:, None] * dkb + tl.dot(Pc, k)
                   + tl.trans(tl.dot(kT, Pc)))          # (P^T K)^T computed, transposed for the store
             p, m = _rows(dk_ptr, b, h, t0, T, H, K, 64, c0)
             tl.store(p, dk.to(dk_ptr.dtype.element_ty), mask=m)
@@ -532,7 +533,7 @@ if HAS_TRITON:
             Tp, BK = N * 64, max(64, triton.next_power_of_2(K))
             q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
             f32 = dict(device=q.device, dtype=torch.float32)
-            ws = dict(device=q.device, dtype=torch.float32 if k.dtype == torch.float32 else WS_DTYPE)
+            ws = dict(device=q.device, dtype=k.dtype if WS_HALF else torch.float32)
             cfg = launch_config(K, V, k.dtype == torch.float32)
             G, A = torch.empty(BH, Tp, **f32), torch.empty(BH, Tp, 64, **f32)
             W = torch.empty(BH, Tp, K, device=q.device, dtype=k.dtype)
@@ -563,6 +564,7 @@ if HAS_TRITON:
             BK, NK = max(64, triton.next_power_of_2(K)), triton.cdiv(K, 64)
             do = torch.zeros_like(v) if do is None else do.contiguous()
             f32 = dict(device=q.device, dtype=torch.float32)
+            ws = dict(device=q.device, dtype=Vn.dtype)
             cfg = launch_config(K, V, k.dtype == torch.float32)
             dHs, dVn = torch.empty_like(Hs), torch.empty_like(Vn)
             dh0 = torch.empty(B, H, K, V, **f32)
@@ -571,7 +573,7 @@ if HAS_TRITON:
                 q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs, dVn,
                 ctx.scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
             dq = torch.empty_like(q)
-            dkp, dW = torch.empty(BH, Tp, K, **f32), torch.empty(BH, Tp, K, **f32)
+            dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
             dGp = torch.empty(BH, NK, Tp, **f32)
             _bwd_state_kernel[(NK, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
                                            ctx.scale, T, N, H, K, V, **cfg["state"])

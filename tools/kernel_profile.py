@@ -34,8 +34,8 @@ def resources(K, V, fp32):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     dt = "fp32" if fp32 else "bf16"
-    f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dkp", "dW", "dG", "dGp", "dg", "dbeta"}
-    ws = "fp32" if fp32 else {torch.float32: "fp32", torch.bfloat16: "bf16"}[kernel.WS_DTYPE]
+    f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dG", "dGp", "dg", "dbeta"}
+    ws = dt if kernel.WS_HALF else "fp32"
     cfg = kernel.launch_config(K, V, fp32)
     const = dict(H=4, K=K, V=V, BK=max(64, triton.next_power_of_2(K)), HAS_H0=True, HAS_DHT=True)
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
@@ -48,7 +48,7 @@ def resources(K, V, fp32):
         for i, a in enumerate(fn.arg_names):
             if a.endswith("_ptr"):
                 base = a[:-4]
-                sig[a] = "*" + ("fp32" if base in f32 else ws if base in ("U", "Vn", "dVn") else dt)
+                sig[a] = "*" + ("fp32" if base in f32 else ws if base in ("U", "Vn", "dVn", "dkp", "dW") else dt)
             elif a in consts:
                 sig[a], cst[(i,)] = "constexpr", consts[a]
             else:
