@@ -60,6 +60,9 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
             raise ValueError(f"the triton backend supports head dims K (d_k) in 16..256 and V (d_v) in "
                              f"16..512, both multiples of 16; got K={K}, V={V}. Pad the head dims or "
                              f"use backend='torch'")
+        if q.is_cuda and q.dtype == torch.float32 and K > 128:
+            raise ValueError(f"the triton backend's fp32 backward needs more shared memory than a GPU "
+                             f"has at K={K} > 128: pass bf16 inputs (autocast) or use backend='torch'")
         if not (q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
             raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU "
                              "testing); use backend='torch' on CPU")
