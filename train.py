@@ -291,4 +291,5 @@ while True:
 if master and not eval_only and iter_num % eval_interval:
     save_checkpoint()  # the final state, whatever the eval cadence
 if ddp:
+    torch.distributed.barrier()  # tear down together: a rank leaving while rank 0 saves can abort (gloo)
     destroy_process_group()
