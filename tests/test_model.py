@@ -1,5 +1,7 @@
 """The GDN LM: μP == SP at the base width, the scaling rules as numbers, causality, init loss, state."""
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -153,3 +155,18 @@ def test_compiled_model_runs_the_triton_kernel():
     assert r.returncode == 0, r.stderr[-3000:]
     dloss, dgrad = map(float, r.stdout.split()[-2:])
     assert dloss < 1e-5 and dgrad < 1e-4
+
+
+def test_readme_rule_links_point_at_the_rules():
+    """README's rules table links to mup.py lines; each must still be the line that sets the rule."""
+    root = os.path.join(os.path.dirname(__file__), '..')
+    readme = open(os.path.join(root, 'README.md'), encoding='utf-8').read()
+    lines = open(os.path.join(root, 'mup.py'), encoding='utf-8').read().splitlines()
+    expect = {'INIT_EXP': "'mup': {", 'multiplier (tied lm_head)': "'logits':", 'readout scale': "'readout':",
+              'AdamW LR': "'adamw':", 'SGD LR': "'sgd':", 'SGD ablation': "'sgd':", 'weight decay': 'DECAY ='}
+    rows = [r for r in readme.splitlines() if r.startswith('|') and '](mup.py#L' in r]
+    assert len(rows) >= 10
+    for row in rows:
+        n = int(re.search(r'\(mup\.py#L(\d+)\)', row).group(1))
+        key = next((k for k in expect if k in row), 'INIT_EXP')  # the init rows all point at INIT_EXP
+        assert expect[key] in lines[n - 1], f"README row {row[:60]!r} -> mup.py:{n} = {lines[n - 1]!r}"
