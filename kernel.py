@@ -170,6 +170,7 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
 # ----------------------------------------------------------------------------------------------
 # GDR_WS=half stores those workspaces in the inputs' dtype: half the traffic, at an accuracy cost
 # (CPU emulation of the forward's roundings, bf16, K = V = 128, g = 0: o error 3.2e-3 -> 3.8e-3).
+# Not yet timed or checked on a GPU (BENCH.md, run 3): keep the default.
 WS_HALF = os.environ.get("GDR_WS", "fp32") == "half"
 
 if HAS_TRITON:
