@@ -14,7 +14,6 @@ fla's backward refuses Triton < 3.7.1 on Hopper (wrong gated dq/dk there, fla is
 we bypass that guard for timing only.
 """
 import argparse
-import math
 import sys
 
 import torch
@@ -124,7 +123,8 @@ def floor_ms(B, T, H, K, V, backward, esize=2):
     return B * T * H * per / PEAK_BW * 1e3
 
 
-def kernel_table(shapes, with_torch, fla_gdr):
+def kernel_ops(with_torch, fla_gdr):
+    """The gated delta rule implementations to time, as o = op(q, k, v, g, beta)."""
     ops = {"ours": lambda q, k, v, g, b: kernel.chunk_gated_delta_rule(
         q, k, v, g, b, q.shape[-1] ** -0.5, backend="triton")[0]}
     if with_torch:
@@ -132,6 +132,11 @@ def kernel_table(shapes, with_torch, fla_gdr):
             q, k, v, g, b, q.shape[-1] ** -0.5, backend="torch")[0]
     if fla_gdr is not None:
         ops["fla"] = lambda q, k, v, g, b: fla_gdr(q, k, v, g, b, scale=q.shape[-1] ** -0.5)[0]
+    return ops
+
+
+def kernel_table(shapes, with_torch, fla_gdr):
+    ops = kernel_ops(with_torch, fla_gdr)
 
     def sdpa(q, k, v, g, b):
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),

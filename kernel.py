@@ -60,7 +60,7 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
             raise ValueError(f"the triton backend supports head dims K (d_k) in 16..256 and V (d_v) in "
                              f"16..512, both multiples of 16; got K={K}, V={V}. Pad the head dims or "
                              f"use backend='torch'")
-        if q.is_cuda and q.dtype == torch.float32 and K > 128:
+        if q.is_cuda and _fp32_past_shared_memory(q):
             raise ValueError(f"the triton backend's fp32 backward needs more shared memory than a GPU "
                              f"has at K={K} > 128: pass bf16 inputs (autocast) or use backend='torch'")
         if not (q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
@@ -68,6 +68,11 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
                              "testing); use backend='torch' on CPU")
     elif backend != "torch":
         raise ValueError(f"backend must be None, 'torch' or 'triton'; got {backend!r}")
+
+
+def _fp32_past_shared_memory(q):
+    """fp32 inputs with K > 128: the Triton backward scan's tiles need more shared memory than a GPU has."""
+    return q.dtype == torch.float32 and q.shape[-1] > 128
 
 
 def chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, output_final_state=False,
@@ -80,8 +85,7 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, output_f
     shared memory than an H100 has (bf16 at K = 256 fits).
     """
     if backend is None:
-        fits = not (q.dtype == torch.float32 and q.shape[-1] > 128)
-        backend = "triton" if (HAS_TRITON and q.is_cuda and fits) else "torch"
+        backend = "triton" if (HAS_TRITON and q.is_cuda and not _fp32_past_shared_memory(q)) else "torch"
     _check_inputs(q, k, v, g, beta, initial_state, backend)
     if backend == "triton":
         return _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)

@@ -15,10 +15,16 @@ machine with triton and prints ptxas's registers per thread, stack (spill) bytes
 """
 import argparse
 import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import torch
+import triton
 from torch.profiler import ProfilerActivity, profile
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bench  # noqa: E402
@@ -26,13 +32,6 @@ import kernel  # noqa: E402
 
 
 def resources(K, V, fp32):
-    import re
-    import subprocess
-    import tempfile
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
     dt = "fp32" if fp32 else "bf16"
     f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dG", "dGp", "dg", "dbeta"}
     ws = dt if kernel.WS_HALF else "fp32"
@@ -65,7 +64,7 @@ def resources(K, V, fp32):
               f"shared {k.metadata.shared / 1024:5.1f} KB  {cfg[name]}")
 
 
-def profile_op(op, shape, iters):
+def profile_op(name, op, shape, iters):
     B, T, H, K, V = shape
     q, k, v, g, beta, _ = bench.inputs(B, T, H, K, V)
     xs = [x.requires_grad_() for x in (q, k, v, g, beta)]
@@ -81,9 +80,9 @@ def profile_op(op, shape, iters):
             if e.device_time_total > 0]
     rows.sort(key=lambda r: -r[1])
     total = sum(r[1] for r in rows)
-    print(f"\n{op.name} {shape}: {total:.3f} ms of GPU kernels per fwd+bwd")
-    for name, ms, n in rows[:15]:
-        print(f"  {ms:7.3f} ms  {100 * ms / total:5.1f}%  x{n:<3d} {name[:90]}")
+    print(f"\n{name} {shape}: {total:.3f} ms of GPU kernels per fwd+bwd")
+    for key, ms, n in rows[:15]:
+        print(f"  {ms:7.3f} ms  {100 * ms / total:5.1f}%  x{n:<3d} {key[:90]}")
 
 
 if __name__ == "__main__":
@@ -97,17 +96,8 @@ if __name__ == "__main__":
         r = a.resources.split(",")
         resources(int(r[0]), int(r[1]), r[2:] == ["fp32"])
         sys.exit()
-    ops = []
-    if "ours" in a.ops:
-        ours = lambda q, k, v, g, b: kernel.chunk_gated_delta_rule(  # noqa: E731
-            q, k, v, g, b, q.shape[-1] ** -0.5, backend="triton")[0]
-        ours.name = "ours"
-        ops.append(ours)
-    fla_gdr = bench.load_fla() if "fla" in a.ops else None
-    if fla_gdr is not None:
-        fla = lambda q, k, v, g, b: fla_gdr(q, k, v, g, b, scale=q.shape[-1] ** -0.5)[0]  # noqa: E731
-        fla.name = "fla"
-        ops.append(fla)
+    ops = bench.kernel_ops(False, bench.load_fla() if "fla" in a.ops else None)
+    ops = {name: op for name, op in ops.items() if name in a.ops.split(",")}
     for s in a.shapes.split(";"):
-        for op in ops:
-            profile_op(op, tuple(int(x) for x in s.split(",")), a.iters)
+        for name, op in ops.items():
+            profile_op(name, op, tuple(int(x) for x in s.split(",")), a.iters)
