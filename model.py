@@ -17,6 +17,12 @@ import mup
 from kernel import chunk_gated_delta_rule
 
 
+def padded_vocab(vocab_size):
+    """The embedding's row count for a tokenizer's vocabulary: BPE vocabularies padded up to a multiple
+    of 64 for the matmul units (GPT-2's 50257 -> 50304); small character vocabularies as they are."""
+    return vocab_size if vocab_size < 1024 else 64 * math.ceil(vocab_size / 64)
+
+
 @dataclass
 class GDNConfig:
     vocab_size: int = 50304      # GPT-2's 50257 padded up to a multiple of 64

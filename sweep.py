@@ -162,7 +162,8 @@ class Trainer:
     def __init__(self, cfg):
         import numpy as np
         import torch
-        from prepare_data import ensure_prepared
+        from model import padded_vocab
+        from prepare_data import ensure_prepared, load_split
         self.cfg, self.torch = cfg, torch
         self.device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
         self.device_type = 'cuda' if self.device.startswith('cuda') else self.device.split(':')[0]
@@ -176,11 +177,10 @@ class Trainer:
         import json
         with open(os.path.join(data_dir, 'meta.json')) as f:
             meta = json.load(f)
-        v = meta['vocab_size']
-        self.vocab_size = v if v < 1024 else 64 * math.ceil(v / 64)  # as train.py
+        self.vocab_size = padded_vocab(meta['vocab_size'])
         # the whole split on the device: a batch is one gather, no host work per step
-        self.data = {s: torch.from_numpy(np.fromfile(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16)
-                                         .astype(np.int64)).to(self.device) for s in ('train', 'val')}
+        self.data = {s: torch.from_numpy(load_split(data_dir, s)[:].astype(np.int64)).to(self.device)
+                     for s in ('train', 'val')}
         self.models = {}      # (width, mup) -> (model, compiled model), the last one used
         self.offsets = {}
         self.seed = 0

@@ -21,7 +21,7 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import GDN, GDNConfig
+from model import GDN, GDNConfig, padded_vocab
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -131,7 +131,7 @@ def get_batch(split, it, micro):
     return x.to(device), y.to(device)
 
 # model
-vocab_size = meta['vocab_size'] if meta['vocab_size'] < 1024 else 64 * math.ceil(meta['vocab_size'] / 64)
+vocab_size = padded_vocab(meta['vocab_size'])
 model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k,
                   head_v=head_v, mup=mup, gdn_corrections=gdn_corrections, base_width=base_width)
 # what a checkpoint must agree on to be resumed (the rest, e.g. max_iters or log_interval, may change)
