@@ -158,24 +158,25 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton path: 3 forward kernels (prep, scan, out), 3 backward (scan, state, wy), one autograd.Function.
-# Only the two scans are sequential (over chunks), and they do the minimum there: 2 products per
-# chunk forward, 4 backward. Layout: inputs [B, T, H, D] contiguous (a chunk = 64 rows of stride
-# H*D); workspaces per (b, h) = bh: G [BH, Tp] and A [BH, Tp, 64] fp32, W [BH, Tp, K] in the
-# inputs' dtype, U / Vn / dVn [BH, Tp, V] and dW / dk parts [BH, Tp, K] fp32 (WS_HALF: the inputs'
-# dtype), the state entering each chunk Hs and the grad of the state leaving it dHs [BH, N, K, V]
-# in the inputs' dtype. Products: bf16 operands (inputs, W, states) or fp32 ones (tf32; tf32x3 in
-# the inverse), always fp32 accumulation.
+# Triton path: 3 forward kernels (prep, scan, out), 4 backward (local, scan, state, wy), one
+# autograd.Function. Only the two scans are sequential (over chunks), and they do the minimum there:
+# 2 products per chunk forward, 3 backward. Layout: inputs [B, T, H, D] contiguous (a chunk = 64 rows
+# of stride H*D); workspaces per (b, h) = bh: G [BH, Tp], A [BH, Tp, 64] and dVn [BH, Tp, V] fp32,
+# W [BH, Tp, K], U / Vn [BH, Tp, V] and dW / dk parts [BH, Tp, K] in the inputs' dtype
+# (GDR_WS=fp32: fp32), the state entering each chunk Hs and the grad of the state leaving it dHs
+# [BH, N, K, V] in the inputs' dtype. Products: bf16 operands (inputs, workspaces, states) or fp32
+# ones (tf32; tf32x3 in the inverse), always fp32 accumulation.
 # Triton 3.6 / Hopper traps, each met or guarded here:
 # - tl.trans(tl.dot(...)) fed to another tl.dot miscompiles: no kernel does it; transposed products
 #   are computed with swapped operands or transposed loads, tl.trans of a product goes to a store.
 # - bf16 products whose shared-memory operand tile is 16 or 32 wide read shared memory out of
 #   bounds (compute-sanitizer, H100): every tile is >= 64 wide (K blocks and V blocks of 64, masked).
 # ----------------------------------------------------------------------------------------------
-# GDR_WS=half stores those workspaces in the inputs' dtype: half the traffic, at an accuracy cost
-# (CPU emulation of the forward's roundings, bf16, K = V = 128, g = 0: o error 3.2e-3 -> 3.8e-3).
-# Not yet timed or checked on a GPU (BENCH.md, run 3): keep the default.
-WS_HALF = os.environ.get("GDR_WS", "fp32") == "half"
+# bf16 workspaces (as in fla) move half the bytes of fp32 ones: 1.85 against 2.54 ms fwd+bwd at
+# (4, 4096, 16, 128, 128) on an H100, 3.33 against 4.36 at (4, 4096, 6, 256, 512) (BENCH.md, run 4);
+# o's error against float64 goes from 1.9e-3 to 2.5e-3. dVn stays fp32: in bf16 it made dbeta's
+# error 2.1e-2 instead of 4.1e-3 in a strong-decay case. GDR_WS=fp32 makes every workspace fp32.
+WS_HALF = os.environ.get("GDR_WS", "half") != "fp32"
 
 if HAS_TRITON:
     @triton.jit
@@ -341,12 +342,32 @@ if HAS_TRITON:
         tl.store(p, o.to(o_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
+    def _bwd_local_kernel(q_ptr, k_ptr, do_ptr, G_ptr, dVn_ptr, scale, T, N, H: tl.constexpr,
+                          K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+        """Backward step 1, parallel over (V block, chunk, b, h): the intra-chunk part of the grad
+        of Vn, scale Tril(Q K^T o Gam)^T dO, stored in dVn for the scan to complete."""
+        vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        b, h = bh // H, bh % H
+        Tp, t0 = N * 64, n * 64
+        r = tl.arange(0, 64)
+        p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
+        k = tl.load(p, mask=m, other=0.)
+        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
+        qT = tl.load(p, mask=m, other=0.)
+        p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)
+        do = tl.load(p, mask=m, other=0.).to(tl.float32)
+        G = tl.load(G_ptr + bh * Tp + t0 + r)
+        Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, qT)  # M^T
+        p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV)
+        tl.store(p, (scale * tl.dot(Mt, do)).to(dVn_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
     def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_ptr, dVn_ptr,
                          scale, T, N, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                          BK: tl.constexpr, BV: tl.constexpr, HAS_DHT: tl.constexpr):
-        """Backward step 1, sequential over chunks in reverse, parallel over (V block, b, h): carry
+        """Backward step 2, sequential over chunks in reverse, parallel over (V block, b, h): carry
         dH, the grad of the state leaving the chunk (stored per chunk);
-        dVn = scale Tril(Q K^T o Gam)^T dO + diag(e^{G_C-G}) K dH (stored),
+        dVn += diag(e^{G_C-G}) K dH (completing step 1's part, stored),
         dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - W^T dVn."""
         vb, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
@@ -372,10 +393,9 @@ if HAS_TRITON:
             do = tl.load(p, mask=m, other=0.)
             G = tl.load(G_ptr + bh * Tp + t0 + r)
             GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-            Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, qT)  # M^T
-            dVn = (scale * tl.dot(Mt, do.to(tl.float32))
-                   + tl.exp(GC - G)[:, None] * tl.dot(k, dH.to(k.dtype)))
             p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV)
+            dVn = (tl.load(p, mask=m, other=0.).to(tl.float32)
+                   + tl.exp(GC - G)[:, None] * tl.dot(k, dH.to(k.dtype)))
             tl.store(p, dVn.to(dVn_ptr.dtype.element_ty), mask=m)
             dH = tl.dot(qT, (do * (scale * tl.exp(G))[:, None]).to(qT.dtype), acc=tl.exp(GC) * dH)
             dH = tl.dot(wT, (-dVn).to(wT.dtype), acc=dH)  # accumulate in place: no extra tiles
@@ -386,11 +406,11 @@ if HAS_TRITON:
     def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_ptr,
                           dq_ptr, dkp_ptr, dW_ptr, dG_ptr, scale, T, N, H: tl.constexpr,
                           K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
-        """Backward step 2a, parallel over (64-wide K block, chunk, b, h), summing over V blocks:
+        """Backward step 3a, parallel over (64-wide K block, chunk, b, h), summing over V blocks:
         the grads through the chunk's states (H entering, dH = grad of the state leaving) and its
         intra-chunk attention M = Tril(Q K^T o Gam) with dM = scale dO Vn^T:
         dq = scale diag(e^G) dO H^T + (dM o Gam) K (final), dW = -dVn H^T,
-        dk = diag(e^{G_C-G}) Vn dH^T + (dM o Gam)^T Q (partial: 2b adds the WY part), dG parts."""
+        dk = diag(e^{G_C-G}) Vn dH^T + (dM o Gam)^T Q (partial: 3b adds the WY part), dG parts."""
         kb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, h = bh // H, bh % H
         Tp, t0, k0 = N * 64, n * 64, kb * 64
@@ -404,21 +424,20 @@ if HAS_TRITON:
             p, m = _state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, 64, BV)
             HT = tl.load(p, mask=m, other=0.)  # [BV, 64] = H^T
             p, m = _state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, 64, BV)
-            dHT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            dHT = tl.load(p, mask=m, other=0.)
             p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
             do = tl.load(p, mask=m, other=0.)
             p, m = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
-            doT = tl.load(p, mask=m, other=0.).to(tl.float32)
+            doT = tl.load(p, mask=m, other=0.)
             p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, c0)
-            vn = tl.load(p, mask=m, other=0.).to(tl.float32)
+            vn = tl.load(p, mask=m, other=0.)
             p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, c0)
-            dvn = tl.load(p, mask=m, other=0.).to(tl.float32)
-            dq += tl.dot(do, HT.to(do.dtype))
-            HTf = HT.to(tl.float32)
-            dw += tl.dot(dvn, HTf)
-            dk += tl.dot(vn, dHT)
-            dMt += tl.dot(vn, doT)
-            dGC += tl.sum(tl.sum(HTf * dHT, 1), 0)
+            dvn = tl.load(p, mask=m, other=0.)
+            dq += tl.dot(do, HT)              # products in the workspaces' dtype (exact for bf16 ones)
+            dw += tl.dot(dvn, HT.to(dvn.dtype))
+            dk += tl.dot(vn, dHT.to(vn.dtype))
+            dMt += tl.dot(vn, doT.to(vn.dtype))
+            dGC += tl.sum(tl.sum(HT.to(tl.float32) * dHT.to(tl.float32), 1), 0)
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
         p, m = _rows(q_ptr, b, h, t0, T, H, K, 64, k0)
@@ -454,9 +473,9 @@ if HAS_TRITON:
     def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_ptr, dGp_ptr,
                        dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, T, N, H: tl.constexpr, K: tl.constexpr,
                        V: tl.constexpr):
-        """Backward step 2b, parallel over chunks: through W = A diag(beta e^G) K, U = A diag(beta) V
+        """Backward step 3b, parallel over chunks: through W = A diag(beta e^G) K, U = A diag(beta) V
         (dU = dVn) and A = (I + L)^-1: dA = dW (diag(beta e^G) K)^T + dU (diag(beta) V)^T,
-        dv = diag(beta) A^T dU, dL = -A^T dA A^T, then dk (adds 2a's), dbeta, dG from W, U and
+        dv = diag(beta) A^T dU, dL = -A^T dA A^T, then dk (adds 3a's), dbeta, dG from W, U and
         L = StrictTril(diag(beta)(Gam o K K^T)); dg = reverse cumsum of dG within the chunk."""
         n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
@@ -527,10 +546,12 @@ if HAS_TRITON:
     def launch_config(K, V, fp32=False):
         """Block size over V and warps/stages per kernel; depends on the head dims and dtype only
         (never T). bench.py --sweep overrides it to compare settings, each checked against float64."""
-        big = K > 128 or fp32  # scans: 8 warps, 1 stage (shared memory) for BK = 256 or fp32 tiles
-        scan = dict(BV=64, num_warps=8 if big else 4, num_stages=1 if big else 2)
-        return dict(prep=dict(num_warps=4), fwd=scan, out=dict(BV=64, num_warps=4), bwd=dict(scan),
-                    state=dict(BV=64, num_warps=8, num_stages=2), wy=dict(num_warps=4))
+        big = K > 128 or fp32  # scans: 1 stage (shared memory) for BK = 256 or fp32 tiles
+        fwd = dict(BV=64, num_warps=8 if fp32 else 4, num_stages=1 if big else 2)
+        bwd = dict(BV=64, num_warps=8 if big else 4, num_stages=1 if big else 2)
+        return dict(prep=dict(num_warps=4), fwd=fwd, out=dict(BV=64, num_warps=4), bwd=bwd,
+                    local=dict(BV=64, num_warps=4), state=dict(BV=64, num_warps=4, num_stages=2),
+                    wy=dict(num_warps=4))
 
     class _ChunkGDR(torch.autograd.Function):
         @staticmethod
@@ -574,8 +595,11 @@ if HAS_TRITON:
             f32 = dict(device=q.device, dtype=torch.float32)
             ws = dict(device=q.device, dtype=Vn.dtype)
             cfg = launch_config(K, V, k.dtype == torch.float32)
-            dHs, dVn = torch.empty_like(Hs), torch.empty_like(Vn)
+            dHs, dVn = torch.empty_like(Hs), torch.empty(BH, Tp, V, **f32)  # dVn: fp32 always
             dh0 = torch.empty(B, H, K, V, **f32)
+            c = cfg["local"]
+            _bwd_local_kernel[(triton.cdiv(V, c["BV"]), N, BH)](q, k, do, G, dVn, ctx.scale, T, N, H,
+                                                               K, V, BK, **c)
             c = cfg["bwd"]
             _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
                 q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs, dVn,

@@ -33,13 +33,14 @@ import kernel  # noqa: E402
 
 def resources(K, V, fp32):
     dt = "fp32" if fp32 else "bf16"
-    f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dG", "dGp", "dg", "dbeta"}
+    f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dG", "dGp", "dg", "dbeta", "dVn"}
     ws = dt if kernel.WS_HALF else "fp32"
     cfg = kernel.launch_config(K, V, fp32)
     const = dict(H=4, K=K, V=V, BK=max(64, triton.next_power_of_2(K)), HAS_H0=True, HAS_DHT=True)
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
     for name, fn in [("prep", kernel._prep_kernel), ("fwd", kernel._fwd_scan_kernel),
-                     ("out", kernel._fwd_out_kernel), ("bwd", kernel._bwd_scan_kernel),
+                     ("out", kernel._fwd_out_kernel), ("local", kernel._bwd_local_kernel),
+                     ("bwd", kernel._bwd_scan_kernel),
                      ("state", kernel._bwd_state_kernel), ("wy", kernel._bwd_wy_kernel)]:
         opts = dict(cfg[name])
         consts = dict(const, BV=opts.pop("BV", 64))
@@ -47,7 +48,7 @@ def resources(K, V, fp32):
         for i, a in enumerate(fn.arg_names):
             if a.endswith("_ptr"):
                 base = a[:-4]
-                sig[a] = "*" + ("fp32" if base in f32 else ws if base in ("U", "Vn", "dVn", "dkp", "dW") else dt)
+                sig[a] = "*" + ("fp32" if base in f32 else ws if base in ("U", "Vn", "dkp", "dW") else dt)
             elif a in consts:
                 sig[a], cst[(i,)] = "constexpr", consts[a]
             else:
