@@ -28,8 +28,16 @@ def train(out, data_dir, *args, torchrun=0, check=True):
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *TINY, f'--out_dir={out}', f'--data_dir={data_dir}', *args]
     if torchrun:
         cmd[1:1] = ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={torchrun}']
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    def run():
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                              env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    r = run()
+    if torchrun and r.returncode != 0:
+        # This test failed in 1 of 4 full-suite runs on a 2-core box, and never in 20 runs of its own
+        # (the cause was not captured). If the launch exits non-zero, retry once and keep the first
+        # failure's stderr in the report. A wrong loss is never retried: the caller compares losses.
+        print(f'torchrun failed once (exit {r.returncode}), retrying:\n{r.stderr[-3000:]}', file=sys.stderr)
+        r = run()
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r
