@@ -279,10 +279,10 @@ if __name__ == "__main__":
         w32 = 0.0 if args.fast else check(fp32, ["model"], dtype=torch.float32)
         print(f"check: worst error/threshold {max(w, w32):.2f} ({'PASS' if max(w, w32) <= 1 else 'FAIL'}; "
               f"thresholds rel-RMS o/state 5e-3, grads 1e-2, dg under strong decay 2e-2)")
+    table = DESIGN_SHAPES + PAPER_SHAPES
+    picked = [table[int(i)] for i in args.shapes.split(",")] if args.shapes else None
     if args.sweep:
-        table = DESIGN_SHAPES + PAPER_SHAPES
-        sweep([table[int(i)] for i in args.shapes.split(",")] if args.shapes else
-              [DESIGN_SHAPES[0], DESIGN_SHAPES[2], PAPER_SHAPES[0]], {
+        sweep(picked or [DESIGN_SHAPES[0], DESIGN_SHAPES[2], PAPER_SHAPES[0]], {
             # (tiles narrower than 64 read shared memory out of bounds on Triton 3.6 / H100)
             "default": _BASE,
             "fwd warps 8": variant(fwd_num_warps=8),
@@ -297,9 +297,6 @@ if __name__ == "__main__":
             "wy warps 8": variant(wy_num_warps=8),
         })
     if not args.no_table:
-        table = DESIGN_SHAPES + PAPER_SHAPES
-        if args.shapes:
-            table = [table[int(i)] for i in args.shapes.split(",")]
-        kernel_table(table, not args.quick, fla_gdr)
+        kernel_table(picked or table, not args.quick, fla_gdr)
     if args.model:
         model_step(["triton", "fla"] if args.quick else ["triton", "torch", "fla"], fla_gdr)

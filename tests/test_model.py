@@ -2,6 +2,8 @@
 import math
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -145,9 +147,6 @@ def test_compiled_model_runs_the_triton_kernel():
     """train.py compiles the model on CUDA: the Triton launch must be a graph break, not traced
     (once traced, inductor recompiled our kernel with fp64 scalars and failed). Checked here with
     the Triton interpreter and dynamo's aot_eager backend, against the torch path."""
-    import os
-    import subprocess
-    import sys
     pytest.importorskip('triton')
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, '-c', COMPILED_TRITON], capture_output=True, text=True, cwd=root,
