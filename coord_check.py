@@ -1,8 +1,9 @@
 """
 Coordinate check: does every activation, and its change under training, keep a width-independent size?
 
-For each width and each run in {SP, μP} x {AdamW, SGD} (plus the SGD ablation 'mup_nogdn', μP without
-the GDN gate/scalar corrections), build the model, train `steps` steps at a constant LR on real batches,
+For each width and each run in {SP, μP} x {AdamW, SGD} (under SGD the paper's μP 'mup', the fixed-fan-out
+gate rule 'mup_fixed_fanout' and the ablation 'mup_nogdn', μP without the GDN gate/scalar corrections),
+build the model, train `steps` steps at a constant LR on real batches (training.train_step, as train.py),
 and after every step run one fixed batch through it, recording the RMS of each probed quantity
 (model.py's probes, averaged over layers) and the RMS of its change since step 0. Under μP the curves
 against width are flat; under SP the logits and the updates grow with width (Yang et al., Tensor
@@ -29,8 +30,8 @@ import time
 import numpy as np
 import torch
 
-import mup
 from model import GDN, GDNConfig
+from training import Batches, train_step
 
 # quantities, in forward order: (name, where the probe lives, whether it is reported times sqrt(d_k))
 QUANTITIES = [
@@ -45,7 +46,7 @@ QUANTITIES = [
 ]
 PARAM_KINDS = {'norm_gain': lambda n: 'norm' in n, 'conv': lambda n: 'conv' in n,
                'A_log': lambda n: n.endswith('A_log'), 'dt_bias': lambda n: n.endswith('dt_bias')}
-RUNS = ('sp-adamw', 'mup-adamw', 'sp-sgd', 'mup-sgd', 'mup_nogdn-sgd')
+RUNS = ('sp-adamw', 'mup-adamw', 'sp-sgd', 'mup-sgd', 'mup_fixed_fanout-sgd', 'mup_nogdn-sgd')
 
 DEFAULTS = dict(
     widths='128,256,512,1024,2048',
@@ -78,23 +79,12 @@ def rms(x):
 
 
 def load_data(dataset, data_dir):
-    """The prepared dataset's train and val tokens and its vocab size (prepares the embedded ones)."""
+    """The prepared dataset's {'train', 'val'} tokens and its vocab size (prepares the embedded ones)."""
     from prepare_data import ensure_prepared, load_split
     path = ensure_prepared(dataset, data_dir=data_dir)
     with open(os.path.join(path, 'meta.json')) as f:
         vocab = json.load(f)['vocab_size']
-    return load_split(path, 'train'), load_split(path, 'val'), vocab
-
-
-def batches(split, n, batch_size, block_size, seed):
-    """n (x, y) batches of random windows, the same for every width and run with this seed."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        starts = rng.integers(0, len(split) - block_size - 1, size=batch_size)
-        w = torch.from_numpy(np.stack([split[s:s + block_size + 1] for s in starts]).astype(np.int64))
-        out.append((w[:, :-1], w[:, 1:]))
-    return out
+    return {s: load_split(path, s) for s in ('train', 'val')}, vocab
 
 
 def set_probes(model, on):
@@ -129,32 +119,31 @@ def share_head_scalars(model, seed):
     from width to width, and with 6 heads a layer that draw, not the width, would decide the size of the
     gate alpha and its change."""
     c = model.config
-    torch.manual_seed(10_000 + seed)
-    twin = dict(GDN(GDNConfig(vocab_size=c.vocab_size, width=8, n_layer=c.n_layer, n_head=c.n_head,
-                              mup=c.mup, base_width=8)).named_parameters())
+    twin = GDN(GDNConfig(vocab_size=c.vocab_size, width=8, n_layer=c.n_layer, n_head=c.n_head,
+                         parametrization=c.parametrization, base_width=8))
+    twin.reset_parameters(10_000 + seed)
+    twin = dict(twin.named_parameters())
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(('A_log', 'dt_bias')):
                 p.copy_(twin[name])
 
 
-def run_one(run, width, seed, cfg, train_batches, measure_x, vocab, device):
+def run_one(run, width, seed, cfg, batches, vocab, device):
     """Train one model; return {quantity: {'value': [steps+1][layers], 'delta': [...]}} and the losses."""
     param, optimizer = run.split('-')
     backend = cfg['kernel_backend']
     if backend != 'torch' and (width // 8) % 16:
         backend = 'torch'  # the Triton kernel needs head dims that are multiples of 16
-    mup_on, gdn_corrections = mup.SWITCHES[param]
-    torch.manual_seed(seed)
     model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=cfg['n_layer'], n_head=cfg['n_head'],
-                          mup=mup_on, gdn_corrections=gdn_corrections,
-                          base_width=cfg['base_width'], kernel_backend=backend))
+                          parametrization=param, base_width=cfg['base_width'], kernel_backend=backend))
+    model.reset_parameters(seed)
     share_head_scalars(model, seed)
     model.to(device)
     lr = cfg['lr_adamw'] if optimizer == 'adamw' else cfg['lr_sgd']
     opt = model.configure_optimizer(optimizer, lr, cfg['weight_decay'], (cfg['beta1'], cfg['beta2']),
                                     cfg['momentum'], device.type)
-    mx = measure_x.to(device)
+    mx = batches.get('val', -1)[0]  # the fixed measurement batch
     stats = {name: {'value': [], 'delta': []} for name, _, _ in QUANTITIES}
     losses = []
     ref = None
@@ -167,11 +156,7 @@ def run_one(run, width, seed, cfg, train_batches, measure_x, vocab, device):
             stats[name]['delta'].append([rms(t - r) for t, r in zip(probes[name], ref[name])])
         if step == cfg['steps']:
             break
-        x, y = (t.to(device) for t in train_batches[step])
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, _ = train_step(model, opt, batches, step, lr)  # constant LR, no clipping: only the rules act
         losses.append(loss.item())
     return stats, losses
 
@@ -196,7 +181,7 @@ def coord_check(cfg, verbose=True):
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 throughout: measure the rules, not rounding
         torch.backends.cudnn.allow_tf32 = False
-    train, val, vocab = load_data(cfg['dataset'], cfg['data_dir'])
+    data, vocab = load_data(cfg['dataset'], cfg['data_dir'])
     steps, seeds = cfg['steps'], cfg['seeds']
     res = {'config': dict(cfg), 'widths': widths, 'runs': runs, 'vocab_size': vocab,
            'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
@@ -207,10 +192,10 @@ def coord_check(cfg, verbose=True):
         acc = {}
         loss = np.zeros((len(widths), steps))
         for seed in range(seeds):
-            tb = batches(train, steps, cfg['batch_size'], cfg['block_size'], seed=1000 + seed)
-            mx = batches(val, 1, cfg['batch_size'], cfg['block_size'], seed=2000 + seed)[0][0]
+            # the same batches for every width and run with this seed
+            batches = Batches(data, cfg['batch_size'], cfg['block_size'], 1000 + seed, device)
             for i, width in enumerate(widths):
-                stats, losses = run_one(run, width, seed, cfg, tb, mx, vocab, device)
+                stats, losses = run_one(run, width, seed, cfg, batches, vocab, device)
                 for n in stats:
                     for kind in ('value', 'delta'):
                         a = acc.setdefault(n, {}).setdefault(

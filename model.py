@@ -32,22 +32,22 @@ class GDNConfig:
     head_k: int = 0              # key head dim; 0 = width // 8
     head_v: int = 0              # value head dim; 0 = width // 4
     conv_size: int = 4
-    mup: bool = False
-    gdn_corrections: bool = True # False = the SGD ablation 'mup_nogdn' (optimizer groups only)
+    parametrization: str = 'sp'  # one of mup.PARAMETRIZATIONS: 'sp', 'mup', 'mup_fixed_fanout', 'mup_nogdn'
     base_width: int = 256
+    # base hyper-parameters: their values at base_width (mup.py scales them with width under μP)
+    output_mult: float = 1.0     # logits multiplier
+    init_std: float = 0.02       # init std of the matrices
+    embed_lr_mult: float = 1.0   # the embedding's LR relative to the base LR
     kernel_backend: str = ''     # '' = best available (Triton on CUDA), or 'torch' / 'triton'
 
     def __post_init__(self):
+        mup.check(self.parametrization)
         self.head_k = self.head_k or self.width // 8
         self.head_v = self.head_v or self.width // 4
         if self.width % 8:
             raise ValueError(f"width={self.width}: the head dims d_k = width/8 and d_v = width/4 must be "
                              "whole numbers; use a multiple of 8 (of 128 for the Triton kernel, which needs "
                              "head dims that are multiples of 16), or set head_k/head_v explicitly")
-
-    @property
-    def parametrization(self):
-        return mup.parametrization(self.mup, self.gdn_corrections)
 
     @property
     def mlp_hidden(self):
@@ -176,30 +176,41 @@ class GDN(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.width)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.norm_f = RMSNorm(config.width)
-        self.logit_mult = mup.multipliers(config.parametrization, config.width,
-                                          config.base_width, config.head_k)['logits']
+        self.logit_mult = mup.multipliers(config.parametrization, config.width, config.base_width,
+                                          config.head_k, config.output_mult)['logits']
         self.probes = None
         self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self):
+    def reset_parameters(self, seed=None):
+        """Initialise every parameter by mup.py's rules. With a seed the draws come from a generator of
+        their own (on the CPU, then copied), so the init depends on the seed alone: the same whatever the
+        device, and whatever was drawn before (train.py, sweep.py and coord_check.py rely on it)."""
         c = self.config
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+        def draw(p, fill):  # fill a CPU fp32 tensor of p's shape with gen's draws, then copy into p
+            t = torch.empty(p.shape)
+            fill(t)
+            p.copy_(t)
         for name, p in self.named_parameters():
-            std = mup.init_std(mup.group_of(name), c.parametrization, c.width, c.base_width)
+            std = mup.init_std(mup.group_of(name), c.parametrization, c.width, c.base_width, c.init_std)
             if std is not None:
-                p.normal_(0.0, std)
+                draw(p, lambda t: t.normal_(0.0, std, generator=gen))
             elif name.endswith('A_log'):
                 # decay rate exp(A_log) ~ U(0, 16), as in the GDN paper (clamped away from log 0)
-                p.copy_(torch.empty_like(p).uniform_(0, 16).clamp_(min=1e-4).log())
+                draw(p, lambda t: t.uniform_(0, 16, generator=gen).clamp_(min=1e-4).log_())
             elif name.endswith('dt_bias'):
                 # softplus(dt_bias) = dt ~ logU(1e-3, 1e-1): the initial step sizes span two decades
-                dt = torch.empty_like(p).uniform_(math.log(1e-3), math.log(1e-1)).exp().clamp_(min=1e-4)
-                p.copy_(dt + torch.log(-torch.expm1(-dt)))
+                def inv_softplus_dt(t):
+                    dt = t.uniform_(math.log(1e-3), math.log(1e-1), generator=gen).exp_().clamp_(min=1e-4)
+                    t.copy_(dt + torch.log(-torch.expm1(-dt)))
+                draw(p, inv_softplus_dt)
             elif 'norm' in name:
                 p.fill_(1.0)
             elif 'conv' in name:
-                fan_in = p.size(-1)  # depthwise: each channel sees only its own kernel_size taps
-                p.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+                bound = 1 / math.sqrt(p.size(-1))  # depthwise: each channel sees only its own kernel_size taps
+                draw(p, lambda t: t.uniform_(-bound, bound, generator=gen))
             else:
                 raise RuntimeError(f"no init rule for parameter {name}")
 
@@ -243,7 +254,8 @@ class GDN(nn.Module):
         """AdamW or SGD (Nesterov) over mup.py's parameter groups. Each group keeps its 'lr_mult':
         the trainer sets group['lr'] = lr_mult * schedule(it)."""
         c = self.config
-        groups = mup.param_groups(self, c.parametrization, optimizer, c.width, c.base_width, weight_decay)
+        groups = mup.param_groups(self, c.parametrization, optimizer, c.width, c.base_width, weight_decay,
+                                  c.embed_lr_mult)
         for g in groups:
             g['lr'] = learning_rate * g['lr_mult']
         if optimizer == 'adamw':

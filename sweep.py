@@ -1,30 +1,32 @@
 """
 Learning-rate transfer across widths: SP vs μP, AdamW vs SGD, on one GPU (the paper's central claim).
 
-A grid of widths x learning rates x parametrizations x optimizers, each run short (warmup + cosine,
-like train.py), the same seed and the same batches everywhere. Every finished run appends one row to
-the results CSV, flushed at once: a re-run skips what is done, an interrupted sweep loses nothing.
-Several worker processes share the GPU; each keeps its models and re-initialises them in place
-(`model.reset_parameters()`) from one learning rate to the next.
+A grid of widths x learning rates x parametrizations x optimizers (x base hyper-parameters), each run a
+short train.py run: the same batches, schedule, step and evaluation (training.py), the same seed
+everywhere. Every finished run appends one row to the results CSV, flushed at once: a re-run skips what
+is done, an interrupted sweep loses nothing. Several worker processes share the GPU; each keeps its
+model (compiled once) and re-initialises it in place from one run to the next.
 
-    python sweep.py                         # the default grid: 160 runs, 7.2 min on one H100, then the summary
-    python sweep.py --plot                  # panels + per-panel optimum LR and its spread, from the CSV
-    python sweep.py --widths=128,256 --adamw_lrs=-10:-6 --optimizers=adamw --workers=4
-    python sweep.py --help                  # every key and its value
+    python sweep.py                              # the quick default grid (character level, 2 layers)
+    python sweep.py config/sweep_paper.py        # the paper's architecture (8 layers, GPT-2 BPE, T 512)
+    python sweep.py --plot [--out=...]           # figure + per-panel optimum and its spread, from the CSV
+    python sweep.py --widths=256,1024 --output_mult=1,4,16 --axis=output_mult --adamw_lrs=-8
+    python sweep.py --help                       # every key and its value
 
 Learning-rate grids are log2 exponents: '-12:-5' is 2^-12, 2^-11, ..., 2^-5; '-12:-5:0.5' adds half
 steps; '-12,-9,-6' lists them. The LR is the base LR: mup.py's per-group multipliers apply on top, so
 under μP (and at the base width under SP) it is the LR of the width-independent groups.
 
-Parametrizations: 'sp', 'mup', and for the SGD ablation 'mup_nogdn' (μP without the paper's gate and
-scalar LR corrections; the same model as 'mup', other optimizer groups).
+Base hyper-parameters (mup.BASE_HPARAMS: output_mult, init_std, embed_lr_mult) take comma lists of plain
+values; each list is an axis of the grid. `axis` says which one the figure and the summary put on x
+(the best over the other axes is taken at each x); the optimum of that axis per width is the transfer test.
 
-Defaults (and why): character-level Shakespeare (vocab 84, so the width-scaled matrices, not the
-embedding, hold the parameters even at width 128); 2 layers (the width rules do not depend on depth,
-and 2 layers keep the 160-run grid near 7 minutes on one H100 with the PyTorch kernel); 200 steps of
-32 x 256 tokens, 10% warmup then cosine to 10% of the peak, clipping at 1.0, AdamW (0.9, 0.95) with
-weight decay 0.1, SGD with Nesterov momentum 0.98 and no weight decay (the paper's SGD setup).
-Results and the figure: assets/lr_sweep.csv, assets/lr_sweep.png.
+Parametrizations: 'sp', 'mup' (the paper's rules), 'mup_fixed_fanout' (SGD gates m^-1, scalars m^0), and
+'mup_nogdn' (μP without the GDN gate/scalar rules). At the base width they are one model with one set of
+LRs (tested), so only SP is trained there and its row stands for every μP variant too.
+
+Each row also records the median pre-clip gradient norm, the fraction of steps clipped, and (with
+eval_interval) the validation loss along the run, to tell when the ranking of widths settles.
 """
 import csv
 import math
@@ -34,13 +36,16 @@ import time
 
 import mup
 
-CSV_COLUMNS = ['width', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', 'tokens',
-               'final_train_loss', 'final_val_loss', 'diverged']
+HPARAMS = list(mup.BASE_HPARAMS)
+CSV_COLUMNS = ['width', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', *HPARAMS, 'tokens',
+               'final_train_loss', 'final_val_loss', 'diverged', 'grad_norm_median', 'clip_frac',
+               'val_curve', 'seconds']
 
 DEFAULTS = dict(
     # output
     out='assets/lr_sweep.csv',   # results CSV; its run settings go to <out stem>_config.csv beside it
     plot=False,                  # --plot: draw <out stem>.png from the CSV and print the optima (no training)
+    axis='lr',                   # x of the figure and the summary: 'lr' or a base hyper-parameter
     # data
     dataset='shakespeare_char',  # char level: vocab 84, so the width-scaled hidden layers dominate
     data_dir='data',
@@ -48,43 +53,49 @@ DEFAULTS = dict(
     widths='128,256,512,1024',
     optimizers='adamw,sgd',
     adamw_params='sp,mup',
-    sgd_params='sp,mup,mup_nogdn',
+    sgd_params='sp,mup,mup_fixed_fanout',
     adamw_lrs='-12:-5',          # log2 of the base LR
     sgd_lrs='-6:1',
     seeds='1337',
+    output_mult='1',             # base hyper-parameters at the base width (comma lists: grid axes)
+    init_std='0.02',
+    embed_lr_mult='1',
     # model
-    n_layer=2,                   # depth does not enter the width rules; 2 keeps the default grid ~10 min
+    n_layer=2,                   # depth does not enter the width rules; 2 keeps the default grid short
     n_head=6,
     base_width=256,
-    kernel_backend='torch',      # 'torch' (the chunked PyTorch kernel), 'triton', or '' = best available
-    # training (each run)
+    kernel_backend='',           # '' = best available (Triton on CUDA), 'torch' or 'triton'
+    # training (each run: train.py's keys and meaning)
     max_iters=200,
     batch_size=32,
     block_size=256,
-    warmup_frac=0.1,             # linear warmup over this fraction of max_iters, then cosine
-    min_lr_ratio=0.1,            # cosine down to this fraction of the run's peak LR
+    warmup_iters=20,             # linear warmup, then cosine to min_lr at max_iters (training.lr_at)
+    min_lr=5e-5,
     weight_decay=0.1,            # AdamW only; the paper's SGD runs have none
     beta1=0.9,
     beta2=0.95,
     momentum=0.98,               # SGD, Nesterov
     grad_clip=1.0,               # 0 = no clipping
     eval_iters=10,               # fixed batches for the final train and val loss
+    eval_interval=0,             # also record the val loss every this many steps (0: only at the end)
     diverge_factor=1.5,          # diverged: loss not finite, or above this factor x the step-0 loss
     check_interval=10,           # how often (steps) the loss is read back to check for divergence
     # system
-    workers=12,                  # processes sharing the device; 0 = run in this process
-    gpu_mem_gb=60.0,             # the runs in flight together stay under this (sum of estimates)
+    workers=8,                   # processes sharing the device; 0 = run in this process
+    gpu_mem_gb=0.0,              # the runs in flight together stay under this (0: 90% of the device's memory)
     device='',                   # '' = cuda if available, else cpu
     dtype='',                    # '' = bfloat16 on CUDA, float32 elsewhere
-    compile=False,               # torch.compile each model once per worker (worth it only for long runs)
+    compile=True,                # torch.compile each worker's model once (CUDA only), reused across runs
     max_runs=0,                  # stop after this many new runs (0 = all)
 )
 # what must agree between a results CSV and the settings that extend it (the CSV rows carry the rest)
-RUN_KEYS = ['dataset', 'n_layer', 'n_head', 'base_width', 'batch_size', 'block_size', 'warmup_frac',
-            'min_lr_ratio', 'weight_decay', 'beta1', 'beta2', 'momentum', 'grad_clip', 'eval_iters',
+RUN_KEYS = ['dataset', 'n_layer', 'n_head', 'base_width', 'batch_size', 'block_size', 'warmup_iters',
+            'min_lr', 'weight_decay', 'beta1', 'beta2', 'momentum', 'grad_clip', 'eval_iters',
             'diverge_factor']
-LABELS = {'sp': 'SP', 'mup': 'μP', 'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW',
-          'sgd': 'SGD (Nesterov)'}
+LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-out gates',
+          'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW', 'sgd': 'SGD (Nesterov)',
+          'lr': 'learning rate', 'output_mult': 'output multiplier', 'init_std': 'init std',
+          'embed_lr_mult': 'embedding LR multiplier'}
 
 
 def parse_exponents(spec):
@@ -105,23 +116,37 @@ def csv_list(spec, cast=str):
 def grid(cfg):
     """Every run of the sweep as a dict, the most expensive (widest) first so the workers finish together."""
     runs = []
+    hp_values = {h: csv_list(cfg[h], float) for h in HPARAMS}
     for width in sorted(csv_list(cfg['widths'], int), reverse=True):
         for opt in csv_list(cfg['optimizers']):
-            if opt not in ('adamw', 'sgd'):
+            if opt not in mup.OPTIMIZERS:
                 raise SystemExit(f"error: optimizers: {opt!r} is not 'adamw' or 'sgd'")
-            for param in csv_list(cfg[f'{opt}_params']):
-                if param not in mup.SWITCHES:
-                    raise SystemExit(f"error: {opt}_params: {param!r} is not one of {list(mup.SWITCHES)}")
+            params = csv_list(cfg[f'{opt}_params'])
+            for param in params:
+                if param not in mup.PARAMETRIZATIONS:
+                    raise SystemExit(f"error: {opt}_params: {param!r} is not one of {list(mup.PARAMETRIZATIONS)}")
+            if width == cfg['base_width']:  # one model there: SP's row stands for every μP variant
+                params = ['sp']
+            for param in params:
                 for e in parse_exponents(cfg[f'{opt}_lrs']):
-                    for seed in csv_list(cfg['seeds'], int):
-                        runs.append(dict(width=width, lr=2.0 ** e, parametrization=param, optimizer=opt,
-                                         seed=seed, steps=cfg['max_iters']))
+                    for hp in hp_combinations(hp_values):
+                        for seed in csv_list(cfg['seeds'], int):
+                            runs.append(dict(width=width, lr=2.0 ** e, parametrization=param, optimizer=opt,
+                                             seed=seed, steps=cfg['max_iters'], **hp))
     return runs
+
+
+def hp_combinations(values):
+    combos = [{}]
+    for h in HPARAMS:
+        combos = [dict(c, **{h: v}) for c in combos for v in values[h]]
+    return combos
 
 
 def run_key(r):
     return (int(r['width']), round(math.log2(float(r['lr'])), 6), r['parametrization'], r['optimizer'],
-            int(r['seed']), int(r['steps']))
+            int(r['seed']), int(r['steps']),
+            *(round(float(r.get(h) or mup.BASE_HPARAMS[h]), 9) for h in HPARAMS))
 
 
 def config_path(out):
@@ -153,13 +178,30 @@ def check_run_config(cfg):
         w.writerows(want.items())
 
 
+def train_py_args(cfg, r):
+    """The `python train.py` arguments that make the same run as sweep row r (tests/test_training.py)."""
+    wd = 0.0 if r['optimizer'] == 'sgd' else cfg['weight_decay']
+    keys = dict(dataset=cfg['dataset'], data_dir=cfg['data_dir'], n_layer=cfg['n_layer'], n_head=cfg['n_head'],
+                base_width=cfg['base_width'], batch_size=cfg['batch_size'], block_size=cfg['block_size'],
+                width=r['width'], parametrization=r['parametrization'], optimizer=r['optimizer'],
+                learning_rate=r['lr'], seed=r['seed'], max_iters=r['steps'], lr_decay_iters=r['steps'],
+                warmup_iters=cfg['warmup_iters'], min_lr=cfg['min_lr'], weight_decay=wd, beta1=cfg['beta1'],
+                beta2=cfg['beta2'], momentum=cfg['momentum'], grad_clip=cfg['grad_clip'],
+                eval_iters=cfg['eval_iters'], eval_interval=r['steps'], **{h: r[h] for h in HPARAMS})
+    return [f'--{k}={v}' for k, v in keys.items()]
+
+
 # ------------------------------------------------------------------------------------------------
 # one run (in a worker process, or in this one)
 
 class Trainer:
-    """Holds the device, the data (on the device) and the models of one worker; trains one run at a time."""
+    """Holds the device, the data (on the device) and the model of one worker; trains one run at a time
+    through training.py, as train.py does."""
 
     def __init__(self, cfg):
+        import json
+        from contextlib import nullcontext
+
         import numpy as np
         import torch
         from model import padded_vocab
@@ -169,88 +211,58 @@ class Trainer:
         self.device_type = 'cuda' if self.device.startswith('cuda') else self.device.split(':')[0]
         dtype = cfg['dtype'] or ('bfloat16' if self.device_type == 'cuda' else 'float32')
         ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-        self.autocast = (lambda: torch.autocast(self.device_type, dtype=ptdtype)) if ptdtype != torch.float32 \
-            else __import__('contextlib').nullcontext
+        self.autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(self.device_type, dtype=ptdtype)
+        if ptdtype == torch.float16:
+            raise SystemExit("error: sweep.py runs bfloat16 or float32 (float16 needs train.py's GradScaler)")
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         data_dir = ensure_prepared(cfg['dataset'], cfg['data_dir'])
-        import json
         with open(os.path.join(data_dir, 'meta.json')) as f:
-            meta = json.load(f)
-        self.vocab_size = padded_vocab(meta['vocab_size'])
+            self.vocab_size = padded_vocab(json.load(f)['vocab_size'])
         # the whole split on the device: a batch is one gather, no host work per step
-        self.data = {s: torch.from_numpy(load_split(data_dir, s)[:].astype(np.int64)).to(self.device)
+        self.data = {s: torch.from_numpy(load_split(data_dir, s)[:].astype(np.int32)).to(self.device)
                      for s in ('train', 'val')}
-        self.models = {}      # (width, mup) -> (model, compiled model), the last one used
-        self.offsets = {}
-        self.seed = 0
+        self.model_key, self.raw, self.fwd = None, None, None
 
-    def batch(self, split, it):
-        """The batch of iteration `it` (negative: the fixed eval batches); train.py's seeding, so every
-        run of the sweep, whatever its width or LR, sees the same tokens in the same order."""
-        torch, cfg = self.torch, self.cfg
-        key = (split, it, self.seed)
-        if key not in self.offsets:
-            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + 2 * it + (split == 'val')) % 2**63)
-            ix = torch.randint(len(self.data[split]) - cfg['block_size'] - 1, (cfg['batch_size'],), generator=gen)
-            self.offsets[key] = ix.to(self.device)[:, None] + torch.arange(cfg['block_size'] + 1, device=self.device)
-        w = self.data[split][self.offsets[key]]
-        return w[:, :-1], w[:, 1:]
-
-    def model(self, width, mup_on):
+    def model(self, r):
+        """The worker's model for run r: built (and compiled) once per model_key, then reused."""
         from model import GDN, GDNConfig
-        key = (width, mup_on)
-        if key not in self.models:
-            self.models.clear()  # one model per worker: the driver budgets device memory per run
+        key = model_key(r)
+        if key != self.model_key:
+            self.raw = self.fwd = None  # one model per worker: the driver budgets device memory per run
             if self.device_type == 'cuda':
                 self.torch.cuda.empty_cache()
             c = self.cfg
-            m = GDN(GDNConfig(width=width, n_layer=c['n_layer'], n_head=c['n_head'], vocab_size=self.vocab_size,
-                              mup=mup_on, base_width=c['base_width'], kernel_backend=c['kernel_backend']))
-            m = m.to(self.device)
-            fwd = self.torch.compile(m) if c['compile'] and self.device_type == 'cuda' else m
-            self.models[key] = (m, fwd)
-        return self.models[key]
-
-    def lr_at(self, it, lr):
-        c = self.cfg
-        warmup = int(c['warmup_frac'] * c['max_iters'])
-        if it < warmup:
-            return lr * (it + 1) / (warmup + 1)
-        ratio = (it - warmup) / max(1, c['max_iters'] - warmup)
-        min_lr = c['min_lr_ratio'] * lr
-        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+            raw = GDN(GDNConfig(width=r['width'], n_layer=c['n_layer'], n_head=c['n_head'],
+                                vocab_size=self.vocab_size, parametrization=r['parametrization'],
+                                base_width=c['base_width'], output_mult=r['output_mult'],
+                                kernel_backend=c['kernel_backend'])).to(self.device)
+            self.raw = raw
+            self.fwd = self.torch.compile(raw) if c['compile'] and self.device_type == 'cuda' else raw
+            self.model_key = key
+        return self.raw, self.fwd
 
     def run(self, r):
+        from training import Batches, evaluate, lr_at, train_step
         torch, c = self.torch, self.cfg
-        self.seed = r['seed']
-        mup_on, gdn_corrections = mup.SWITCHES[r['parametrization']]
-        raw, model = self.model(r['width'], mup_on)
-        # 'mup' and 'mup_nogdn' are the same network; the switch only selects mup.py's optimizer groups
-        raw.config.gdn_corrections = gdn_corrections
-        assert raw.config.parametrization == r['parametrization']
-        torch.manual_seed(r['seed'])
-        raw.reset_parameters()
+        raw, model = self.model(r)
+        # the μP variants are one network (same init, same forward); they differ in optimizer groups, and
+        # init_std / embed_lr_mult only in the init and the groups: set them on the reused model
+        raw.config.parametrization = r['parametrization']
+        raw.config.init_std, raw.config.embed_lr_mult = r['init_std'], r['embed_lr_mult']
+        raw.reset_parameters(r['seed'])
         raw.train()
         sgd = r['optimizer'] == 'sgd'
         optim = raw.configure_optimizer(r['optimizer'], r['lr'], 0.0 if sgd else c['weight_decay'],
                                         (c['beta1'], c['beta2']), c['momentum'], self.device_type)
+        batches = Batches(self.data, c['batch_size'], c['block_size'], r['seed'], self.device)
         steps, diverged, init_loss, last = r['steps'], False, None, float('nan')
         losses = torch.zeros(steps, device=self.device)
-        done = 0
+        norms = torch.zeros(steps, device=self.device)
+        curve, done = [], 0
         for it in range(steps):
-            lr = self.lr_at(it, r['lr'])
-            for group in optim.param_groups:
-                group['lr'] = lr * group['lr_mult']
-            x, y = self.batch('train', it)
-            with self.autocast():
-                _, loss = model(x, y)
-            loss.backward()
-            if c['grad_clip']:
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), c['grad_clip'])
-            optim.step()
-            optim.zero_grad(set_to_none=True)
-            losses[it] = loss.detach()
+            lr = lr_at(it, r['lr'], c['warmup_iters'], steps, c['min_lr'])
+            losses[it], norms[it] = train_step(model, optim, batches, it, lr, c['grad_clip'], self.autocast)
             done = it + 1
             if it == 0 or done % c['check_interval'] == 0 or done == steps:
                 last = losses[it].item()  # the only host sync in the loop
@@ -259,33 +271,65 @@ class Trainer:
                 if not math.isfinite(last) or last > c['diverge_factor'] * init_loss:
                     diverged = True
                     break
+            if c['eval_interval'] and done % c['eval_interval'] == 0 and done < steps:
+                curve.append(f"{done}:{evaluate(model, batches, c['eval_iters'], self.autocast, ('val',))['val']:.4f}")
         train_loss = val_loss = float('nan')
         if not diverged:
-            train_loss, val_loss = self.evaluate(model)
+            ev = evaluate(model, batches, c['eval_iters'], self.autocast)
+            train_loss, val_loss = ev['train'], ev['val']
             diverged = not (math.isfinite(val_loss) and val_loss < c['diverge_factor'] * init_loss)
+            curve.append(f"{done}:{val_loss:.4f}")
         else:
             train_loss = last
+        n = norms[:done].float()
         return dict(r, tokens=done * c['batch_size'] * c['block_size'], final_train_loss=train_loss,
-                    final_val_loss=val_loss, diverged=diverged)
+                    final_val_loss=val_loss, diverged=diverged, grad_norm_median=n.median().item(),
+                    clip_frac=(n > c['grad_clip']).float().mean().item() if c['grad_clip'] else 0.0,
+                    val_curve=';'.join(curve))
 
-    def evaluate(self, model):
-        torch = self.torch
-        out = []
-        model.eval()
-        with torch.no_grad():
-            for split in ('train', 'val'):
-                tot = torch.zeros((), device=self.device)
-                for k in range(self.cfg['eval_iters']):
-                    x, y = self.batch(split, -1 - k)
-                    with self.autocast():
-                        tot += model(x, y)[1].float()
-                out.append(tot.item() / self.cfg['eval_iters'])
-        model.train()
-        return out
+    def release(self):
+        """After an out-of-memory error: drop the model and the cached blocks."""
+        self.raw = self.fwd = self.model_key = None
+        if self.device_type == 'cuda':
+            import gc
+            gc.collect()
+            self.torch.cuda.empty_cache()
+
+    def peak_gb(self):
+        if self.device_type != 'cuda':
+            return 0.0
+        peak = self.torch.cuda.max_memory_reserved() / 2**30
+        self.torch.cuda.reset_peak_memory_stats()
+        return peak
+
+
+def model_key(r):
+    """Runs with the same key share a worker's (compiled) model: the forward depends on these only."""
+    return (r['width'], r['parametrization'] == 'sp', float(r['output_mult']))
+
+
+def is_oom(e):
+    import torch
+    return isinstance(e, torch.OutOfMemoryError) or 'out of memory' in str(e).lower()
+
+
+def run_job(trainer, r):
+    """('ok', row, (seconds, peak GB)) or ('oom', r, message) or ('error', r, traceback)."""
+    import traceback
+    t0 = time.time()
+    try:
+        row = trainer.run(r)
+        secs = time.time() - t0
+        return 'ok', dict(row, seconds=round(secs, 1)), (secs, trainer.peak_gb())
+    except Exception as e:  # noqa: BLE001 - reported to the driver
+        if is_oom(e):
+            trainer.release()
+            return 'oom', r, f"{type(e).__name__}: {str(e)[:200]}"
+        return 'error', r, traceback.format_exc()
 
 
 def worker_main(wid, cfg, jobs, results):
-    """A worker process: runs the jobs the driver sends until it gets None; reports each result (or error)."""
+    """A worker process: runs the jobs the driver sends until it gets None; reports each result."""
     try:
         trainer = Trainer(cfg)
     except BaseException as e:  # noqa: BLE001 - reported to the driver, which stops the sweep
@@ -295,20 +339,21 @@ def worker_main(wid, cfg, jobs, results):
         r = jobs.get()
         if r is None:
             return
-        try:
-            t0 = time.time()
-            out = trainer.run(r)
-            results.put((wid, 'ok', out, time.time() - t0))
-        except BaseException:  # noqa: BLE001
-            import traceback
-            results.put((wid, 'error', r, traceback.format_exc()))
-            return
+        results.put((wid, *run_job(trainer, r)))
 
 
-def mem_estimate_gb(cfg, width):
-    """Device memory of one run (measured on an H100, torch kernel, bf16 autocast: 6.7 GB for width 1024,
-    4 layers, 32 x 256 tokens), scaled by width x depth x tokens, plus ~0.6 GB of CUDA context."""
-    return 0.6 + 6.1 * (width / 1024) * (cfg['n_layer'] / 4) * (cfg['batch_size'] * cfg['block_size'] / 8192)
+def mem_estimate_gb(cfg, width, vocab_size):
+    """Device memory of one run, from the model and batch it builds (bf16 autocast, Triton kernel):
+    fp32 weights, grads and AdamW moments (16 bytes a parameter); activations kept for the backward,
+    ~160 bytes per token, layer and unit of width (6.7 GB measured on an H100 for width 1024, 4 layers,
+    32 x 256 tokens, with the heavier PyTorch kernel: an upper bound); the logits, ~14 bytes per token
+    and vocabulary entry (bf16 logits, their fp32 copy, softmax and gradient); and the CUDA context and
+    the compiler's workspace, ~1.5 GB. Measured peaks replace it once a run of that width has finished."""
+    d, L = width, cfg['n_layer']
+    mlp = 64 * math.ceil(8 * d / 3 / 64)
+    params = vocab_size * d + L * (d * (d // 8 * 6 * 2 + d // 4 * 6 * 3) + 3 * d * mlp)
+    tokens = cfg['batch_size'] * cfg['block_size']
+    return 1.5 + (16 * params + 160 * tokens * L * d + 14 * tokens * vocab_size) / 2**30
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,8 +367,18 @@ class ResultWriter:
     def __init__(self, out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         new = not os.path.exists(out) or os.path.getsize(out) == 0
-        if not new:  # a torn last line (the process killed mid-write) would glue onto the next row
-            with open(out, 'rb') as f:
+        if not new:
+            with open(out, newline='') as f:
+                header = next(csv.reader(f), [])
+            if header != CSV_COLUMNS:  # rows of an older layout: keep them, under the new header
+                old = read_rows(out)
+                with open(out + '.tmp', 'w', newline='') as f:
+                    w = csv.DictWriter(f, CSV_COLUMNS, restval='')
+                    w.writeheader()
+                    for r in old:
+                        w.writerow({k: r.get(k) or (mup.BASE_HPARAMS[k] if k in HPARAMS else '') for k in CSV_COLUMNS})
+                os.replace(out + '.tmp', out)
+            with open(out, 'rb') as f:  # a torn last line (the process killed mid-write) would glue onto the next row
                 f.seek(-1, os.SEEK_END)
                 torn = f.read(1) != b'\n'
             if torn:
@@ -336,13 +391,75 @@ class ResultWriter:
             self.f.flush()
 
     def write(self, row):
-        self.w.writerow({k: (f"{row[k]:.5f}" if isinstance(row[k], float) and k.startswith('final') else row[k])
-                         for k in CSV_COLUMNS})
+        def fmt(k, v):
+            return f"{v:.5f}" if isinstance(v, float) and (k.startswith('final') or k in ('grad_norm_median', 'clip_frac')) else v
+        self.w.writerow({k: fmt(k, row[k]) for k in CSV_COLUMNS})
         self.f.flush()
         os.fsync(self.f.fileno())
 
     def close(self):
         self.f.close()
+
+
+class InlinePool:
+    """workers=0: the runs happen in this process, one at a time, through the same driver loop."""
+
+    def __init__(self, cfg):
+        self.trainer, self.done = Trainer(cfg), []
+
+    def submit(self, wid, r):
+        self.done.append((wid, *run_job(self.trainer, r)))
+
+    def result(self):
+        return self.done.pop(0)
+
+    def close(self):
+        pass
+
+
+class ProcessPool:
+    """Worker processes sharing the device; each has a job queue, all report to one result queue."""
+
+    def __init__(self, cfg, n):
+        import multiprocessing as mp
+        ctx = mp.get_context('spawn')  # CUDA cannot be forked
+        self.jobs, self.results = [ctx.Queue() for _ in range(n)], ctx.Queue()
+        self.procs = [ctx.Process(target=worker_main, args=(i, cfg, self.jobs[i], self.results), daemon=True)
+                      for i in range(n)]
+        for p in self.procs:
+            p.start()
+
+    def submit(self, wid, r):
+        self.jobs[wid].put(r)
+
+    def result(self):
+        return self.results.get()
+
+    def close(self):
+        for q in self.jobs:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
+def device_memory_gb(cfg):
+    if cfg['gpu_mem_gb']:
+        return cfg['gpu_mem_gb']
+    import torch
+    device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if not device.startswith('cuda'):
+        return float('inf')
+    return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+
+
+def vocab_of(cfg):
+    import json
+    from model import padded_vocab
+    from prepare_data import ensure_prepared
+    with open(os.path.join(ensure_prepared(cfg['dataset'], cfg['data_dir']), 'meta.json')) as f:
+        return padded_vocab(json.load(f)['vocab_size'])
 
 
 def sweep(cfg):
@@ -357,71 +474,85 @@ def sweep(cfg):
           f"{cfg['workers'] or 'no'} worker processes")
     if not todo:
         return 0
+    vocab = vocab_of(cfg)  # prepares the data once, before the workers start
+    budget = device_memory_gb(cfg)
+    estimate = {w: mem_estimate_gb(cfg, w, vocab) for w in {r['width'] for r in todo}}
     writer = ResultWriter(cfg['out'])
-    t_start, n = time.time(), 0
-    cost = {r['width']: r['width'] ** 2 for r in todo}
-    left = sum(cost[r['width']] for r in todo)
+    t_start, n, tokens = time.time(), 0, 0
+    cost = {r['width']: r['width'] ** 2 + r['width'] * vocab / 8 for r in todo}  # ~ FLOPs per token
+    total = left = sum(cost[r['width']] for r in todo)
 
     def report(row, secs):
-        nonlocal n, left
+        nonlocal n, left, tokens
         writer.write(row)
-        n += 1
+        n, tokens = n + 1, tokens + row['tokens']
         left -= cost[row['width']]
         el = time.time() - t_start
-        eta = el / max(1e-9, 1 - left / sum(cost[r['width']] for r in todo)) - el if left else 0
+        eta = el / max(1e-9, 1 - left / total) - el if left > 0 else 0
         status = 'DIVERGED' if row['diverged'] else f"val {row['final_val_loss']:.4f}"
-        print(f"[{n}/{len(todo)}] width {row['width']:5d} {row['parametrization']:9s} {row['optimizer']:5s} "
-              f"lr {fmt_lr(row['lr']):>6s}: train {row['final_train_loss']:.4f} {status} ({secs:.1f}s) | "
-              f"{el / 60:.1f} min, ~{eta / 60:.1f} min left", flush=True)
+        hp = ''.join(f" {h} {row[h]:g}" for h in HPARAMS if float(row[h]) != mup.BASE_HPARAMS[h])
+        print(f"[{n}/{len(todo)}] width {row['width']:5d} {row['parametrization']:16s} {row['optimizer']:5s} "
+              f"lr {fmt_lr(row['lr']):>6s}{hp}: train {row['final_train_loss']:.4f} {status}, grad norm "
+              f"{row['grad_norm_median']:.3g} ({secs:.1f}s) | {el / 60:.1f} min, ~{eta / 60:.1f} min left, "
+              f"{tokens / el:,.0f} tok/s", flush=True)
 
+    nw = min(cfg['workers'], len(todo)) if cfg['workers'] > 0 else 1
+    pool = ProcessPool(cfg, nw) if cfg['workers'] > 0 else InlinePool(cfg)
+    # The driver hands out the runs, widest first, keeping the sum of their memory estimates under the
+    # budget (narrow runs fill in while a wide one waits for room). A worker gets a run for the model it
+    # holds when there is one (no rebuild, no recompile). A run that runs out of memory goes back to the
+    # queue, its width's estimate is raised, and it waits until it has the room.
+    pending, idle, busy, held = list(todo), list(range(nw)), {}, {}
+    oom_count, skipped = {}, []
     try:
-        if cfg['workers'] <= 0:
-            trainer = Trainer(cfg)
-            for r in todo:
-                t0 = time.time()
-                report(trainer.run(r), time.time() - t0)
-        else:
-            import multiprocessing as mp
-            ctx = mp.get_context('spawn')  # CUDA cannot be forked
-            nw = min(cfg['workers'], len(todo))
-            jobs, results = [ctx.Queue() for _ in range(nw)], ctx.Queue()
-            procs = [ctx.Process(target=worker_main, args=(i, cfg, jobs[i], results), daemon=True)
-                     for i in range(nw)]
-            for p in procs:
-                p.start()
-            # the driver hands out the runs, widest first, keeping the sum of their memory estimates under
-            # gpu_mem_gb (narrow runs fill in while a wide one waits for room)
-            pending, idle, busy = list(todo), list(range(nw)), {}
-            try:
-                while pending or busy:
-                    while pending and idle:
-                        room = cfg['gpu_mem_gb'] - sum(busy.values())
-                        fits = [j for j, r in enumerate(pending) if mem_estimate_gb(cfg, r['width']) <= room]
-                        if not fits and busy:
-                            break
-                        r = pending.pop(fits[0] if fits else 0)
-                        wid = idle.pop(0)
-                        busy[wid] = mem_estimate_gb(cfg, r['width'])
-                        jobs[wid].put(r)
-                    wid, kind, row, info = results.get()
-                    if kind == 'error':
-                        raise RuntimeError(f"a worker failed{' on ' + str(row) if row else ''}:\n{info}")
-                    busy.pop(wid, None)
-                    idle.append(wid)
-                    report(row, info)
-            finally:
-                for q in jobs:
-                    q.put(None)
-                for p in procs:
-                    p.join(timeout=5)
-                    if p.is_alive():
-                        p.terminate()
+        while pending or busy:
+            while pending and idle:
+                room = budget - sum(busy.values())
+                fits = [j for j, r in enumerate(pending) if estimate[r['width']] <= room]
+                if not fits:
+                    if busy:
+                        break
+                    fits = [0]  # alone on the device and still too big by the estimate: try it
+                wid = idle.pop(0)
+                same = [j for j in fits if model_key(pending[j]) == held.get(wid)]
+                r = pending.pop((same or fits)[0])
+                busy[wid] = estimate[r['width']]
+                held[wid] = model_key(r)
+                pool.submit(wid, r)
+            wid, kind, row, info = pool.result()
+            alone = len(busy) == 1
+            busy.pop(wid, None)
+            idle.append(wid)
+            if kind == 'ok':
+                secs, peak = info
+                if peak:  # measured: replaces the estimate (with a margin for fragmentation)
+                    estimate[row['width']] = max(1.1 * peak, 0.5 * estimate[row['width']])
+                report(row, secs)
+            elif kind == 'oom':
+                held[wid] = None
+                k = run_key(row)
+                oom_count[k] = oom_count.get(k, 0) + 1
+                estimate[row['width']] = max(estimate[row['width']] * 1.5, 1.0)
+                if (alone and oom_count[k] >= 2) or oom_count[k] >= 4:
+                    skipped.append(row)
+                    print(f"out of memory {'twice with nothing else on the device' if alone else 'four times'}: width "
+                          f"{row['width']} {row['parametrization']} lr {fmt_lr(row['lr'])} skipped (lower "
+                          f"batch_size or block_size for it); {info}", flush=True)
+                else:
+                    pending.insert(0, row)
+                    print(f"out of memory: width {row['width']} lr {fmt_lr(row['lr'])} goes back to the queue, "
+                          f"its estimate now {estimate[row['width']]:.1f} GB", flush=True)
+            else:
+                raise RuntimeError(f"a worker failed{' on ' + str(row) if row else ''}:\n{info}")
     except KeyboardInterrupt:
         print(f"interrupted: {n} runs written to {cfg['out']}; run the same command again to go on")
         raise
     finally:
+        pool.close()
         writer.close()
-    print(f"sweep: {n} runs in {(time.time() - t_start) / 60:.1f} min -> {cfg['out']}")
+    el = time.time() - t_start
+    print(f"sweep: {n} runs in {el / 60:.1f} min -> {cfg['out']} ({tokens / max(el, 1e-9):,.0f} tokens/s in all)"
+          + (f"; {len(skipped)} skipped for memory" if skipped else ''))
     return n
 
 
@@ -434,43 +565,72 @@ def load_results(out):
         rows.append(dict(width=int(r['width']), lr=float(r['lr']), parametrization=r['parametrization'],
                          optimizer=r['optimizer'], seed=int(r['seed']), steps=int(r['steps']),
                          val=float(r['final_val_loss']), train=float(r['final_train_loss']),
-                         diverged=r['diverged'] == 'True'))
+                         diverged=r['diverged'] == 'True',
+                         **{h: float(r.get(h) or mup.BASE_HPARAMS[h]) for h in HPARAMS},
+                         grad_norm=float(r.get('grad_norm_median') or 'nan'),
+                         clip_frac=float(r.get('clip_frac') or 'nan'), curve=r.get('val_curve') or ''))
     return rows
 
 
-def panels(rows):
-    """{(optimizer, parametrization): {width: {lr: (mean val loss over seeds or nan, all diverged)}}}"""
-    acc = {}
+def with_base_rows(rows, base_width):
+    """At the base width every μP variant is SP (sweep.py trains SP only there): SP's rows stand for them."""
+    params = {}
     for r in rows:
-        cell = acc.setdefault((r['optimizer'], r['parametrization']), {}).setdefault(r['width'], {}) \
-                  .setdefault(r['lr'], [])
-        cell.append(r)
+        params.setdefault(r['optimizer'], set()).add(r['parametrization'])
+    extra = [dict(r, parametrization=p) for r in rows if r['width'] == base_width and r['parametrization'] == 'sp'
+             for p in params[r['optimizer']] - {'sp'}]
+    have = {(r['optimizer'], r['parametrization'], r['width']) for r in rows}
+    return rows + [r for r in extra if (r['optimizer'], r['parametrization'], r['width']) not in have]
+
+
+def panels(rows, axis='lr', base_width=None):
+    """{(optimizer, parametrization): {width: {x: (val loss, diverged)}}}, x the value of `axis`. The loss
+    of a setting is its mean over seeds (nan if any seed diverged: that setting is not usable there);
+    at each x the best setting of the other axes is taken."""
+    cells = {}
+    for r in with_base_rows(rows, base_width):
+        others = tuple(r[h] for h in ['lr', *HPARAMS] if h != axis)
+        cells.setdefault((r['optimizer'], r['parametrization']), {}).setdefault(r['width'], {}) \
+             .setdefault(r[axis], {}).setdefault(others, []).append(r)
     out = {}
-    for key, widths in acc.items():
-        for w, lrs in widths.items():
-            for lr, rs in lrs.items():
-                ok = [r['val'] for r in rs if not r['diverged']]
-                # a cell counts as diverged if any seed diverged: that LR is not usable at that width
-                out.setdefault(key, {}).setdefault(w, {})[lr] = (
-                    sum(ok) / len(ok) if len(ok) == len(rs) else float('nan'), len(ok) < len(rs))
-    order = {('adamw', 'sp'): 0, ('adamw', 'mup'): 1, ('adamw', 'mup_nogdn'): 2,
-             ('sgd', 'sp'): 3, ('sgd', 'mup'): 4, ('sgd', 'mup_nogdn'): 5}
-    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], 9)))
+    for key, widths in cells.items():
+        for w, xs in widths.items():
+            for x, settings in xs.items():
+                vals = [(sum(r['val'] for r in rs) / len(rs) if not any(r['diverged'] for r in rs) else float('nan'),
+                         any(r['diverged'] for r in rs)) for rs in settings.values()]
+                finite = [v for v, _ in vals if math.isfinite(v)]
+                out.setdefault(key, {}).setdefault(w, {})[x] = \
+                    (min(finite), False) if finite else (float('nan'), any(d for _, d in vals))
+    order = {(o, p): i for i, (o, p) in enumerate((o, p) for o in mup.OPTIMIZERS for p in mup.PARAMETRIZATIONS)}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], 99)))
 
 
 def optimum(cells):
-    """(best lr, best loss, at grid edge) over the finite cells of one width, or None."""
-    finite = {lr: v for lr, (v, _) in cells.items() if math.isfinite(v)}
+    """(best x, best loss, at grid edge) over the finite cells of one width, or None."""
+    finite = {x: v for x, (v, _) in cells.items() if math.isfinite(v)}
     if not finite:
         return None
-    lr = min(finite, key=finite.get)
-    return lr, finite[lr], lr in (min(cells), max(cells))
+    x = min(finite, key=finite.get)
+    return x, finite[x], len(cells) > 1 and x in (min(cells), max(cells))
 
 
-def summarize(rows):
-    """Print, per panel, the optimum LR at each width, its spread and whether wider is better; return it."""
+def fmt_x(axis, x):
+    return fmt_lr(x) if axis == 'lr' else f"{x:g}"
+
+
+def run_settings(cfg):
+    """The settings a results CSV was made with (its _config.csv), else cfg's."""
+    run = {k: str(cfg[k]) for k in RUN_KEYS}
+    if os.path.exists(config_path(cfg['out'])):
+        with open(config_path(cfg['out']), newline='') as f:
+            run.update({r['key']: r['value'] for r in csv.DictReader(f)})
+    return run
+
+
+def summarize(rows, axis='lr', base_width=None):
+    """Print, per panel, the optimum of `axis` at each width, its spread and whether wider is better; return it."""
     summary = {}
-    for (opt, param), widths in panels(rows).items():
+    for (opt, param), widths in panels(rows, axis, base_width).items():
         print(f"\n{LABELS[opt]}, {LABELS[param]}:")
         best = {}
         for w in sorted(widths):
@@ -480,18 +640,17 @@ def summarize(rows):
                 print(f"  width {w:5d}: every run diverged")
                 continue
             best[w] = o
-            print(f"  width {w:5d}: optimum lr {fmt_lr(o[0]):>6s} = {o[0]:.3g}, val loss {o[1]:.4f}"
-                  f"{'  (at the grid edge)' if o[2] else ''}{f', {nd} diverged' if nd else ''}")
+            print(f"  width {w:5d}: optimum {axis} {fmt_x(axis, o[0]):>7s}{f' = {o[0]:.3g}' if axis == 'lr' else ''}, "
+                  f"val loss {o[1]:.4f}{'  (at the grid edge)' if o[2] else ''}{f', {nd} diverged' if nd else ''}")
         if len(best) >= 2:
-            lrs = [b[0] for b in best.values()]
-            spread = max(lrs) / min(lrs)
+            xs = [b[0] for b in best.values()]
+            spread = max(xs) / min(xs)
             ws = sorted(best)
-            trend = ' -> '.join(fmt_lr(best[w][0]) for w in ws)
+            trend = ' -> '.join(fmt_x(axis, best[w][0]) for w in ws)
             monotone = all(best[a][1] > best[b][1] for a, b in zip(ws, ws[1:]))
             print(f"  optimum across widths {ws[0]}..{ws[-1]}: {trend}; spread x{spread:g} "
-                  f"({math.log2(spread):g} grid steps of x2); wider better at the optimum: "
-                  f"{'yes' if monotone else 'no'} "
-                  f"({', '.join(f'{best[w][1]:.4f}' for w in ws)})")
+                  f"({math.log2(spread):g} steps of x2); wider better at the optimum: "
+                  f"{'yes' if monotone else 'no'} ({', '.join(f'{best[w][1]:.4f}' for w in ws)})")
             summary[(opt, param)] = dict(best=best, spread=spread, wider_better=monotone)
     return summary
 
@@ -500,10 +659,12 @@ def plot(cfg, rows):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    data = panels(rows)
+    axis = cfg['axis']
+    run = run_settings(cfg)
+    data = panels(rows, axis, int(run['base_width']))
     if not data:
         raise SystemExit(f"error: no results in {cfg['out']} to plot")
-    opts = [o for o in ('adamw', 'sgd') if any(k[0] == o for k in data)]
+    opts = [o for o in mup.OPTIMIZERS if any(k[0] == o for k in data)]
     ncol = max(sum(k[0] == o for k in data) for o in opts)
     fig, axes = plt.subplots(len(opts), ncol, figsize=(4.6 * ncol, 3.8 * len(opts)), squeeze=False)
     all_widths = sorted({w for ws in data.values() for w in ws})
@@ -517,37 +678,33 @@ def plot(cfg, rows):
                 ax.axis('off')
                 continue
             widths = data[keys[j]]
-            lo = min((v for ws in widths.values() for v, _ in ws.values() if math.isfinite(v)), default=0)
-            hi_all = [v for ws in widths.values() for v, _ in ws.values() if math.isfinite(v)]
-            top = min(max(hi_all, default=lo + 1), lo + 1.0) + 0.05
+            finite = [v for ws in widths.values() for v, _ in ws.values() if math.isfinite(v)]
+            lo = min(finite, default=0)
+            top = min(max(finite, default=lo + 1), lo + 1.0) + 0.05
             for w in sorted(widths):
                 cells = widths[w]
-                lrs = sorted(cells)
-                x = [math.log2(lr) for lr in lrs]
-                y = [cells[lr][0] for lr in lrs]
-                ax.plot(x, y, '-o', ms=3, color=color[w], label=f'{w}')
-                dx = [math.log2(lr) for lr in lrs if cells[lr][1]]
+                xs = sorted(cells)
+                ax.plot([math.log2(x) for x in xs], [cells[x][0] for x in xs], '-o', ms=3, color=color[w], label=f'{w}')
+                dx = [math.log2(x) for x in xs if cells[x][1]]
                 ax.plot(dx, [top - 0.02] * len(dx), 'x', color=color[w], ms=6)
                 b = optimum(cells)
                 if b:
                     ax.plot([math.log2(b[0])], [b[1]], '*', ms=14, color=color[w], mec='k', mew=0.6, zorder=5)
             ax.set_ylim(lo - 0.03, top)
             ax.set_title(f'{LABELS[o]}, {LABELS[keys[j][1]]}', fontsize=10)
-            ax.set_xlabel('log2 learning rate')
+            ax.set_xlabel(f'log2 {LABELS[axis]}')
             ax.set_ylabel('final val loss')
             ax.grid(alpha=0.3)
             ax.legend(title='width', fontsize=8, title_fontsize=8)
     steps = sorted({r['steps'] for r in rows})
-    run = {k: str(cfg[k]) for k in RUN_KEYS}
-    if os.path.exists(config_path(cfg['out'])):  # the settings the results were made with
-        with open(config_path(cfg['out']), newline='') as f:
-            run.update({r['key']: r['value'] for r in csv.DictReader(f)})
     clip = f"clip {run['grad_clip']}" if float(run['grad_clip']) else 'no clipping'
-    fig.suptitle(f"LR transfer: GDN, {run['n_layer']} layers, {run['dataset']}, {'/'.join(map(str, steps))} steps "
-                 f"of {run['batch_size']}x{run['block_size']} tokens, {clip}, base width {run['base_width']}  "
-                 f"(* optimum, x diverged)", fontsize=10)
+    fixed = [f"{h} {next(iter({r[h] for r in rows})):g}" for h in HPARAMS
+             if h != axis and len({r[h] for r in rows}) == 1 and next(iter({r[h] for r in rows})) != mup.BASE_HPARAMS[h]]
+    fig.suptitle(f"GDN, {run['n_layer']} layers, {run['dataset']}, {'/'.join(map(str, steps))} steps "
+                 f"of {run['batch_size']}x{run['block_size']} tokens, {clip}, base width {run['base_width']}"
+                 f"{', ' + ', '.join(fixed) if fixed else ''}  (* optimum, x diverged)", fontsize=10)
     fig.tight_layout()
-    png = os.path.splitext(cfg['out'])[0] + '.png'
+    png = os.path.splitext(cfg['out'])[0] + ('' if axis == 'lr' else f'_{axis}') + '.png'
     fig.savefig(png, dpi=130)
     plt.close(fig)
     print(f"\nwrote {png}")
@@ -565,13 +722,15 @@ def main(argv=None):
         apply_config(argv, cfg)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
+    if cfg['axis'] not in ('lr', *HPARAMS):
+        raise SystemExit(f"error: axis={cfg['axis']!r}: use 'lr' or one of {', '.join(HPARAMS)}")
     if cfg['plot']:
         rows = load_results(cfg['out'])
-        summarize(rows)
+        summarize(rows, cfg['axis'], int(run_settings(cfg)['base_width']))
         return plot(cfg, rows)
     t0 = time.time()
     sweep(cfg)
-    summarize(load_results(cfg['out']))
+    summarize(load_results(cfg['out']), cfg['axis'], cfg['base_width'])
     print(f"\ntotal wall time {(time.time() - t0) / 60:.1f} min")
 
 

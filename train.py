@@ -16,12 +16,12 @@ import os
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import GDN, GDNConfig, padded_vocab
+from training import Batches, evaluate, lr_at, train_step
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -45,8 +45,12 @@ n_layer = 8
 n_head = 6
 head_k = 0                   # 0 = width // 8
 head_v = 0                   # 0 = width // 4
-mup = False
-gdn_corrections = True       # False = μP without the GDN gate/scalar corrections (SGD ablation)
+mup = False                  # True = μP by the paper's rules ('mup'); False = standard parametrization
+parametrization = ''         # '' = by `mup`; or one of mup.PARAMETRIZATIONS: sp, mup, mup_fixed_fanout, mup_nogdn
+# base hyper-parameters, at base_width (mup.py scales them with width under μP; SP uses them as they are)
+output_mult = 1.0            # logits multiplier
+init_std = 0.02              # init std of the matrices
+embed_lr_mult = 1.0          # the embedding's LR relative to learning_rate
 kernel_backend = ''          # '' = Triton on CUDA, PyTorch elsewhere; or 'torch' / 'triton'
 # optimizer
 optimizer = 'adamw'          # 'adamw' or 'sgd' (Nesterov)
@@ -57,7 +61,7 @@ beta1 = 0.9
 beta2 = 0.95
 momentum = 0.98              # SGD only
 grad_clip = 1.0              # 0 = no clipping
-# schedule: linear warmup, then cosine to min_lr at lr_decay_iters
+# schedule (training.lr_at): linear warmup, then cosine to min_lr at lr_decay_iters
 decay_lr = True
 warmup_iters = 100
 lr_decay_iters = 2000
@@ -114,26 +118,17 @@ if ddp:
 dataset_dir = os.path.join(data_dir, dataset)
 with open(os.path.join(dataset_dir, 'meta.json')) as f:
     meta = json.load(f)
-data = {s: load_split(dataset_dir, s) for s in ('train', 'val')}
-
-def get_batch(split, it, micro):
-    """Micro-batch `micro` of the global batch of iteration `it`. The window offsets come from a
-    generator seeded by (seed, split, it), so every run and every DDP layout sees the same data at
-    the same iteration: resuming is exact and 1 process == N processes for the same global batch."""
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + 2 * it + (split == 'val')) % 2**63)
-    n_global = batch_size * gradient_accumulation_steps * world
-    ix = torch.randint(len(data[split]) - block_size - 1, (n_global,), generator=gen)
-    ix = ix.view(world * gradient_accumulation_steps, batch_size)[rank * gradient_accumulation_steps + micro]
-    w = torch.from_numpy(np.stack([data[split][i:i + block_size + 1] for i in ix.tolist()]).astype(np.int64))
-    x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
-    if device_type == 'cuda':
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+# the batch of each iteration depends on (seed, iteration) only: resuming is exact, and 1 process ==
+# N processes for the same global batch (training.Batches)
+batches = Batches({s: load_split(dataset_dir, s) for s in ('train', 'val')}, batch_size, block_size, seed,
+                  device, gradient_accumulation_steps, world, rank)
 
 # model
 vocab_size = padded_vocab(meta['vocab_size'])
+parametrization = parametrization or ('mup' if mup else 'sp')
 model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k,
-                  head_v=head_v, mup=mup, gdn_corrections=gdn_corrections, base_width=base_width)
+                  head_v=head_v, parametrization=parametrization, base_width=base_width,
+                  output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult)
 # what a checkpoint must agree on to be resumed (the rest, e.g. max_iters or log_interval, may change)
 signature = dict(model_args, dataset=dataset, optimizer=optimizer, block_size=block_size)
 
@@ -154,9 +149,14 @@ if init_from == 'resume':
 elif init_from != 'scratch':
     raise SystemExit(f"init_from={init_from!r}: use 'scratch' or 'resume'")
 
-model = GDN(GDNConfig(**model_args, kernel_backend=kernel_backend)).to(device)
+try:
+    model = GDN(GDNConfig(**model_args, kernel_backend=kernel_backend)).to(device)
+except ValueError as e:  # an unknown parametrization, head dims that do not divide
+    raise SystemExit(f"error: {e}")
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
+else:
+    model.reset_parameters(seed)  # the init depends on the seed alone (sweep.py draws the same one)
 if master:
     print(f"{model.config.parametrization}, width {width}, {n_layer} layers, {n_head} heads "
           f"(d_k {model.config.head_k}, d_v {model.config.head_v}): {model.num_params() / 1e6:.2f}M "
@@ -171,31 +171,6 @@ if compile:
     model = torch.compile(model)
 if ddp:
     model = DDP(model, device_ids=[int(os.environ['LOCAL_RANK'])] if device_type == 'cuda' else None)
-
-@torch.no_grad()
-def estimate_loss():
-    """Mean loss over eval_iters fixed batches per split (the same batches at every eval)."""
-    model.eval()
-    out = {}
-    for split in ('train', 'val'):
-        losses = torch.zeros(eval_iters)
-        for k in range(eval_iters):
-            X, Y = get_batch(split, -1 - k, 0)
-            with autocast:
-                losses[k] = model(X, Y)[1].item()
-        out[split] = losses.mean().item()
-    model.train()
-    return out
-
-def get_lr(it):
-    if not decay_lr:
-        return learning_rate
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 def save_checkpoint():
     """Write to a temporary file, then rename: a crash mid-write never leaves a broken checkpoint."""
@@ -224,24 +199,21 @@ if master:
     log = csv.writer(log_file)
     if new_log:
         # a row per step (loss, lr; speed on log steps) and per eval (train_loss, val_loss)
-        log.writerow(['iter', 'loss', 'lr', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss'])
+        log.writerow(['iter', 'loss', 'lr', 'grad_norm', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss'])
 
 start_iter = iter_num
-recent = []  # (iter, lr, loss) of the steps since the last log line
-X, Y = get_batch('train', iter_num, 0)
+recent = []  # (iter, lr, loss, grad norm) of the steps since the last log line
 flops_per_iter = raw_model.flops_per_token(block_size) * tokens_per_iter
 t0 = time.time()
 while True:
-    lr = get_lr(iter_num)
-    for group in optim.param_groups:
-        group['lr'] = lr * group['lr_mult']
+    lr = lr_at(iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_lr)
 
     if iter_num % eval_interval == 0 and master and (iter_num != start_iter or eval_only):
-        losses = estimate_loss()
+        losses = evaluate(model, batches, eval_iters, autocast)
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if not math.isfinite(losses['val']):
             stop_non_finite(losses['val'])
-        log.writerow([iter_num, '', '', '', '', '', f"{losses['train']:.5f}", f"{losses['val']:.5f}"])
+        log.writerow([iter_num, '', '', '', '', '', '', f"{losses['train']:.5f}", f"{losses['val']:.5f}"])
         log_file.flush()
         best_val_loss = min(best_val_loss, losses['val'])
         if not eval_only:
@@ -249,42 +221,28 @@ while True:
     if eval_only or iter_num >= max_iters:
         break
 
-    loss_sum = 0.0  # of the whole global batch, for the log
-    for micro in range(gradient_accumulation_steps):
-        if ddp:  # sync gradients only on the last micro-step
-            model.require_backward_grad_sync = micro == gradient_accumulation_steps - 1
-        with autocast:
-            _, loss = model(X, Y)
-            loss = loss / gradient_accumulation_steps
-        X, Y = get_batch('train', iter_num + (micro + 1) // gradient_accumulation_steps,
-                         (micro + 1) % gradient_accumulation_steps)  # prefetch while the GPU works
-        scaler.scale(loss).backward()
-        loss_sum = loss_sum + loss.detach()
-    if grad_clip:
-        scaler.unscale_(optim)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optim)
-    scaler.update()
-    optim.zero_grad(set_to_none=True)
-
+    # one step (training.train_step: the same as sweep.py's): the loss and grad norm stay on the device
+    loss, grad_norm = train_step(model, optim, batches, iter_num, lr, grad_clip, autocast,
+                                 scaler if scaler.is_enabled() else None)
     iter_num += 1
-    recent.append((iter_num, lr, loss_sum))  # the global batch's loss, left on the device
+    recent.append((iter_num, lr, loss, grad_norm))
     if iter_num % log_interval == 0 or iter_num >= max_iters:
-        step_losses = torch.stack([l for _, _, l in recent])
+        step_losses = torch.stack([l for _, _, l, _ in recent])
         if ddp:
             torch.distributed.all_reduce(step_losses, op=torch.distributed.ReduceOp.AVG)
         step_losses = step_losses.tolist()  # one sync per log_interval steps
+        norms = torch.stack([n for _, _, _, n in recent]).tolist()
         if not all(map(math.isfinite, step_losses)):
             stop_non_finite(next(l for l in step_losses if not math.isfinite(l)))
         if master:
             dt = (time.time() - t0) / len(recent)
             t0 = time.time()
             mfu = flops_per_iter / dt / peak_flops
-            print(f"iter {iter_num}: loss {step_losses[-1]:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms, "
-                  f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.1f}%")
-            for (it, it_lr, _), l in zip(recent, step_losses):  # a CSV row for every step
+            print(f"iter {iter_num}: loss {step_losses[-1]:.4f}, lr {lr:.3e}, grad norm {norms[-1]:.3g}, "
+                  f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.1f}%")
+            for (it, it_lr, _, _), l, gn in zip(recent, step_losses, norms):  # a CSV row for every step
                 speed = [f'{dt * 1000:.2f}', f'{tokens_per_iter / dt:.0f}', f'{mfu:.4f}'] if it == iter_num else [''] * 3
-                log.writerow([it, f'{l:.5f}', f'{it_lr:.4e}', *speed, '', ''])
+                log.writerow([it, f'{l:.5f}', f'{it_lr:.4e}', f'{gn:.4g}', *speed, '', ''])
             log_file.flush()
         recent = []
 

@@ -1,7 +1,8 @@
 # The paper's SGD setup (DESIGN.md §3): Nesterov momentum 0.98, no weight decay; otherwise as
 # paper_adamw.py. Widths in the paper: 256, 512, 768, 1024; LR grid 0.1 ... 1.
 #   torchrun --standalone --nproc_per_node=8 train.py config/paper_sgd.py --width=768
-#   ... --gdn_corrections=False    # the ablation: standard μP without the GDN gate/scalar rules
+#   ... --parametrization=mup_fixed_fanout   # μP with the gates as an output layer of fixed fan-out
+#   ... --parametrization=mup_nogdn          # the ablation: standard μP without the GDN gate/scalar rules
 dataset = 'fineweb_edu'
 out_dir = 'out-paper-sgd'
 width = 768

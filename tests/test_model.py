@@ -14,9 +14,10 @@ from model import GDN, GDNConfig
 V = 512  # a small vocab keeps the CPU tests fast
 
 
-def build(width=256, mup_on=False, seed=0, **kw):
-    torch.manual_seed(seed)
-    return GDN(GDNConfig(width=width, n_layer=2, vocab_size=V, mup=mup_on, **kw))
+def build(width=256, param='sp', seed=0, **kw):
+    model = GDN(GDNConfig(width=width, n_layer=2, vocab_size=V, parametrization=param, **kw))
+    model.reset_parameters(seed)
+    return model
 
 
 def groups(model, optimizer, **kw):
@@ -26,30 +27,49 @@ def groups(model, optimizer, **kw):
             for g in opt.param_groups}
 
 
+MUP = [p for p in mup.PARAMETRIZATIONS if p != 'sp']
+# base hyper-parameters away from SP's defaults: μP must still equal SP at the base width
+TUNED = dict(output_mult=4.0, init_std=0.03, embed_lr_mult=2.0)
+
+
 @pytest.mark.parametrize('optimizer', ['adamw', 'sgd'])
-def test_mup_equals_sp_at_base_width(optimizer):
-    sp, mp = build(mup_on=False), build(mup_on=True)
-    for (n1, p1), (n2, p2) in zip(sp.named_parameters(), mp.named_parameters()):
-        assert n1 == n2 and torch.equal(p1, p2), n1
+@pytest.mark.parametrize('hp', [{}, TUNED])
+def test_mup_equals_sp_at_base_width(optimizer, hp):
+    sp = build(param='sp', **hp)
     idx = torch.randint(0, V, (2, 40))
-    assert torch.equal(sp(idx, idx)[0], mp(idx, idx)[0])
-    assert groups(sp, optimizer) == groups(mp, optimizer)
-    ablation = build(mup_on=True, gdn_corrections=False)
-    assert groups(sp, optimizer) == groups(ablation, optimizer)
+    for param in MUP:
+        mp = build(param=param, **hp)
+        for (n1, p1), (n2, p2) in zip(sp.named_parameters(), mp.named_parameters()):
+            assert n1 == n2 and torch.equal(p1, p2), (param, n1)
+        assert torch.equal(sp(idx, idx)[0], mp(idx, idx)[0]), param
+        assert groups(sp, optimizer) == groups(mp, optimizer), param
+
+
+def test_init_depends_on_the_seed_alone():
+    a = build(seed=3)
+    torch.manual_seed(123)
+    torch.randn(1000)  # whatever was drawn before
+    b = build(seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = build(seed=4)
+    assert not torch.equal(a.wte.weight, c.wte.weight)
 
 
 def test_groups_cover_every_parameter_once():
-    model = build(width=384, mup_on=True)
+    model = build(width=384, param='mup')
     seen = [id(p) for g in mup.param_groups(model, 'mup', 'sgd', 384, 256, 0.1) for p in g['params']]
     assert len(seen) == len(set(seen)) == len(list(model.parameters()))
     assert {mup.group_of(n) for n, _ in model.named_parameters()} == set(mup.GROUPS)
 
 
-# LR exponents of m written out independently of mup.py (DESIGN §3; SGD gate/scalar: TP5's output
-# weights and biases, not the paper's m^-1/2, m^+1/2 -- mup.py says why), so a changed rule fails here.
+# LR exponents of m written out independently of mup.py (DESIGN §3), so a changed rule fails here.
+# 'mup' is the paper's (§4: SGD gates m^-1/2, scalars m^+1/2); 'mup_fixed_fanout' gives the gates and
+# scalars TP5's rows for an output layer of fixed fan-out and its biases (m^-1, m^0).
 EXPECTED_LR_EXP = {
     ('mup', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
-    ('mup', 'sgd'): dict(embedding=1, hidden=0, gate=-1, scalar=0, vector=1),
+    ('mup', 'sgd'): dict(embedding=1, hidden=0, gate=-0.5, scalar=0.5, vector=1),
+    ('mup_fixed_fanout', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
+    ('mup_fixed_fanout', 'sgd'): dict(embedding=1, hidden=0, gate=-1, scalar=0, vector=1),
     ('mup_nogdn', 'adamw'): dict(embedding=0, hidden=-1, gate=-1, scalar=0, vector=0),
     ('mup_nogdn', 'sgd'): dict(embedding=1, hidden=0, gate=0, scalar=1, vector=1),
     ('sp', 'adamw'): dict(embedding=0, hidden=0, gate=0, scalar=0, vector=0),
@@ -57,20 +77,52 @@ EXPECTED_LR_EXP = {
 }
 
 
+def test_every_parametrization_is_tested():
+    assert {p for p, _ in EXPECTED_LR_EXP} == set(mup.PARAMETRIZATIONS)
+
+
 @pytest.mark.parametrize('param,optimizer', list(EXPECTED_LR_EXP))
 @pytest.mark.parametrize('m', [2, 4])
 def test_lr_multipliers_scale_with_width(param, optimizer, m):
+    """Measured on the optimizer a built model makes: each group's LR / base LR = m^exponent."""
     for group, exp in EXPECTED_LR_EXP[(param, optimizer)].items():
-        base = mup.lr_mult(group, param, optimizer, 256, 256)
-        assert base == 1.0
+        assert mup.lr_mult(group, param, optimizer, 256, 256) == 1.0
         assert mup.lr_mult(group, param, optimizer, 256 * m, 256) == pytest.approx(m ** exp), group
+    got = groups(build(width=128 * m, param=param, base_width=128), optimizer)
+    for group, exp in EXPECTED_LR_EXP[(param, optimizer)].items():
+        assert got[group][0] == pytest.approx(1e-2 * m ** exp), group
+
+
+@pytest.mark.parametrize('m', [2, 4])
+@pytest.mark.parametrize('param', ['sp', 'mup'])
+def test_base_hyperparameters_scale_with_width(m, param):
+    """output_mult, init_std and embed_lr_mult are base-width values: μP scales them by m^-1, m^-1/2
+    (hidden and gate matrices; not the embedding) and the embedding's LR rule; SP uses them as they are."""
+    mu = param != 'sp'
+    model = build(width=128 * m, param=param, base_width=128, **TUNED)
+    p = dict(model.named_parameters())
+    for name in ['blocks.0.mixer.q_proj.weight', 'blocks.1.mlp.down_proj.weight', 'blocks.0.mixer.a_proj.weight']:
+        assert p[name].std().item() == pytest.approx(0.03 * (m ** -0.5 if mu else 1), rel=0.06), name
+    assert p['wte.weight'].std().item() == pytest.approx(0.03, rel=0.03)
+    assert model.logit_mult == pytest.approx(4.0 / m if mu else 4.0)
+    for optimizer, emb_exp in [('adamw', 0), ('sgd', 1)]:
+        g = groups(model, optimizer)
+        assert g['embedding'][0] == pytest.approx(1e-2 * 2.0 * (m ** emb_exp if mu else 1))
+        assert g['hidden'][0] == pytest.approx(1e-2 * (m ** -1 if mu and optimizer == 'adamw' else 1))
+
+
+def test_logits_scale_with_output_mult():
+    """output_mult multiplies the logits exactly (the forward pass, not only the attribute)."""
+    a, b = build(output_mult=1.0), build(output_mult=3.0)
+    idx = torch.randint(0, V, (1, 30))
+    torch.testing.assert_close(b(idx, idx)[0], 3.0 * a(idx, idx)[0])
 
 
 @pytest.mark.parametrize('m', [2, 4])
 def test_init_std_and_multipliers_scale_with_width(m):
     """Measured on built models: hidden and gate stds shrink as m^-1/2 under μP, stay 0.02 under SP."""
-    for mup_on, exp in [(True, -0.5), (False, 0.0)]:
-        model = build(width=128 * m, mup_on=mup_on, base_width=128)
+    for param, exp in [('mup', -0.5), ('sp', 0.0)]:
+        model = build(width=128 * m, param=param, base_width=128)
         p = dict(model.named_parameters())
         for name in ['blocks.0.mixer.q_proj.weight', 'blocks.1.mlp.down_proj.weight',
                      'blocks.0.mixer.a_proj.weight', 'blocks.0.mixer.b_proj.weight']:
@@ -78,8 +130,13 @@ def test_init_std_and_multipliers_scale_with_width(m):
         assert p['wte.weight'].std().item() == pytest.approx(0.02, rel=0.03)
         d_k = model.config.head_k
         readout = model.blocks[0].mixer.readout_scale * math.sqrt(d_k)
-        assert readout == pytest.approx(math.sqrt(m) if mup_on else 1.0)
-        assert model.logit_mult == pytest.approx(1 / m if mup_on else 1.0)
+        assert readout == pytest.approx(math.sqrt(m) if param != 'sp' else 1.0)
+        assert model.logit_mult == pytest.approx(1 / m if param != 'sp' else 1.0)
+
+
+def test_unknown_parametrization_fails_clearly():
+    with pytest.raises(ValueError, match='mup_fixed_fanout'):
+        GDNConfig(parametrization='mupp')
 
 
 def test_causal():
@@ -92,9 +149,9 @@ def test_causal():
     assert (a[:, 60:] - b[:, 60:]).abs().max() > 1e-4  # and the change is seen from t on
 
 
-@pytest.mark.parametrize('width,mup_on', [(256, False), (512, True), (512, False)])
-def test_init_loss_near_log_vocab(width, mup_on):
-    model = build(width=width, mup_on=mup_on)
+@pytest.mark.parametrize('width,param', [(256, 'sp'), (512, 'mup'), (512, 'sp')])
+def test_init_loss_near_log_vocab(width, param):
+    model = build(width=width, param=param)
     idx, targets = torch.randint(0, V, (4, 64)), torch.randint(0, V, (4, 64))
     _, loss = model(idx, targets)
     assert abs(loss.item() - math.log(V)) < 0.15

@@ -1,5 +1,6 @@
 """sweep.py on a tiny grid, on the CPU: rows written and flushed, re-runs skip finished runs, an
-interrupted sweep keeps its rows, a diverging LR is marked diverged, the plot and the summary."""
+interrupted sweep keeps its rows, a run out of memory is retried later, a diverging LR is marked diverged,
+a base hyper-parameter as the swept axis, the memory estimate, the plot and the summary."""
 import csv
 import os
 
@@ -109,7 +110,7 @@ def test_plot_and_summary(data_dir, tmp_path, capsys):
     png = sweep.main(args(data_dir, out, '--plot'))
     assert png == str(tmp_path / 'res.png') and os.path.getsize(png) > 10_000
     text = capsys.readouterr().out
-    assert 'AdamW, SP:' in text and 'AdamW, μP:' in text and 'spread x' in text
+    assert 'AdamW, SP:' in text and 'AdamW, μP (paper):' in text and 'spread x' in text
     summary = sweep.summarize(sweep.load_results(out))
     assert set(summary) == {('adamw', 'sp'), ('adamw', 'mup')}
     for s in summary.values():
@@ -130,4 +131,66 @@ def test_lr_grid_spec():
     assert sweep.parse_exponents('-3,1') == [-3, 1]
     cfg = dict(sweep.DEFAULTS)
     g = sweep.grid(cfg)
-    assert len(g) == 4 * (2 * 8 + 3 * 8) and g[0]['width'] == 1024  # widest first
+    # 3 widths with every parametrization, the base width (256) with SP only
+    assert len(g) == 3 * (2 * 8 + 3 * 8) + (8 + 8) and g[0]['width'] == 1024  # widest first
+    assert {r['parametrization'] for r in g if r['width'] == 256} == {'sp'}
+
+
+def test_base_width_rows_stand_for_mup(data_dir, tmp_path):
+    """At the base width only SP is trained; the summary counts that row in every μP panel."""
+    out = str(tmp_path / 'res.csv')
+    sweep.main(args(data_dir, out, '--base_width=64'))
+    got = rows(out)
+    assert {r['parametrization'] for r in got if r['width'] == '64'} == {'sp'} and len(got) == 6
+    summary = sweep.summarize(sweep.load_results(out), 'lr', 64)
+    assert set(summary[('adamw', 'mup')]['best']) == {64, 128}
+    assert summary[('adamw', 'mup')]['best'][64] == summary[('adamw', 'sp')]['best'][64]
+
+
+def test_hyperparameter_axis(data_dir, tmp_path, capsys):
+    """output_mult as a grid axis: one row per value, the optimum reported per width, its own figure."""
+    out = str(tmp_path / 'res.csv')
+    sweep.main(args(data_dir, out, '--output_mult=0.5,2', '--adamw_lrs=-7', '--axis=output_mult'))
+    got = rows(out)
+    assert sorted({float(r['output_mult']) for r in got}) == [0.5, 2.0] and len(got) == 8
+    text = capsys.readouterr().out
+    assert 'optimum output_mult' in text
+    summary = sweep.summarize(sweep.load_results(out), 'output_mult', 256)
+    assert all(set(s['best']) == {64, 128} and s['best'][64][0] in (0.5, 2.0) for s in summary.values())
+    png = sweep.main(args(data_dir, out, '--plot', '--axis=output_mult'))
+    assert png.endswith('res_output_mult.png') and os.path.getsize(png) > 10_000
+
+
+def test_out_of_memory_is_retried_later(data_dir, tmp_path, monkeypatch, capsys):
+    """A run that runs out of device memory goes back to the queue and is run again; one that does not
+    fit even alone is skipped with a message, and the sweep goes on with the others."""
+    import torch
+    out = str(tmp_path / 'res.csv')
+    calls, real = [], sweep.Trainer.run
+    fail = {2, 5, 6}  # the 2nd run fails once; the 5th twice in a row (alone on the device)
+
+    def run(self, r):
+        calls.append(r)
+        if len(calls) in fail:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB (simulated)')
+        return real(self, r)
+    monkeypatch.setattr(sweep.Trainer, 'run', run)
+    sweep.main(args(data_dir, out, '--widths=64', '--gpu_mem_gb=1000', '--adamw_lrs=-8,-7,-6'))
+    text = capsys.readouterr().out
+    assert 'goes back to the queue' in text and 'skipped' in text
+    assert calls[1] == calls[2] and calls[4] == calls[5]  # retried
+    got = rows(out)
+    assert len(got) == 5 and len({key(r) for r in got}) == 5 and len(calls) == 8
+    assert key(dict(calls[4], **{k: str(v) for k, v in calls[4].items()})) not in {key(r) for r in got}
+
+
+def test_memory_estimate():
+    """It counts the vocabulary (the logits dominate a small model with a 50K vocabulary) and grows with
+    the width, the depth and the tokens per step; the paper-shaped width-1024 run fits an H200 several times."""
+    cfg = dict(sweep.DEFAULTS, n_layer=8, batch_size=16, block_size=512)
+    est = sweep.mem_estimate_gb
+    assert est(cfg, 256, 50304) > est(cfg, 256, 84) + 4
+    assert est(cfg, 1024, 50304) > est(cfg, 512, 50304) > est(cfg, 256, 50304)
+    assert est(dict(cfg, batch_size=32), 512, 50304) > est(cfg, 512, 50304)
+    assert est(dict(cfg, n_layer=16), 512, 50304) > est(cfg, 512, 50304)
+    assert 10 < est(cfg, 1024, 50304) < 40

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import coord_check as cc  # noqa: E402
 import mup  # noqa: E402
 from model import GDN, GDNConfig  # noqa: E402
+from training import Batches  # noqa: E402
 
 QTY = ['q', 'v', 'beta', 'alpha', 'readout', 'mixer_out', 'mlp_out', 'residual', 'logits',
        'norm_gain', 'conv', 'A_log']
@@ -79,12 +80,13 @@ def key_of(name):
 
 
 def run(width, seed, abl, cfg, data):
-    train, val, vocab = data
-    tb = cc.batches(train, cfg['steps'], 8, 128, seed=1000 + seed)
-    mx = cc.batches(val, 1, 8, 128, seed=2000 + seed)[0][0]
-    torch.manual_seed(seed)
-    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=2, n_head=6, mup=True,
+    splits, vocab = data
+    batches = Batches(splits, 8, 128, 1000 + seed)
+    tb = [batches.get('train', it) for it in range(cfg['steps'])]
+    mx = batches.get('val', -1)[0]
+    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=2, n_head=6, parametrization='mup',
                           base_width=256, kernel_backend='torch'))
+    model.reset_parameters(seed)
     cc.share_head_scalars(model, seed)
     if 'onorm_eps' in abl:
         for b in model.blocks:
@@ -187,11 +189,12 @@ def lr_sharpness(model, groups, x, y, keys=None, iters=60, seed=0):
 
 def sharpness_run(width, seed, cfg, data, at_steps=(0, 10), keys_list=(None,)):
     """Train the base μP-SGD run and measure lr*lambda_max (all parameters, and per group) at at_steps."""
-    train, val, vocab = data
-    tb = cc.batches(train, max(at_steps) + 1, 8, 128, seed=1000 + seed)
-    torch.manual_seed(seed)
-    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=2, n_head=6, mup=True,
+    splits, vocab = data
+    batches = Batches(splits, 8, 128, 1000 + seed)
+    tb = [batches.get('train', it) for it in range(max(at_steps) + 1)]
+    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=2, n_head=6, parametrization='mup',
                           base_width=256, kernel_backend='torch'))
+    model.reset_parameters(seed)
     cc.share_head_scalars(model, seed)
     m = width / 256
     exps = mup.LR_EXP['mup']['sgd']

@@ -1,0 +1,154 @@
+"""
+The parts of training that train.py, sweep.py and coord_check.py share, each defined once here: which
+tokens a batch holds, the learning-rate schedule, one optimizer step, and the evaluation. So a sweep
+row and a `python train.py` run with the same settings see the same batches, take the same steps and
+report the same loss (tests/test_training.py).
+"""
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+
+def lr_at(it, lr, warmup_iters, decay_iters, min_lr, decay=True):
+    """The LR of step `it` (0-based): linear warmup to `lr` over warmup_iters steps, then a cosine down to
+    min_lr at decay_iters, then min_lr (nanoGPT's schedule; the paper's: 2k warmup, cosine to 5e-5)."""
+    if not decay:
+        return lr
+    if it < warmup_iters:
+        return lr * (it + 1) / (warmup_iters + 1)
+    if it > decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+class Batches:
+    """The batches of a run: iteration `it`'s global batch is fixed by (seed, it) alone, so every run, width
+    and DDP layout with the same seed sees the same tokens at the same step, and resuming is exact.
+
+    Each split is cut into disjoint windows of block_size + 1 tokens (x = w[:-1], y = w[1:]) and training
+    walks through them in a seeded random order: no token is seen twice before the whole split has been
+    seen once (the next pass shifts the cut by a seeded offset and reshuffles). Evaluation uses the first
+    windows of another fixed order, the same at every evaluation.
+
+    data: {'train': tokens, 'val': tokens}, each a torch tensor (on any device: gathered there, no host
+    work per step) or anything sliceable into numpy arrays (prepare_data.TokenSplit, a memmap).
+    """
+
+    def __init__(self, data, batch_size, block_size, seed, device='cpu', accum=1, world=1, rank=0):
+        self.data, self.B, self.T, self.seed = data, batch_size, block_size, seed
+        self.device, self.accum, self.world, self.rank = torch.device(device), accum, world, rank
+        self.orders = {}  # (split, pass) -> (offset, permutation of the window indices)
+        self.prefetched = None
+        for split, d in data.items():
+            if len(d) < block_size + 2:
+                raise ValueError(f"the {split} split has {len(d):,} tokens, too few for block_size={block_size}")
+
+    def n_windows(self, split):
+        return (len(self.data[split]) - self.T) // self.T  # leaves room for any offset < block_size
+
+    def order(self, split, n_pass):
+        """(offset, permutation of the window indices) of pass n_pass through a split; pass -1: evaluation."""
+        key = (split, n_pass)
+        if key not in self.orders:
+            if len(self.orders) > 8:
+                self.orders.clear()
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + 7919 * n_pass + (split == 'val')) % 2**63)
+            offset = int(torch.randint(self.T, (1,), generator=gen)) if n_pass > 0 else 0
+            self.orders[key] = offset, torch.randperm(self.n_windows(split), generator=gen)
+        return self.orders[key]
+
+    def window_starts(self, split, it, micro):
+        """Token offsets of the windows of micro-batch `micro` (this rank's) at iteration `it`;
+        it < 0 is evaluation batch -1 - it."""
+        n = self.n_windows(split)
+        if it < 0:
+            idx = (torch.arange(self.B) + (-1 - it) * self.B) % n
+            offset, perm = self.order(split, -1)
+            return offset + perm[idx] * self.T
+        first = it * self.B * self.accum * self.world + (self.rank * self.accum + micro) * self.B
+        idx = torch.arange(first, first + self.B)
+        out = torch.empty(self.B, dtype=torch.long)
+        for p in (idx // n).unique().tolist():  # a batch may run over the end of a pass
+            sel = idx // n == p
+            offset, perm = self.order(split, p)
+            out[sel] = offset + perm[idx[sel] % n] * self.T
+        return out
+
+    def get(self, split, it, micro=0):
+        """(x, y) of micro-batch `micro` at iteration `it`, on the device ([batch_size, block_size] int64)."""
+        key = (split, it, micro)
+        if self.prefetched is not None and self.prefetched[0] == key:
+            return self.prefetched[1]
+        ix = self.window_starts(split, it, micro)
+        d = self.data[split]
+        if isinstance(d, torch.Tensor):
+            w = d[ix.to(d.device)[:, None] + torch.arange(self.T + 1, device=d.device)].long()
+            w = w.to(self.device)
+        else:
+            w = torch.from_numpy(np.stack([d[i:i + self.T + 1] for i in ix.tolist()]).astype(np.int64))
+            w = w.pin_memory().to(self.device, non_blocking=True) if self.device.type == 'cuda' else w
+        return w[:, :-1], w[:, 1:]
+
+    def prefetch(self, split, it, micro=0):
+        """Start reading a micro-batch now (the copy overlaps the GPU's work); get() then returns it."""
+        self.prefetched = None
+        self.prefetched = ((split, it, micro), self.get(split, it, micro))
+
+
+def set_lr(optimizer, lr):
+    """mup.py's per-group multipliers on top of the schedule's LR."""
+    for group in optimizer.param_groups:
+        group['lr'] = lr * group['lr_mult']
+
+
+def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullcontext(), scaler=None):
+    """One optimizer step on iteration `it`'s global batch (batches.accum micro-batches, each rank its
+    own under DDP): set the LRs, accumulate the gradients, clip their norm to grad_clip (0: no clipping),
+    step. Returns the batch's mean loss and the gradient norm before clipping, as device tensors (no sync
+    with the host, so the GPU runs ahead)."""
+    set_lr(optimizer, lr)
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    loss_sum = 0.0
+    for micro in range(batches.accum):
+        if ddp:  # sync gradients only on the last micro-step
+            model.require_backward_grad_sync = micro == batches.accum - 1
+        x, y = batches.get('train', it, micro)
+        with autocast:
+            _, loss = model(x, y)
+            loss = loss / batches.accum
+        nxt = (it, micro + 1) if micro + 1 < batches.accum else (it + 1, 0)
+        batches.prefetch('train', *nxt)  # read the next micro-batch while the GPU works
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        loss_sum = loss_sum + loss.detach()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    params = [p for g in optimizer.param_groups for p in g['params']]
+    # the norm is logged whether or not it is clipped (inf: measure only)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float('inf'))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm.detach()
+
+
+@torch.no_grad()
+def evaluate(model, batches, eval_iters, autocast=nullcontext(), splits=('train', 'val')):
+    """Mean loss over eval_iters fixed batches per split (the same batches at every evaluation)."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for split in splits:
+        total = 0.0
+        for k in range(eval_iters):
+            x, y = batches.get(split, -1 - k)
+            with autocast:
+                total = total + model(x, y)[1].float()
+        out[split] = (total / eval_iters).item()
+    model.train(was_training)
+    return out
