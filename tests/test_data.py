@@ -1,9 +1,13 @@
 """prepare_data.py: the embedded corpus offline (token count, round trip), char level, --input, the loader,
-and FineWeb-Edu-style sharded preparation with resume (through `datasets` on a local jsonl file)."""
+FineWeb-Edu-style sharded preparation with resume (through `datasets` on a local jsonl file), and the
+gutenberg books (a tiny archive built here; the shipped archive against its manifest)."""
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -228,3 +232,154 @@ def test_sharded_loader_windows(tmp_path, docs_jsonl):
     assert all(np.array_equal(w[b].numpy(), ref[i:i + 513]) for b, i in enumerate(ix))
     with pytest.raises(ValueError):
         val.sample(1, 6_000)
+
+
+# ---------------------------------------------------------------------------------------------------
+# gutenberg: preparation from a tiny corpus built here (same layout as data/gutenberg/), and the shipped
+# archive checked against its manifest
+
+TINY_BOOKS = {  # file -> text as shipped; captions in it are removed by the preparation
+    'ann_author__first_book__pg1.txt': "CHAPTER I\n\nIt was a dark and stormy night; the rain fell.\n",
+    'ann_author__second_book__pg2.txt': ("[Illustration: THE COVER]\n\nThe Second Book\n\nFirst paragraph.\n\n"
+                                         "  [Illustration: _A caption over\n   two lines._]\n\n    Second, indented.\n"),
+    'bob_writer__third__pg3.txt': "“Why, indeed?” said a Butterfly. Ça va, naïve café.\n" * 40,
+    'bob_writer__fourth__pg4.txt': "Tab\tseparated\tand {footnote [Illustrations of it omitted]} kept.\n" * 10,
+    'cy_scribe__fifth__pg5.txt': "The end.\n",
+}
+TINY_CLEAN = dict(TINY_BOOKS)
+TINY_CLEAN['ann_author__second_book__pg2.txt'] = "The Second Book\n\nFirst paragraph.\n\n    Second, indented.\n"
+
+
+def make_corpus(folder, books=TINY_BOOKS, listed=None):
+    """folder/books.tar.xz (books/<file> members) and folder/manifest.tsv, like data/gutenberg/; `listed`:
+    the books the manifest lists (default: all)."""
+    os.makedirs(folder, exist_ok=True)
+    rows = ['file\ttitle\tauthor\tbytes\tsha256']
+    with tarfile.open(os.path.join(folder, 'books.tar.xz'), 'w:xz') as tf:
+        for name, text in books.items():
+            data = text.encode('utf-8')
+            info = tarfile.TarInfo('books/' + name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    for name in (books if listed is None else listed):
+        data = books[name].encode('utf-8') if name in books else b''
+        rows.append(f"{name}\t\"A Title\tSomeone\t{len(data)}\t{hashlib.sha256(data).hexdigest()}")
+    with open(os.path.join(folder, 'manifest.tsv'), 'w') as f:
+        f.write('\n'.join(rows) + '\n')
+    return str(folder)
+
+
+@pytest.fixture(scope='module')
+def tiny_corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp('gutenberg'))
+
+
+def test_strip_captions():
+    strip = prepare_data.strip_captions
+    assert strip("a.\n\n  [Illustration: one\n  two]\n\n  b.") == "a.\n\n  b."  # the paragraph break stays
+    assert strip("a.\n\n\n[Illustration]\n\n[Picture: x]\n\nb.") == "a.\n\n\nb."  # a run: the wider gap
+    assert strip("[Illustration: TITLE]\n\nText") == "Text"
+    assert strip("word [Illustration] word") == "word word"
+    assert strip("read:\n\n[Illustration: (hand)] TAKE THIS ROAD\n") == "read:\n\nTAKE THIS ROAD\n"
+    assert strip("{footnote [Illustrations of it omitted]}") == "{footnote [Illustrations of it omitted]}"
+    assert strip("no captions\n\n\n\nhere") == "no captions\n\n\n\nhere"
+
+
+def test_gutenberg_val_books():
+    rows = [dict(file=f'book{i}.txt', bytes=1000) for i in range(100)]
+    val = prepare_data.gutenberg_val_books(rows, 0.05)
+    assert len(val) == 5 and set(prepare_data.gutenberg_val_books(rows[::-1], 0.05)) == set(val)  # by name only
+    rows.insert(0, dict(file='big.txt', bytes=9_000))  # too big for 5% of 109,000 bytes with the others
+    assert prepare_data.gutenberg_val_books(rows, 0.05) == val
+    assert len(prepare_data.gutenberg_val_books(rows[:2], 0.05)) == 1  # at least one, however small the share
+
+
+def test_gutenberg_bpe(tmp_path, tiny_corpus):
+    out = prepare_data.prepare_gutenberg(str(tmp_path / 'g'), 'gpt2', corpus_dir=tiny_corpus, val_fraction=0.3,
+                                         num_proc=2)
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    val_books = prepare_data.gutenberg_val_books(prepare_data.read_manifest(tiny_corpus), 0.3)
+    names = list(TINY_BOOKS)
+    assert meta['val_books'] == val_books and 1 <= len(val_books) < len(names)
+    assert meta['train_books'] == [n for n in names if n not in val_books]  # every book in one split, whole
+    tok, eot = get_tokenizer('gpt2'), prepare_data.GPT2_EOT
+    for split in ('train', 'val'):
+        ids = read_bin(os.path.join(out, f'{split}.bin'))
+        expected = np.concatenate([[eot] + tok.encode_ordinary(TINY_CLEAN[n]) for n in meta[f'{split}_books']])
+        assert np.array_equal(ids, expected) and meta[f'{split}_tokens'] == len(ids)
+        starts = np.cumsum([0] + [meta['book_tokens'][n] for n in meta[f'{split}_books']])[:-1]
+        assert np.flatnonzero(ids == eot).tolist() == starts.tolist()  # one EOT, before each book
+        assert tok.decode(ids.tolist()) == ''.join('<|endoftext|>' + TINY_CLEAN[n] for n in meta[f'{split}_books'])
+        assert meta[f'{split}_chars'] == sum(len(TINY_CLEAN[n]) for n in meta[f'{split}_books'])
+    assert meta['vocab_size'] == 50257 and meta['eot_token'] == eot and prepare_data.is_prepared(out)
+
+
+def test_gutenberg_char(tmp_path, tiny_corpus, monkeypatch):
+    monkeypatch.setattr(prepare_data, 'GUTENBERG', tiny_corpus)  # the "shipped" corpus, for prepare()
+    out = prepare('gutenberg', tokenizer='char', data_dir=str(tmp_path))
+    assert out == str(tmp_path / 'gutenberg_char')
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    sep = prepare_data.CHAR_EOT
+    assert meta['itos'] == sorted(set(''.join(TINY_CLEAN.values())) | {sep})  # train and val alike
+    assert meta['eot_char'] == sep and meta['itos'][meta['eot_token']] == sep
+    assert meta['val_books'] == prepare_data.gutenberg_val_books(prepare_data.read_manifest(tiny_corpus))
+    tok = get_tokenizer('gutenberg_char', data_dir=str(tmp_path))
+    assert tok.eot_token == meta['eot_token']
+    for split in ('train', 'val'):
+        ids = read_bin(os.path.join(out, f'{split}.bin'))
+        assert tok.decode(ids) == ''.join(sep + TINY_CLEAN[n] for n in meta[f'{split}_books'])
+        assert meta[f'{split}_tokens'] == len(ids) == meta[f'{split}_chars'] + len(meta[f'{split}_books'])
+    # gutenberg_char is the same dataset by its own name; and the embedded datasets prepare on first use
+    assert prepare('gutenberg_char', data_dir=str(tmp_path / 'b')) == str(tmp_path / 'b' / 'gutenberg_char')
+    assert read_bin(os.path.join(tmp_path, 'b', 'gutenberg_char', 'val.bin')).tolist() == \
+        read_bin(os.path.join(out, 'val.bin')).tolist()
+    bpe = prepare_data.ensure_prepared('gutenberg', data_dir=str(tmp_path))
+    assert json.load(open(os.path.join(bpe, 'meta.json')))['val_books'] == meta['val_books']  # the same books
+
+
+def test_gutenberg_damaged_archive(tmp_path):
+    data = open(os.path.join(make_corpus(tmp_path / 'good'), 'books.tar.xz'), 'rb').read()
+
+    def fails(folder, *words):
+        out = str(tmp_path / 'out' / os.path.basename(folder))
+        with pytest.raises(SystemExit) as e:
+            prepare_data.prepare_gutenberg(out, 'gpt2', corpus_dir=folder, val_fraction=0.3, num_proc=1)
+        msg = str(e.value.code)
+        assert os.path.join(folder, 'books.tar.xz') in msg and 'restore it' in msg, msg
+        assert all(w in msg for w in words), msg
+        assert not os.path.exists(os.path.join(out, 'meta.json'))  # nothing a trainer would take as prepared
+
+    for name, damaged in (('truncated', data[:len(data) // 2]), ('short_by_one', data[:-1]),
+                          ('corrupt', data[:200] + bytes(b ^ 0xFF for b in data[200:260]) + data[260:])):
+        folder = make_corpus(tmp_path / name)
+        open(os.path.join(folder, 'books.tar.xz'), 'wb').write(damaged)
+        fails(folder)
+    # a book the manifest lists is not in the archive; one in the archive differs from its manifest entry
+    books = dict(TINY_BOOKS)
+    del books['bob_writer__third__pg3.txt']
+    fails(make_corpus(tmp_path / 'missing', books, listed=list(TINY_BOOKS)), 'bob_writer__third__pg3.txt')
+    folder = make_corpus(tmp_path / 'changed')
+    path, sha = os.path.join(folder, 'manifest.tsv'), hashlib.sha256(b'The end.\n').hexdigest()
+    manifest = open(path).read()
+    open(path, 'w').write(manifest.replace(sha, hashlib.sha256(b'The End.\n').hexdigest()))
+    fails(folder, 'cy_scribe__fifth__pg5.txt', 'sha256')
+    # for the shipped archive the message gives the command that restores it
+    hint = prepare_data._restore_hint(os.path.join(prepare_data.GUTENBERG, 'books.tar.xz'))
+    assert 'git checkout -- data/gutenberg/books.tar.xz' in hint
+
+
+def test_shipped_gutenberg_matches_its_manifest():
+    """Every book of data/gutenberg/books.tar.xz, decompressed, has the size and sha256 manifest.tsv gives,
+    and the manifest lists nothing else (not tokenised here: that is the preparation's job)."""
+    manifest = prepare_data.read_manifest(prepare_data.GUTENBERG)
+    assert len(manifest) == 121 and len({r['author'] for r in manifest}) == 36
+    found = {}
+    with tarfile.open(os.path.join(prepare_data.GUTENBERG, 'books.tar.xz'), 'r:xz') as tf:
+        for member in tf:
+            if member.isfile():
+                data = tf.extractfile(member).read()
+                found[member.name] = (len(data), hashlib.sha256(data).hexdigest())
+    assert found == {'books/' + r['file']: (r['bytes'], r['sha256']) for r in manifest}
+    val = prepare_data.gutenberg_val_books(manifest)  # the fixed validation books: about 5% of the bytes
+    share = sum(r['bytes'] for r in manifest if r['file'] in val) / sum(r['bytes'] for r in manifest)
+    assert len(val) == 10 and 0.045 < share <= 0.05
