@@ -9,7 +9,7 @@ and after every step run one fixed batch through it, recording the RMS of each p
 against width are flat; under SP the logits and the updates grow with width (Yang et al., Tensor
 Programs V, §D; microsoft/mup's coord_check is the original).
 
-    python coord_check.py                                    # full check (H100: 81 s), writes assets/
+    python coord_check.py                                    # full check (widths to 2048: a GPU), writes assets/
     python coord_check.py --widths=64,128,256,512 --steps=3 --device=cpu --out=out-coord
 
 Outputs in `out`: coord_check.png (size of each quantity), coord_check_delta.png (size of its change

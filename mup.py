@@ -73,7 +73,7 @@ LR_EXP = {
         # Adam makes the GDN gate corrections unnecessary (paper §4).
         # vector: LR m^0 (standard μP), not the authors' code's 1/m, settled by coord_check.py: with m^0
         # the gains' and conv taps' own change is flat in width (exponent +0.02 / -0.01, H100, widths
-        # 128..2048, step 10, assets/coord_check.json); with 1/m it is -1.00 / -1.00 (CPU, widths 64..512,
+        # 128..2048, step 10, assets/v1/coord_check.json); with 1/m it is -1.00 / -1.00 (CPU, widths 64..512,
         # 5 steps) while no activation's exponent moves by more than 0.15: they just stop learning.
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding,
@@ -134,7 +134,7 @@ def multipliers(param, width, base_width, head_k, output_mult=BASE_HPARAMS['outp
         # gradient scaling (paper §4).
         # Settled by coord_check.py against the other reading of §4, m/sqrt(d_k) ("S q stays
         # Θ(1/sqrt d), so multiply it by sqrt d"): readout change at step 10, H100, widths 128..2048:
-        # sqrt(m): -0.17 (AdamW), -0.02 (SGD); m: +0.38, +0.54 (assets/coord_check_readout_x_m.json).
+        # sqrt(m): -0.17 (AdamW), -0.02 (SGD); m: +0.38, +0.54 (assets/v1/coord_check_readout_x_m.json).
         # Training aligns q with the keys, so S q becomes Θ(1) and sqrt(m) keeps o_t Θ(1). Below width
         # 128 (d_k <= 16) the random q.k overlap ~1/sqrt(d_k) dominates and o_t shrinks (-0.4 at widths
         # 64..512). The scale reaches the model only through the RMSNorm's eps (norm(c u) =

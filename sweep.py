@@ -572,6 +572,17 @@ def load_results(out):
     return rows
 
 
+def select(rows, cfg):
+    """The rows of the grid cfg describes: its optimizers, run length, seeds and base hyper-parameter values,
+    all values of the `axis` one (one CSV may hold several grids, e.g. an LR sweep at one output_mult and
+    an output_mult sweep)."""
+    keep = {h: csv_list(cfg[h], float) for h in HPARAMS}
+    seeds = csv_list(cfg['seeds'], int)
+    return [r for r in rows if r['optimizer'] in csv_list(cfg['optimizers']) and r['steps'] == cfg['max_iters']
+            and r['seed'] in seeds and all(h == cfg['axis'] or any(math.isclose(r[h], v) for v in keep[h])
+                                           for h in HPARAMS)]
+
+
 def with_base_rows(rows, base_width):
     """At the base width every μP variant is SP (sweep.py trains SP only there): SP's rows stand for them."""
     params = {}
@@ -725,12 +736,12 @@ def main(argv=None):
     if cfg['axis'] not in ('lr', *HPARAMS):
         raise SystemExit(f"error: axis={cfg['axis']!r}: use 'lr' or one of {', '.join(HPARAMS)}")
     if cfg['plot']:
-        rows = load_results(cfg['out'])
+        rows = select(load_results(cfg['out']), cfg)
         summarize(rows, cfg['axis'], int(run_settings(cfg)['base_width']))
         return plot(cfg, rows)
     t0 = time.time()
     sweep(cfg)
-    summarize(load_results(cfg['out']), cfg['axis'], cfg['base_width'])
+    summarize(select(load_results(cfg['out']), cfg), cfg['axis'], cfg['base_width'])
     print(f"\ntotal wall time {(time.time() - t0) / 60:.1f} min")
 
 

@@ -125,6 +125,8 @@ batches = Batches({s: load_split(dataset_dir, s) for s in ('train', 'val')}, bat
 
 # model
 vocab_size = padded_vocab(meta['vocab_size'])
+if mup and parametrization == 'sp':
+    raise SystemExit("error: --mup=True and --parametrization=sp contradict each other: drop one")
 parametrization = parametrization or ('mup' if mup else 'sp')
 model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k,
                   head_v=head_v, parametrization=parametrization, base_width=base_width,

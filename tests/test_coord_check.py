@@ -7,9 +7,12 @@ shrinks like width^-0.4 (see mup.py, the readout rule). The LRs are larger than 
 so that within 3 steps the learned part of each change dominates the part made by the fixed init weights
 acting on changed inputs (W_emb dx / m for the logits), which shrinks like m^-1/2 and is nearly all of the
 change in step 1 (slope -0.45 there); the runs are stable over these steps.
-Measured width exponents of the change at step 3 (torch 2.13, CPU), 2 seeds:
-    logits:  mup-adamw +0.02   mup-sgd +0.10      readout: mup-adamw -0.11   mup-sgd -0.14
-    SP logits, mean over steps 1-3:  sp-adamw +0.39   sp-sgd +0.66
+Measured width exponents of the change at step 3 (torch 2.13, CPU, training.py's batches), 2 seeds:
+    logits:  mup-adamw -0.08   mup-sgd -0.01      readout: mup-adamw -0.19   mup-sgd -0.11
+    SP logits, mean over steps 1-3:  sp-adamw +0.41   sp-sgd +0.65
+The readout's change shrinks mildly with width under μP-AdamW here (-0.16 with 3 seeds, -0.20 with 4; the
+full check, 10 steps, has -0.18), so its bound is 0.25; the wrong readout rules give -0.71 / -0.53 (SP's
+1/sqrt(d_k)) and +0.31 / +0.40 (m/sqrt(d_k)) for AdamW / SGD, outside it.
 Each of six deliberately broken rules (logits multiplier 1; AdamW hidden LR m^0; readout scale SP's or m/sqrt(d_k);
 SGD embedding LR m^0; SGD hidden LR 1/m) fails at least one assertion here.
 """
@@ -27,7 +30,7 @@ CONFIG = dict(coord_check.DEFAULTS, widths='128,256,512,1024', steps=STEPS, seed
               block_size=64, lr_adamw=1e-2, lr_sgd=0.15, device='cpu', kernel_backend='torch',
               runs='mup-adamw,mup-sgd,sp-adamw,sp-sgd', data_dir=os.path.join(ROOT, 'data'), plot=False)
 
-FLAT = 0.2       # |width exponent| of the μP changes at the last step (measured <= 0.14)
+FLAT = {'logits': 0.2, 'readout': 0.25}  # |width exponent| of the μP changes at the last step (above)
 SP_GROWS = 0.3   # SP's logits change must grow at least this fast, averaged over the steps (measured >= 0.39)
 
 
@@ -44,7 +47,7 @@ def delta_slope(res, run, name):
 @pytest.mark.parametrize('name', ['logits', 'readout'])
 def test_mup_change_is_width_independent(result, optimizer, name):
     s = delta_slope(result, f'mup-{optimizer}', name)
-    assert abs(s) <= FLAT, f"μP {optimizer}: {name} change scales like width^{s:+.2f}"
+    assert abs(s) <= FLAT[name], f"μP {optimizer}: {name} change scales like width^{s:+.2f}"
 
 
 @pytest.mark.parametrize('optimizer', ['adamw', 'sgd'])

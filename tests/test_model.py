@@ -219,10 +219,18 @@ def test_readme_rule_links_point_at_the_rules():
     readme = open(os.path.join(root, 'README.md'), encoding='utf-8').read()
     lines = open(os.path.join(root, 'mup.py'), encoding='utf-8').read().splitlines()
     expect = {'INIT_EXP': "'mup': {", 'multiplier (tied lm_head)': "'logits':", 'readout scale': "'readout':",
-              'AdamW LR': "'adamw':", 'SGD LR': "'sgd':", 'SGD ablation': "'sgd':", 'weight decay': 'DECAY ='}
-    rows = [r for r in readme.splitlines() if r.startswith('|') and '](mup.py#L' in r]
-    assert len(rows) >= 10
+              'AdamW LR': "'adamw':", 'SGD LR': "'sgd':", 'SGD ablation': "'sgd':", 'weight decay': 'DECAY =',
+              'BASE_HPARAMS': 'BASE_HPARAMS ='}
+    rows = [r for r in readme.splitlines() if '](mup.py#L' in r]
+    assert len(rows) >= 12
     for row in rows:
         n = int(re.search(r'\(mup\.py#L(\d+)\)', row).group(1))
         key = next((k for k in expect if k in row), 'INIT_EXP')  # the init rows all point at INIT_EXP
         assert expect[key] in lines[n - 1], f"README row {row[:60]!r} -> mup.py:{n} = {lines[n - 1]!r}"
+        # an SGD row that names a parametrization points into that parametrization's LR_EXP block
+        named = [p for p in ('mup_fixed_fanout', 'mup_nogdn', 'mup') if f'`{p}`' in row]
+        if key.startswith('SGD') and named:
+            start = lines.index('LR_EXP = {')
+            block = next(i for i in range(start, len(lines)) if lines[i].startswith(f"    '{named[0]}': {{"))
+            assert block < n - 1 and all(not lines[i].startswith("    '") for i in range(block + 1, n - 1)), \
+                f"README row {row[:60]!r} -> mup.py:{n}, not in {named[0]}'s rules"

@@ -48,11 +48,14 @@ def losses(out):
         return {int(r['iter']): float(r['loss']) for r in csv.DictReader(f) if r['loss']}
 
 
-@pytest.mark.parametrize('mup,optimizer,lr', [('False', 'adamw', 1e-2), ('True', 'adamw', 1e-2),
-                                              ('False', 'sgd', 0.3), ('True', 'sgd', 0.3)])
-def test_training_decreases_loss(tmp_path, data_dir, mup, optimizer, lr):
-    train(tmp_path, data_dir, f'--mup={mup}', f'--optimizer={optimizer}', f'--learning_rate={lr}',
-          '--width=128', '--base_width=64', '--max_iters=12', '--eval_interval=100', '--weight_decay=0')
+@pytest.mark.parametrize('param,optimizer,lr', [('--mup=False', 'adamw', 1e-2), ('--mup=True', 'adamw', 1e-2),
+                                                ('--mup=False', 'sgd', 0.3), ('--mup=True', 'sgd', 0.3),
+                                                ('--parametrization=mup_fixed_fanout', 'sgd', 0.3)])
+def test_training_decreases_loss(tmp_path, data_dir, param, optimizer, lr):
+    r = train(tmp_path, data_dir, param, f'--optimizer={optimizer}', f'--learning_rate={lr}',
+              '--width=128', '--base_width=64', '--max_iters=12', '--eval_interval=100', '--weight_decay=0')
+    name = {'--mup=False': 'sp', '--mup=True': 'mup'}.get(param, param.split('=')[-1])
+    assert f'{name}, width 128' in r.stdout
     ls = losses(tmp_path)
     assert len(ls) == 12 and all(map(torch.isfinite, torch.tensor(list(ls.values()))))
     assert sum(ls[i] for i in (10, 11, 12)) / 3 < ls[1] - 0.3, ls
@@ -111,6 +114,10 @@ def test_config_file_then_overrides(tmp_path, data_dir):
 
 
 def test_bad_config_fails_clearly(tmp_path, data_dir):
+    r = train(tmp_path, data_dir, '--parametrization=mupp', check=False)
+    assert r.returncode != 0 and 'mup_fixed_fanout' in r.stderr and 'Traceback' not in r.stderr
+    r = train(tmp_path, data_dir, '--mup=True', '--parametrization=sp', check=False)
+    assert r.returncode != 0 and 'contradict' in r.stderr and 'Traceback' not in r.stderr
     r = train(tmp_path, data_dir, '--widht=128', check=False)
     assert r.returncode != 0 and "'width'" in r.stderr and 'Traceback' not in r.stderr
     r = train(tmp_path, data_dir, '--max_iters=two', check=False)
