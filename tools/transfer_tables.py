@@ -1,0 +1,152 @@
+"""
+The tables of README's "Learning-rate transfer in the paper's architecture" and tools/TRANSFER.md, printed
+from the committed CSVs (assets/lr_sweep_paper*.csv; made by tools/transfer_probes.sh):
+
+    python tools/transfer_tables.py
+
+1. the output multiplier at the base width and at width 1024 (best val loss over the LRs run);
+2. seed spread: each cell run with two seeds;
+3. the LR optimum per width with the two-seed mean where there are two seeds;
+4. when the ranking settles: the val loss along the run at each width's optimum;
+5. no clipping against clipping at 1.0, same cells.
+"""
+import math
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+sys.path.insert(0, ROOT)
+import sweep  # noqa: E402
+
+PAPER = os.path.join(ROOT, 'assets', 'lr_sweep_paper.csv')
+NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_paper_noclip.csv')
+
+
+def cells(rows):
+    """{(optimizer, param, width, lr, output_mult): {seed: row}}; the base width's SP rows stand for μP."""
+    out = {}
+    for r in sweep.with_base_rows(rows, 256):
+        out.setdefault((r['optimizer'], r['parametrization'], r['width'], r['lr'], r['output_mult']), {})[r['seed']] = r
+    return out
+
+
+def val(r):
+    return float('nan') if r['diverged'] else r['val']
+
+
+def fmt(v):
+    return 'div.' if not math.isfinite(v) else f'{v:.3f}'
+
+
+def output_mult_table(c):
+    print("1. output_mult (logit multiplier at the base width), AdamW, seed 1337: best val loss over the LRs run")
+    print("| width, parametrization | " + ' | '.join(f'c = {m:g}' for m in (1, 2, 4, 8, 16, 32)) + ' |')
+    print('|---' * 7 + '|')
+    for w, p in ((256, 'sp'), (1024, 'mup'), (1024, 'sp')):
+        line = []
+        for m in (1, 2, 4, 8, 16, 32):
+            got = [(val(s[1337]), k[3]) for k, s in c.items() if k[0] == 'adamw' and k[1] == p and k[2] == w
+                   and k[4] == m and 1337 in s]
+            fin = [g for g in got if math.isfinite(g[0])]
+            line.append(f"{min(fin)[0]:.3f} ({sweep.fmt_lr(min(fin)[1])}, {len(got)} LRs)" if fin else
+                        ('div.' if got else '-'))
+        name = 'SP = μP (base)' if w == 256 else sweep.LABELS[p]
+        print(f"| {w}, {name} | " + ' | '.join(line) + ' |')
+
+
+def seed_table(c):
+    print("\n2. seed spread (output_mult 4): val loss with seeds 1337 / 1338, |difference|")
+    print("| optimizer | width | parametrization | LR | seed 1337 | seed 1338 | diff |")
+    print('|---' * 7 + '|')
+    diffs = {}
+    for k in sorted(c):
+        s = c[k]
+        if k[4] != 4 or 1337 not in s or 1338 not in s or (k[2] == 256 and k[1] != 'sp'):
+            continue
+        a, b = val(s[1337]), val(s[1338])
+        d = abs(a - b) if math.isfinite(a) and math.isfinite(b) else float('nan')
+        diffs.setdefault(k[0], []).append(d)
+        print(f"| {k[0]} | {k[2]} | {sweep.LABELS[k[1]]} | {sweep.fmt_lr(k[3])} | {fmt(a)} | {fmt(b)} | {fmt(d)} |")
+    for opt, ds in diffs.items():
+        ds = [d for d in ds if math.isfinite(d)]
+        print(f"{opt}: median |difference| {sorted(ds)[len(ds) // 2]:.3f}, max {max(ds):.3f} over {len(ds)} cells")
+
+
+def optimum_table(c):
+    print("\n3. the LR sweep at output_mult 4: optimum per width (mean over the seeds run in each cell; "
+          "the cells near the optimum have 2 seeds)")
+    print("| optimizer, parametrization | optimum LR 256 / 512 / 1024 | spread | best val loss 256 / 512 / 1024 |"
+          " diverged LRs at 1024 |")
+    print('|---' * 5 + '|')
+    summary = {}
+    for opt, params in (('adamw', ('sp', 'mup')), ('sgd', ('sp', 'mup', 'mup_fixed_fanout'))):
+        for p in params:
+            best, div = {}, []
+            for w in (256, 512, 1024):
+                got = {}
+                for k, s in c.items():
+                    if k[:3] == (opt, p, w) and k[4] == 4:
+                        vs = [val(r) for r in s.values()]
+                        got[k[3]] = sum(vs) / len(vs) if all(map(math.isfinite, vs)) else float('nan')
+                        if w == 1024 and not all(map(math.isfinite, vs)):
+                            div.append(k[3])
+                fin = {lr: v for lr, v in got.items() if math.isfinite(v)}
+                if fin:
+                    lr = min(fin, key=fin.get)
+                    best[w] = (lr, fin[lr], len(c[(opt, p, w, lr, 4.0)]))
+            lrs = [b[0] for b in best.values()]
+            summary[(opt, p)] = best
+            print(f"| {sweep.LABELS[opt]}, {sweep.LABELS[p]} | "
+                  + ' / '.join(sweep.fmt_lr(best[w][0]) for w in sorted(best)) + f" | ×{max(lrs) / min(lrs):g} | "
+                  + ' / '.join(f"{best[w][1]:.3f}{'' if best[w][2] > 1 else '¹'}" for w in sorted(best))
+                  + f" | {', '.join(sweep.fmt_lr(lr) for lr in sorted(div)) or 'none'} |")
+    print("¹ one seed")
+    for opt in ('adamw', 'sgd'):
+        sp = summary[(opt, 'sp')][1024][1]
+        for p in ('mup', 'mup_fixed_fanout'):
+            if (opt, p) in summary:
+                print(f"{opt}: {sweep.LABELS[p]} - SP at width 1024: {summary[(opt, p)][1024][1] - sp:+.3f}")
+    return summary
+
+
+def curve_table(c, summary):
+    print("\n4. when the ranking settles: val loss at steps 100 / 200 / 300 at each width's optimum (seed 1337)")
+    print("| optimizer, parametrization | width 256 | width 512 | width 1024 |")
+    print('|---' * 4 + '|')
+    for (opt, p), best in summary.items():
+        line = []
+        for w in (256, 512, 1024):
+            r = c[(opt, p, w, best[w][0], 4.0)].get(1337)
+            line.append(' / '.join(x.split(':')[1] for x in r['curve'].split(';')) if r else '-')
+        print(f"| {sweep.LABELS[opt]}, {sweep.LABELS[p]} | " + ' | '.join(line) + ' |')
+    print("output_mult 1, AdamW, width 1024, μP 2^-8 vs SP 2^-10 (their best at c = 1):")
+    for p, lr in (('mup', 2 ** -8), ('sp', 2 ** -10)):
+        r = c[('adamw', p, 1024, lr, 1.0)][1337]
+        print(f"  {sweep.LABELS[p]}: {r['curve']}")
+
+
+def noclip_table(c, nc):
+    print("\n5. gradient clipping: val loss with clip 1.0 / without clipping (AdamW, seed 1337), and the median "
+          "pre-clip gradient norm and the fraction of steps clipped at 1.0")
+    print("| width, parametrization, LR, output_mult | clip 1.0 | no clipping | grad norm (median) | clipped |")
+    print('|---' * 5 + '|')
+    for k, s in sorted(nc.items()):
+        if 1337 not in s or (k[2] == 256 and k[1] != 'sp'):
+            continue
+        r = c.get(k, {}).get(1337)
+        print(f"| {k[2]}, {sweep.LABELS[k[1]]}, {sweep.fmt_lr(k[3])}, {k[4]:g} | {fmt(val(r)) if r else '-'} | "
+              f"{fmt(val(s[1337]))} | {r['grad_norm']:.2f} | {r['clip_frac']:.0%} |" if r else '')
+
+
+def main():
+    c = cells(sweep.load_results(PAPER))
+    nc = cells(sweep.load_results(NOCLIP))
+    output_mult_table(c)
+    seed_table(c)
+    summary = optimum_table(c)
+    curve_table(c, summary)
+    noclip_table(c, nc)
+
+
+if __name__ == '__main__':
+    main()
