@@ -109,6 +109,11 @@ def _apply_file(path, config, keys, verbose):
         if verbose and v != config[k]:
             print(f"  {k} = {v!r}")
         config[k] = v
+    # the keys the file names (assigns), whatever their values: what apply_config reports as set
+    tree = ast.parse(source)
+    return {t.id for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(t, ast.Name) and t.id in keys}
 
 
 def _print_help(config):
@@ -123,14 +128,16 @@ def apply_config(args, config, verbose=True):
     """Apply config files and --key=value overrides in `args`, in order, to the dict `config`.
 
     Raises ConfigError for any user mistake; `--help` prints the keys and raises SystemExit(0).
+    Returns the set of keys that were set (by a file or an override), whether or not their value changed.
     """
     keys = set(config_keys(config))
+    assigned = set()
     for arg in args:
         if arg in ('-h', '--help'):
             _print_help(config)
             raise SystemExit(0)
         if not arg.startswith('--'):
-            _apply_file(arg, config, keys, verbose)
+            assigned |= _apply_file(arg, config, keys, verbose)
             continue
         key, sep, text = arg[2:].partition('=')
         if not sep:
@@ -138,8 +145,10 @@ def apply_config(args, config, verbose=True):
         if key not in keys:
             raise _unknown_key_error(key, keys, f"in {arg!r}")
         config[key] = _parse(key, text, config[key], f"in {arg!r}")
+        assigned.add(key)
         if verbose:
             print(f"Overriding: {key} = {config[key]!r}")
+    return assigned
 
 
 def configure(config, args=None):

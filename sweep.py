@@ -10,6 +10,7 @@ model (compiled once) and re-initialises it in place from one run to the next.
     python sweep.py                              # the quick default grid (character level, 2 layers)
     python sweep.py config/sweep_paper.py        # the paper's architecture (8 layers, GPT-2 BPE, T 512)
     python sweep.py --plot [--out=...]           # figure + per-panel optimum and its spread, from the CSV
+                                                 # (all of it, seeds averaged, unless keys select a part)
     python sweep.py --widths=256,1024 --output_mult=1,4,16 --axis=output_mult --adamw_lrs=-8
     python sweep.py --help                       # every key and its value
 
@@ -572,15 +573,23 @@ def load_results(out):
     return rows
 
 
-def select(rows, cfg):
-    """The rows of the grid cfg describes: its optimizers, run length, seeds and base hyper-parameter values,
-    all values of the `axis` one (one CSV may hold several grids, e.g. an LR sweep at one output_mult and
-    an output_mult sweep)."""
+def select(rows, cfg, assigned=None):
+    """The rows to summarise and draw. After a sweep (assigned=None): the grid cfg describes, i.e. its
+    optimizers, run length, seeds and base hyper-parameter values (every value of the `axis` one). For
+    --plot, only the keys the command line or config file set filter (assigned); otherwise a CSV is drawn
+    whole (all seeds averaged), at its most common run length."""
+    def given(k):
+        return assigned is None or k in assigned
+    if not given('max_iters') and rows:
+        steps = [r['steps'] for r in rows]
+        cfg = dict(cfg, max_iters=max(set(steps), key=steps.count))
     keep = {h: csv_list(cfg[h], float) for h in HPARAMS}
     seeds = csv_list(cfg['seeds'], int)
-    return [r for r in rows if r['optimizer'] in csv_list(cfg['optimizers']) and r['steps'] == cfg['max_iters']
-            and r['seed'] in seeds and all(h == cfg['axis'] or any(math.isclose(r[h], v) for v in keep[h])
-                                           for h in HPARAMS)]
+    return [r for r in rows if r['steps'] == cfg['max_iters']
+            and (not given('optimizers') or r['optimizer'] in csv_list(cfg['optimizers']))
+            and (not given('seeds') or r['seed'] in seeds)
+            and all(h == cfg['axis'] or not given(h) or any(math.isclose(r[h], v) for v in keep[h])
+                    for h in HPARAMS)]
 
 
 def with_base_rows(rows, base_width):
@@ -715,7 +724,8 @@ def plot(cfg, rows):
                  f"of {run['batch_size']}x{run['block_size']} tokens, {clip}, base width {run['base_width']}"
                  f"{', ' + ', '.join(fixed) if fixed else ''}  (* optimum, x diverged)", fontsize=10)
     fig.tight_layout()
-    png = os.path.splitext(cfg['out'])[0] + ('' if axis == 'lr' else f'_{axis}') + '.png'
+    stem = os.path.splitext(cfg['out'])[0]
+    png = stem + ('' if axis == 'lr' or stem.endswith(axis) else f'_{axis}') + '.png'
     fig.savefig(png, dpi=130)
     plt.close(fig)
     print(f"\nwrote {png}")
@@ -730,13 +740,13 @@ def main(argv=None):
         argv.remove('--plot')
         cfg['plot'] = True
     try:
-        apply_config(argv, cfg)
+        assigned = apply_config(argv, cfg)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     if cfg['axis'] not in ('lr', *HPARAMS):
         raise SystemExit(f"error: axis={cfg['axis']!r}: use 'lr' or one of {', '.join(HPARAMS)}")
     if cfg['plot']:
-        rows = select(load_results(cfg['out']), cfg)
+        rows = select(load_results(cfg['out']), cfg, assigned)
         summarize(rows, cfg['axis'], int(run_settings(cfg)['base_width']))
         return plot(cfg, rows)
     t0 = time.time()

@@ -80,6 +80,17 @@ def test_config_file_then_override(tmp_path):
     assert '_helper' not in c and 'math' not in c and 'unused' not in c
 
 
+def test_apply_config_reports_the_keys_it_set(tmp_path):
+    """What a file assigns (whatever the value) and what the command line overrides: sweep.py --plot
+    filters a results CSV by these keys only."""
+    cfg = dict(a=1, b=2.0, c='x', d=True)
+    path = tmp_path / 'conf.py'
+    path.write_text('a = 1\nif a:\n    b = 3.0\n_helper = 5\n')
+    assert apply_config([str(path), '--c=y'], cfg, verbose=False) == {'a', 'b', 'c'}
+    assert cfg == dict(a=1, b=3.0, c='y', d=True)
+    assert apply_config([], cfg, verbose=False) == set()
+
+
 @pytest.mark.parametrize('body, words', [
     ('batch_sze = 3\n', ["unknown config key 'batch_sze'", "'batch_size'"]),
     ('mup = 1\n', ['mup expects bool']),

@@ -194,3 +194,17 @@ def test_memory_estimate():
     assert est(dict(cfg, batch_size=32), 512, 50304) > est(cfg, 512, 50304)
     assert est(dict(cfg, n_layer=16), 512, 50304) > est(cfg, 512, 50304)
     assert 10 < est(cfg, 1024, 50304) < 40
+
+
+def test_plot_selects_what_the_command_sets(data_dir, tmp_path):
+    """One CSV can hold several grids: after a sweep the summary is the grid just run; --plot draws the
+    whole CSV (at its run length) unless a key selects a part of it."""
+    out = str(tmp_path / 'res.csv')
+    sweep.main(args(data_dir, out, '--widths=64', '--output_mult=0.5,2'))
+    rows = sweep.load_results(out)
+    assert len(rows) == 8
+    cfg = dict(sweep.DEFAULTS, output_mult='2')
+    assert {r['output_mult'] for r in sweep.select(rows, cfg, {'output_mult'})} == {2.0}
+    assert {r['output_mult'] for r in sweep.select(rows, cfg, set())} == {0.5, 2.0}  # nothing set: all of it
+    assert sweep.select(rows, dict(sweep.DEFAULTS), None) == []  # the default grid (output_mult 1, 200 steps)
+    assert len(sweep.select(rows, dict(sweep.DEFAULTS, axis='output_mult', max_iters=5), None)) == 8

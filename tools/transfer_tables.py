@@ -1,6 +1,7 @@
 """
-The tables of README's "Learning-rate transfer in the paper's architecture" and tools/TRANSFER.md, printed
-from the committed CSVs (assets/lr_sweep_paper*.csv; made by tools/transfer_probes.sh):
+The tables of README's "Learning-rate transfer" and tools/TRANSFER.md, printed from the committed CSVs
+(assets/lr_sweep_paper.csv: the LR sweeps at output_mult 4; assets/lr_sweep_paper_output_mult.csv: the
+output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_probes.sh):
 
     python tools/transfer_tables.py
 
@@ -19,6 +20,7 @@ sys.path.insert(0, ROOT)
 import sweep  # noqa: E402
 
 PAPER = os.path.join(ROOT, 'assets', 'lr_sweep_paper.csv')
+OUTPUT_MULT = os.path.join(ROOT, 'assets', 'lr_sweep_paper_output_mult.csv')
 NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_paper_noclip.csv')
 
 
@@ -139,7 +141,7 @@ def noclip_table(c, nc):
 
 
 def main():
-    c = cells(sweep.load_results(PAPER))
+    c = cells(sweep.load_results(PAPER) + sweep.load_results(OUTPUT_MULT))
     nc = cells(sweep.load_results(NOCLIP))
     output_mult_table(c)
     seed_table(c)
