@@ -1,7 +1,14 @@
 """Chunked gated delta rule (Gated DeltaNet), forward and backward.
 
 One public entry, `chunk_gated_delta_rule`, with two backends:
-  * "triton": fused Triton kernels (CUDA), forward and backward in one autograd.Function;
+  * "triton": fused Triton kernels (CUDA), forward and backward registered as two custom ops
+    (gdn::chunk_gdr_fwd / _bwd, torch.library.custom_op + register_fake + register_autograd), so
+    torch.compile traces around the call without a graph break and fuses the model's elementwise
+    work across it. GDR_CUSTOM_OP=0 selects the previous path for an A/B: the same launches in an
+    autograd.Function behind torch.compiler.disable (one graph break per layer). Both give the same
+    values and gradients, bit for bit, on CPU under TRITON_INTERPRET=1 (tests); the custom-op path
+    has NOT been run on a GPU yet: check it (bench.py --check, a compiled train.py run against
+    GDR_CUSTOM_OP=0) before relying on it;
   * "torch":  the same chunked algorithm in plain PyTorch (autograd does the backward),
     used on CPU and as the test oracle's sibling;
 plus `recurrent_gated_delta_rule`, the step-by-step reference the tests compare against.
@@ -158,14 +165,15 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton path: 3 forward kernels (prep, scan, out), 4 backward (local, scan, state, wy), one
-# autograd.Function. Only the two scans are sequential (over chunks), and they do the minimum there:
-# 2 products per chunk forward, 3 backward. Layout: inputs [B, T, H, D] contiguous (a chunk = 64 rows
-# of stride H*D); workspaces per (b, h) = bh: G [BH, Tp], A [BH, Tp, 64] and dVn [BH, Tp, V] fp32,
-# W [BH, Tp, K], U / Vn [BH, Tp, V] and dW / dk parts [BH, Tp, K] in the inputs' dtype
-# (GDR_WS=fp32: fp32), the state entering each chunk Hs and the grad of the state leaving it dHs
-# [BH, N, K, V] in the inputs' dtype. Products: bf16 operands (inputs, workspaces, states) or fp32
-# ones (tf32; tf32x3 in the inverse), always fp32 accumulation.
+# Triton path: 3 forward kernels (prep, scan, out), 4 backward (local, scan, state, wy), launched by
+# _fwd / _bwd (behind the custom ops, or the autograd.Function). Only the two scans are sequential
+# (over chunks), and they do the minimum there: 2 products per chunk forward, 3 backward.
+# Layout: inputs [B, T, H, D] contiguous (a chunk = 64 rows of stride H*D); workspaces per
+# (b, h) = bh: G [BH, Tp], A [BH, Tp, 64] and dVn [BH, Tp, V] fp32, W [BH, Tp, K], U / Vn
+# [BH, Tp, V] and dW / dk parts [BH, Tp, K] in the inputs' dtype (GDR_WS=fp32: fp32), the state
+# entering each chunk Hs and the grad of the state leaving it dHs [BH, N, K, V] in the inputs'
+# dtype. Products: bf16 operands (inputs, workspaces, states) or fp32 ones (tf32; tf32x3 in the
+# inverse), always fp32 accumulation.
 # Triton 3.6 / Hopper traps, each met or guarded here:
 # - tl.trans(tl.dot(...)) fed to another tl.dot miscompiles: no kernel does it; transposed products
 #   are computed with swapped operands or transposed loads, tl.trans of a product goes to a store.
@@ -553,72 +561,134 @@ if HAS_TRITON:
                     local=dict(BV=64, num_warps=4), state=dict(BV=64, num_warps=4, num_stages=2),
                     wy=dict(num_warps=4))
 
-    class _ChunkGDR(torch.autograd.Function):
+    def _fwd(q, k, v, g, beta, scale, h0):
+        """The forward launches. Returns o, the final state and the workspaces the backward needs."""
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        N, BH = triton.cdiv(T, 64), B * H
+        Tp, BK = N * 64, max(64, triton.next_power_of_2(K))
+        q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+        f32 = dict(device=q.device, dtype=torch.float32)
+        ws = dict(device=q.device, dtype=k.dtype if WS_HALF else torch.float32)
+        cfg = launch_config(K, V, k.dtype == torch.float32)
+        G, A = torch.empty(BH, Tp, **f32), torch.empty(BH, Tp, 64, **f32)
+        W = torch.empty(BH, Tp, K, device=q.device, dtype=k.dtype)
+        U = torch.empty(BH, Tp, V, **ws)
+        _prep_kernel[(N, BH)](k, v, g, beta, G, A, W, U, T, N, H, K, V, **cfg["prep"])
+        hT = torch.empty(B, H, K, V, **f32)
+        Hs = torch.empty(BH, N, K, V, device=q.device, dtype=k.dtype)
+        Vn = torch.empty(BH, Tp, V, **ws)
+        c = cfg["fwd"]
+        _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
+            k, G, W, U, hT if h0 is None else h0, hT, Hs, Vn, T, N, H, K, V, BK,
+            HAS_H0=h0 is not None, **c)
+        del U
+        o = torch.empty_like(v)
+        c = cfg["out"]
+        _fwd_out_kernel[(triton.cdiv(V, c["BV"]), N, BH)](
+            q, k, G, Hs, Vn, o, scale, T, N, H, K, V, BK, **c)
+        return o, hT, G, A, W, Hs, Vn
+
+    def _bwd(do, dhT, q, k, v, beta, G, A, W, Hs, Vn, scale, g_dtype):
+        """The backward launches (do / dhT None: zero). Returns dq, dk, dv, dg, dbeta, dh0."""
+        q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        BH, N, Tp = B * H, Hs.shape[1], G.shape[1]
+        BK, NK = max(64, triton.next_power_of_2(K)), triton.cdiv(K, 64)
+        do = torch.zeros_like(v) if do is None else do.contiguous()
+        f32 = dict(device=q.device, dtype=torch.float32)
+        ws = dict(device=q.device, dtype=Vn.dtype)
+        cfg = launch_config(K, V, k.dtype == torch.float32)
+        dHs, dVn = torch.empty_like(Hs), torch.empty(BH, Tp, V, **f32)  # dVn: fp32 always
+        dh0 = torch.empty(B, H, K, V, **f32)
+        c = cfg["local"]
+        _bwd_local_kernel[(triton.cdiv(V, c["BV"]), N, BH)](q, k, do, G, dVn, scale, T, N, H,
+                                                           K, V, BK, **c)
+        c = cfg["bwd"]
+        _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
+            q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs, dVn,
+            scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
+        dq = torch.empty_like(q)
+        dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
+        dGp = torch.empty(BH, NK, Tp, **f32)
+        _bwd_state_kernel[(NK, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
+                                       scale, T, N, H, K, V, **cfg["state"])
+        del dHs
+        dk, dv, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
+        dg = torch.empty(B, T, H, device=q.device, dtype=g_dtype)
+        _bwd_wy_kernel[(N, BH)](k, v, beta, G, A, dVn, dW, dkp, dGp, dk, dv, dg, dbeta,
+                                T, N, H, K, V, **cfg["wy"])
+        return dq, dk, dv, dg, dbeta, dh0
+
+    class _ChunkGDR(torch.autograd.Function):  # the GDR_CUSTOM_OP=0 path (a graph break)
         @staticmethod
         def forward(ctx, q, k, v, g, beta, scale, h0):
-            B, T, H, K = q.shape
-            V = v.shape[-1]
-            N, BH = triton.cdiv(T, 64), B * H
-            Tp, BK = N * 64, max(64, triton.next_power_of_2(K))
-            q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
-            f32 = dict(device=q.device, dtype=torch.float32)
-            ws = dict(device=q.device, dtype=k.dtype if WS_HALF else torch.float32)
-            cfg = launch_config(K, V, k.dtype == torch.float32)
-            G, A = torch.empty(BH, Tp, **f32), torch.empty(BH, Tp, 64, **f32)
-            W = torch.empty(BH, Tp, K, device=q.device, dtype=k.dtype)
-            U = torch.empty(BH, Tp, V, **ws)
-            _prep_kernel[(N, BH)](k, v, g, beta, G, A, W, U, T, N, H, K, V, **cfg["prep"])
-            hT = torch.empty(B, H, K, V, **f32)
-            Hs = torch.empty(BH, N, K, V, device=q.device, dtype=k.dtype)
-            Vn = torch.empty(BH, Tp, V, **ws)
-            c = cfg["fwd"]
-            _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
-                k, G, W, U, hT if h0 is None else h0, hT, Hs, Vn, T, N, H, K, V, BK,
-                HAS_H0=h0 is not None, **c)
-            del U
-            o = torch.empty_like(v)
-            c = cfg["out"]
-            _fwd_out_kernel[(triton.cdiv(V, c["BV"]), N, BH)](
-                q, k, G, Hs, Vn, o, scale, T, N, H, K, V, BK, **c)
-            ctx.save_for_backward(q, k, v, beta, G, A, W, Hs, Vn)
+            o, hT, *ws = _fwd(q, k, v, g, beta, scale, h0)
+            ctx.save_for_backward(q, k, v, beta, *ws)
             ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
             return o, hT
 
         @staticmethod
         def backward(ctx, do, dhT):
-            q, k, v, beta, G, A, W, Hs, Vn = ctx.saved_tensors
-            B, T, H, K = q.shape
-            V = v.shape[-1]
-            BH, N, Tp = B * H, Hs.shape[1], G.shape[1]
-            BK, NK = max(64, triton.next_power_of_2(K)), triton.cdiv(K, 64)
-            do = torch.zeros_like(v) if do is None else do.contiguous()
-            f32 = dict(device=q.device, dtype=torch.float32)
-            ws = dict(device=q.device, dtype=Vn.dtype)
-            cfg = launch_config(K, V, k.dtype == torch.float32)
-            dHs, dVn = torch.empty_like(Hs), torch.empty(BH, Tp, V, **f32)  # dVn: fp32 always
-            dh0 = torch.empty(B, H, K, V, **f32)
-            c = cfg["local"]
-            _bwd_local_kernel[(triton.cdiv(V, c["BV"]), N, BH)](q, k, do, G, dVn, ctx.scale, T, N, H,
-                                                               K, V, BK, **c)
-            c = cfg["bwd"]
-            _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
-                q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs, dVn,
-                ctx.scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
-            dq = torch.empty_like(q)
-            dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
-            dGp = torch.empty(BH, NK, Tp, **f32)
-            _bwd_state_kernel[(NK, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
-                                           ctx.scale, T, N, H, K, V, **cfg["state"])
-            del dHs
-            dk, dv, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
-            dg = torch.empty(B, T, H, device=q.device, dtype=ctx.g_dtype)
-            _bwd_wy_kernel[(N, BH)](k, v, beta, G, A, dVn, dW, dkp, dGp, dk, dv, dg, dbeta,
-                                    T, N, H, K, V, **cfg["wy"])
-            return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None)
+            *grads, dh0 = _bwd(do, dhT, *ctx.saved_tensors, ctx.scale, ctx.g_dtype)
+            return *grads, None, (dh0 if ctx.has_h0 else None)
+
+    # The default path: two custom ops that torch.compile keeps opaque (fake impls give the shapes)
+    # and traces around, no graph break. The forward also returns the workspaces the backward
+    # needs (custom ops cannot save intermediates); they are marked non-differentiable.
+    _F = "gdn::chunk_gdr_fwd", "(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, " \
+        "Tensor? h0) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+    _B = "gdn::chunk_gdr_bwd", "(Tensor? do, Tensor? dhT, Tensor q, Tensor k, Tensor v, Tensor beta, " \
+        "Tensor G, Tensor A, Tensor W, Tensor Hs, Tensor Vn, float scale, ScalarType g_dtype) " \
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+    _fwd_op = torch.library.custom_op(_F[0], _fwd, mutates_args=(), schema=_F[1])
+    _bwd_op = torch.library.custom_op(_B[0], _bwd, mutates_args=(), schema=_B[1])
+
+    @_fwd_op.register_fake
+    def _(q, k, v, g, beta, scale, h0):
+        (B, T, H, K), V = q.shape, v.shape[-1]
+        N, BH, dt = (T + 63) // 64, B * H, k.dtype
+        f32, ws = torch.float32, (dt if WS_HALF else torch.float32)
+        e = lambda *s, dtype: q.new_empty(s, dtype=dtype)  # noqa: E731
+        return (e(B, T, H, V, dtype=v.dtype), e(B, H, K, V, dtype=f32), e(BH, N * 64, dtype=f32),
+                e(BH, N * 64, 64, dtype=f32), e(BH, N * 64, K, dtype=dt), e(BH, N, K, V, dtype=dt),
+                e(BH, N * 64, V, dtype=ws))
+
+    @_bwd_op.register_fake
+    def _(do, dhT, q, k, v, beta, G, A, W, Hs, Vn, scale, g_dtype):
+        (B, T, H, K), V = q.shape, v.shape[-1]
+        c = lambda x: torch.empty_like(x, memory_format=torch.contiguous_format)  # noqa: E731
+        return (c(q), c(k), c(v), q.new_empty(B, T, H, dtype=g_dtype), c(beta),
+                q.new_empty(B, H, K, V, dtype=torch.float32))
+
+    def _setup(ctx, inputs, output):
+        q, k, v, g, beta, scale, h0 = inputs
+        ctx.mark_non_differentiable(*output[2:])
+        ctx.set_materialize_grads(False)  # unused outputs' grads stay None, no zero tensors
+        ctx.save_for_backward(q, k, v, beta, *output[2:])
+        ctx.scale, ctx.has_h0, ctx.g_dtype = scale, h0 is not None, g.dtype
+
+    def _backward(ctx, do, dhT, *_):
+        *grads, dh0 = _bwd_op(do, dhT, *ctx.saved_tensors, ctx.scale, ctx.g_dtype)
+        return *grads, None, (dh0 if ctx.has_h0 else None)
+
+    _fwd_op.register_autograd(_backward, setup_context=_setup)
+
+# GDR_CUSTOM_OP=0: the previous path, a graph break around an autograd.Function (for an A/B)
+CUSTOM_OP = os.environ.get("GDR_CUSTOM_OP", "1") != "0"
 
 
 @torch.compiler.disable  # torch.compile runs around it (a graph break), never traces the launches
+def _triton_gdr_disabled(q, k, v, g, beta, scale, h0):
+    return _ChunkGDR.apply(q, k, v, g, beta, scale, h0)
+
+
 def _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
+    # contiguous here, not in the launches: the copy is saved for the backward, and under
+    # torch.compile it is traced (inductor can write the producer's output in this layout)
+    q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
     h0 = None if initial_state is None else initial_state.float().contiguous()
-    o, hT = _ChunkGDR.apply(q, k, v, g, beta, float(scale), h0)
+    f = _fwd_op if CUSTOM_OP else _triton_gdr_disabled
+    o, hT = f(q, k, v, g, beta, float(scale), h0)[:2]
     return o, (hT if output_final_state else None)

@@ -203,5 +203,62 @@ def test_fp32_workspaces_are_more_accurate(interpret_results):
         assert err <= 1.25 * half[name], (name, half, full)
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["interpret"]:
+# ---- the custom op (default) against the autograd.Function it replaces (GDR_CUSTOM_OP=0) ----
+CUSTOM_OP_CASES = {  # name: (B, T, H, K, V, regime, initial state, final state used, dtype)
+    "T70_h0_state": (1, 70, 2, 32, 48, "mixed", True, True, torch.float32),
+    "T100_no_h0_state": (1, 100, 2, 16, 32, "random", False, True, torch.float32),
+    "T130_h0_o_only_fp16": (1, 130, 1, 32, 16, "strong_decay", True, False, torch.float16),
+    "T40_B2_no_h0_o_only": (2, 40, 1, 16, 32, "random", False, False, torch.float32),
+}
+
+
+def _custom_op_worker():
+    """Runs under TRITON_INTERPRET=1: both paths on each case (values, every gradient, grad_fn),
+    then torch.library.opcheck on both ops (schema, fake tensors vs real, autograd, aot dispatch)."""
+    out = {}
+    for i, (name, (B, T, H, K, V, regime, h0, use_state, dt)) in enumerate(CUSTOM_OP_CASES.items()):
+        xs = [x.detach().to(dt if j < 5 else torch.float32).requires_grad_()
+              for j, x in enumerate(make_inputs(B, T, H, K, V, regime, seed=200 + i, h0=h0))]
+        gen = torch.Generator().manual_seed(1)
+        do, dsT = torch.randn(B, T, H, V, generator=gen).to(dt), torch.randn(B, H, K, V, generator=gen)
+        res = {}
+        for custom in (True, False):
+            kernel.CUSTOM_OP = custom
+            o, sT = kernel.chunk_gated_delta_rule(*xs[:5], K ** -0.5, initial_state=xs[5] if h0 else None,
+                                                  output_final_state=use_state, backend="triton")
+            outs, cots = ([o, sT], [do, dsT]) if use_state else ([o], [do])
+            res[custom] = (outs + list(torch.autograd.grad(outs, xs, cots)), type(o.grad_fn).__name__)
+        err = {n: ((a - b).abs().max() / b.abs().max()).item() for n, a, b in
+               zip([n for n in NAMES if use_state or n != "final_state"], res[True][0], res[False][0])}
+        out[name] = dict(err=err, grad_fn=[res[True][1], res[False][1]],
+                         dtypes=[str(a.dtype) for a in res[True][0]] == [str(b.dtype) for b in res[False][0]])
+    q, k, v, g, beta, s0 = make_inputs(1, 70, 2, 16, 32, "mixed", seed=7)
+    x16 = [x.detach().half().requires_grad_() for x in (q, k, v, g, beta)]
+    ws = kernel._fwd_op(*[x.detach() for x in x16], 0.25, s0.detach().float())
+    checks = {"fwd_fp16_h0": (kernel._fwd_op, (*x16, 0.25, s0.detach().float().requires_grad_())),
+              "fwd_fp32_no_h0": (kernel._fwd_op, (q.detach().float(), k.detach().float(), v.detach().float(),
+                                                  g.detach().float(), beta.detach().float(), 0.25, None)),
+              "bwd_fp16_no_dhT": (kernel._bwd_op, (torch.randn_like(x16[2]), None, *[x.detach() for x in x16[:3]],
+                                                   x16[4].detach(), *ws[2:], 0.25, torch.float16))}
+    out["opcheck"] = {n: torch.library.opcheck(op, args) for n, (op, args) in checks.items()}
+    print("RESULT" + json.dumps(out))
+
+
+def test_custom_op_equals_the_autograd_function():
+    """The default path (gdn::chunk_gdr_fwd / _bwd, traced through by torch.compile) must give what
+    the graph-break autograd.Function gives: the same launches, so equal to rounding (measured: 0)."""
+    res = _interpret("custom_op")
+    for name, r in res.items():
+        if name == "opcheck":
+            continue
+        assert r["grad_fn"][0].startswith("GeneratedBackwardFor_gdn_chunk_gdr_fwd"), r["grad_fn"]
+        assert r["grad_fn"][1] == "_ChunkGDRBackward" and r["dtypes"], r
+        assert max(r["err"].values()) <= 1e-6, (name, r["err"])
+    for name, r in res["opcheck"].items():
+        assert set(r.values()) == {"SUCCESS"}, (name, r)
+
+
+if __name__ == "__main__" and sys.argv[1:3] == ["interpret", "custom_op"]:
+    _custom_op_worker()
+elif __name__ == "__main__" and sys.argv[1:2] == ["interpret"]:
     _interpret_worker(*sys.argv[2:3])

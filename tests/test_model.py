@@ -184,33 +184,51 @@ def test_bad_head_dims_fail_clearly():
 
 
 COMPILED_TRITON = """
-import torch
+import sys, torch
 from model import GDN, GDNConfig
 torch.manual_seed(0)
 cfg = dict(width=128, n_layer=1, n_head=2, vocab_size=64)
 tri, ref = GDN(GDNConfig(**cfg, kernel_backend='triton')), GDN(GDNConfig(**cfg, kernel_backend='torch'))
 ref.load_state_dict(tri.state_dict())
 idx = torch.randint(0, 64, (1, 70))
-_, loss = torch.compile(tri, backend='aot_eager')(idx, idx)
-loss.backward()
+ex = torch._dynamo.explain(tri)(idx, idx)
+ops = sorted({str(n.target) for gm in ex.graphs for n in gm.graph.nodes if 'gdn' in str(n.target)})
+print('EXPLAIN', ex.graph_break_count, ','.join(ops) or '-')
 _, loss_ref = ref(idx, idx)
 loss_ref.backward()
-g, g_ref = tri.blocks[0].mixer.q_proj.weight.grad, ref.blocks[0].mixer.q_proj.weight.grad
-print(abs(loss.item() - loss_ref.item()), ((g - g_ref).norm() / g_ref.norm()).item())
+g_ref = ref.blocks[0].mixer.q_proj.weight.grad
+for backend in sys.argv[1:]:
+    torch._dynamo.reset()
+    tri.zero_grad()
+    _, loss = torch.compile(tri, backend=backend)(idx, idx)
+    loss.backward()
+    g = tri.blocks[0].mixer.q_proj.weight.grad
+    print(backend, abs(loss.item() - loss_ref.item()), ((g - g_ref).norm() / g_ref.norm()).item())
 """
 
 
-def test_compiled_model_runs_the_triton_kernel():
-    """train.py compiles the model on CUDA: the Triton launch must be a graph break, not traced
-    (once traced, inductor recompiled our kernel with fp64 scalars and failed). Checked here with
-    the Triton interpreter and dynamo's aot_eager backend, against the torch path."""
+@pytest.mark.parametrize('custom_op', [True, False])
+def test_compiled_model_runs_the_triton_kernel(custom_op):
+    """train.py compiles the model on CUDA. By default the Triton kernel is a custom op
+    (gdn::chunk_gdr_fwd) that dynamo keeps in the graph without tracing the launches: no graph break.
+    GDR_CUSTOM_OP=0 restores the torch.compiler.disable path (a graph break per layer). Both checked
+    with the Triton interpreter against the torch path; with aot_eager, and inductor (CPU C++) once."""
     pytest.importorskip('triton')
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, '-c', COMPILED_TRITON], capture_output=True, text=True, cwd=root,
-                       env=dict(os.environ, TRITON_INTERPRET='1'), timeout=600)
+    backends = ['aot_eager', 'inductor'] if custom_op else ['aot_eager']
+    env = dict(os.environ, TRITON_INTERPRET='1', GDR_CUSTOM_OP='1' if custom_op else '0')
+    r = subprocess.run([sys.executable, '-c', COMPILED_TRITON, *backends], capture_output=True, text=True,
+                       cwd=root, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    dloss, dgrad = map(float, r.stdout.split()[-2:])
-    assert dloss < 1e-5 and dgrad < 1e-4
+    lines = {ln.split()[0]: ln.split()[1:] for ln in r.stdout.splitlines() if ln.strip()}
+    breaks, ops = int(lines['EXPLAIN'][0]), lines['EXPLAIN'][1]
+    if custom_op:
+        assert breaks == 0 and ops == 'gdn.chunk_gdr_fwd.default', lines['EXPLAIN']
+    else:
+        assert breaks > 0 and ops == '-', lines['EXPLAIN']
+    for backend in backends:
+        dloss, dgrad = map(float, lines[backend])
+        assert dloss < 1e-5 and dgrad < 1e-4, (backend, dloss, dgrad)
 
 
 def test_readme_rule_links_point_at_the_rules():
