@@ -621,7 +621,7 @@ if HAS_TRITON:
                                 T, N, H, K, V, **cfg["wy"])
         return dq, dk, dv, dg, dbeta, dh0
 
-    class _ChunkGDR(torch.autograd.Function):  # the GDR_CUSTOM_OP=0 path (a graph break)
+    class _ChunkGDR(torch.autograd.Function):  # the default path (a graph break under torch.compile)
         @staticmethod
         def forward(ctx, q, k, v, g, beta, scale, h0):
             o, hT, *ws = _fwd(q, k, v, g, beta, scale, h0)
@@ -634,7 +634,7 @@ if HAS_TRITON:
             *grads, dh0 = _bwd(do, dhT, *ctx.saved_tensors, ctx.scale, ctx.g_dtype)
             return *grads, None, (dh0 if ctx.has_h0 else None)
 
-    # The default path: two custom ops that torch.compile keeps opaque (fake impls give the shapes)
+    # GDR_CUSTOM_OP=1: two custom ops that torch.compile keeps opaque (fake impls give the shapes)
     # and traces around, no graph break. The forward also returns the workspaces the backward
     # needs (custom ops cannot save intermediates); they are marked non-differentiable.
     _F = "gdn::chunk_gdr_fwd", "(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, " \

@@ -350,9 +350,10 @@ def mem_estimate_gb(cfg, width, vocab_size):
     32 x 256 tokens, with the heavier PyTorch kernel: an upper bound); the logits, ~14 bytes per token
     and vocabulary entry (bf16 logits, their fp32 copy, softmax and gradient); and the CUDA context and
     the compiler's workspace, ~1.5 GB. Measured peaks replace it once a run of that width has finished."""
+    from model import GDNConfig
+    c = GDNConfig(width=width, n_head=cfg['n_head'])  # the model's own head and MLP sizes
     d, L = width, cfg['n_layer']
-    mlp = 64 * math.ceil(8 * d / 3 / 64)
-    params = vocab_size * d + L * (d * (d // 8 * 6 * 2 + d // 4 * 6 * 3) + 3 * d * mlp)
+    params = vocab_size * d + L * d * (c.n_head * (2 * c.head_k + 3 * c.head_v) + 3 * c.mlp_hidden)
     tokens = cfg['batch_size'] * cfg['block_size']
     return 1.5 + (16 * params + 160 * tokens * L * d + 14 * tokens * vocab_size) / 2**30
 
@@ -371,14 +372,8 @@ class ResultWriter:
         if not new:
             with open(out, newline='') as f:
                 header = next(csv.reader(f), [])
-            if header != CSV_COLUMNS:  # rows of an older layout: keep them, under the new header
-                old = read_rows(out)
-                with open(out + '.tmp', 'w', newline='') as f:
-                    w = csv.DictWriter(f, CSV_COLUMNS, restval='')
-                    w.writeheader()
-                    for r in old:
-                        w.writerow({k: r.get(k) or (mup.BASE_HPARAMS[k] if k in HPARAMS else '') for k in CSV_COLUMNS})
-                os.replace(out + '.tmp', out)
+            if header != CSV_COLUMNS:  # appended rows would not line up with its columns
+                raise SystemExit(f"error: {out} has other columns (an older sweep.py made it): use another --out")
             with open(out, 'rb') as f:  # a torn last line (the process killed mid-write) would glue onto the next row
                 f.seek(-1, os.SEEK_END)
                 torn = f.read(1) != b'\n'
