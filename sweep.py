@@ -58,7 +58,8 @@ DEFAULTS = dict(
     adamw_lrs='-12:-5',          # log2 of the base LR
     sgd_lrs='-6:1',
     seeds='1337',
-    output_mult='1',             # base hyper-parameters at the base width (comma lists: grid axes)
+    output_mult='2',             # base hyper-parameters at the base width (comma lists: grid axes); 2: the
+                                 # base width's best for this grid (README, "The quick default")
     init_std='0.02',
     embed_lr_mult='1',
     # model

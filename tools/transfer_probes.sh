@@ -6,6 +6,11 @@
 #   bash tools/transfer_probes.sh adamw OUTDIR          # the AdamW sweep at output_mult 4; more base output_mults; no clipping
 #   bash tools/transfer_probes.sh sgd OUTDIR            # the SGD sweep at output_mult 4
 #   bash tools/transfer_probes.sh seeds OUTDIR          # a second seed at and near the optima
+#   bash tools/transfer_probes.sh sgd_noclip OUTDIR     # the SGD sweep without gradient clipping (SP and μP)
+#   bash tools/transfer_probes.sh sgd_noclip_low OUTDIR # the same at LRs that train unclipped; and the quick grid
+#                                                       # unclipped, and its second seed near the optima
+#   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
+#                                                       # then the whole default grid at the best one
 # Results: OUTDIR/*.csv (+ _config.csv), OUTDIR/*.log; OUTDIR/paper.csv is assets/lr_sweep_paper.csv
 # with the new rows (the sweep skips the rows it has).
 set -uo pipefail
@@ -59,6 +64,30 @@ seeds)  # a second seed at and next to each optimum: the seed spread
     sw s_adamw1024 330 $s2 --optimizers=adamw --widths=1024 --adamw_lrs=-10:-8 --workers=3 --gpu_mem_gb=60
     sw s_small 330 $s2 --widths=256,512 --adamw_lrs=-9:-8 --sgd_lrs=-3:-2 --workers=3 --gpu_mem_gb=35
     sw s_sgd1024 330 $s2 --optimizers=sgd --widths=1024 --sgd_lrs=-3,-1 --workers=3 --gpu_mem_gb=40
+    ;;
+sgd_noclip)  # does clipping at 1.0 hide SP-SGD's drift? (SP's small-LR runs are clipped every step)
+    cp assets/lr_sweep_paper_noclip.csv "$out/noclip.csv"; cp assets/lr_sweep_paper_noclip_config.csv "$out/noclip_config.csv"
+    sw noclip 520 --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --workers=6 --gpu_mem_gb=85
+    ;;
+sgd_noclip_low)  # unclipped, every run at 2^-4..2^0 diverged: LRs below them, paper arch and quick grid
+    cp assets/lr_sweep_paper_noclip.csv "$out/noclip.csv"; cp assets/lr_sweep_paper_noclip_config.csv "$out/noclip_config.csv"
+    sw noclip 480 --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-9:-5 --workers=5 --gpu_mem_gb=80
+    cp assets/lr_sweep.csv "$out/lr_sweep.csv"; cp assets/lr_sweep_config.csv "$out/lr_sweep_config.csv"
+    ( export PYTHONUNBUFFERED=1
+      timeout 200 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-10:-3 \
+          --output_mult=2 --out="$out/lr_sweep_noclip.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_noclip.log" 2>&1
+      timeout 250 python3 sweep.py --seeds=1338 --adamw_lrs=-11:-7 --sgd_lrs=-6:-2 --output_mult=2 \
+          --out="$out/lr_sweep.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_seed.log" 2>&1 ) &
+    ;;
+quick)  # the character-level default of sweep.py (no config file): tune output_mult at the base width
+        # (SP there is every parametrization), then run the default grid at the AdamW-best value
+    ( export PYTHONUNBUFFERED=1
+      timeout 200 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
+          --out="$out/quick_output_mult.csv" --workers=6 --gpu_mem_gb=40 > "$out/quick_output_mult.log" 2>&1
+      best=$(python3 tools/transfer_tables.py --best_output_mult "$out/quick_output_mult.csv" 2>>"$out/quick_output_mult.log")
+      echo "== best base output_mult (AdamW): $best" >> "$out/quick_output_mult.log"
+      timeout 300 python3 sweep.py --output_mult="${best:-1}" --out="$out/lr_sweep.csv" --workers=6 \
+          --gpu_mem_gb=40 > "$out/quick.log" 2>&1 ) &
     ;;
 *) echo "unknown probe $probe"; exit 1 ;;
 esac

@@ -4,6 +4,7 @@ The tables of README's "Learning-rate transfer" and tools/TRANSFER.md, printed f
 output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_probes.sh):
 
     python tools/transfer_tables.py
+    python tools/transfer_tables.py --quick     # the quick default's seed spread and optima
 
 1. the output multiplier at the base width and at width 1024 (best val loss over the LRs run);
 2. seed spread: each cell run with two seeds;
@@ -22,6 +23,8 @@ import sweep  # noqa: E402
 PAPER = os.path.join(ROOT, 'assets', 'lr_sweep_paper.csv')
 OUTPUT_MULT = os.path.join(ROOT, 'assets', 'lr_sweep_paper_output_mult.csv')
 NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_paper_noclip.csv')
+QUICK = os.path.join(ROOT, 'assets', 'lr_sweep.csv')
+QUICK_NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_noclip.csv')
 
 
 def cells(rows):
@@ -56,14 +59,14 @@ def output_mult_table(c):
         print(f"| {w}, {name} | " + ' | '.join(line) + ' |')
 
 
-def seed_table(c):
-    print("\n2. seed spread (output_mult 4): val loss with seeds 1337 / 1338, |difference|")
+def seed_table(c, om=4, base=256):
+    print(f"\n2. seed spread (output_mult {om:g}): val loss with seeds 1337 / 1338, |difference|")
     print("| optimizer | width | parametrization | LR | seed 1337 | seed 1338 | diff |")
     print('|---' * 7 + '|')
     diffs = {}
     for k in sorted(c):
         s = c[k]
-        if k[4] != 4 or 1337 not in s or 1338 not in s or (k[2] == 256 and k[1] != 'sp'):
+        if k[4] != om or 1337 not in s or 1338 not in s or (k[2] == base and k[1] != 'sp'):
             continue
         a, b = val(s[1337]), val(s[1338])
         d = abs(a - b) if math.isfinite(a) and math.isfinite(b) else float('nan')
@@ -74,40 +77,46 @@ def seed_table(c):
         print(f"{opt}: median |difference| {sorted(ds)[len(ds) // 2]:.3f}, max {max(ds):.3f} over {len(ds)} cells")
 
 
-def optimum_table(c):
-    print("\n3. the LR sweep at output_mult 4: optimum per width (mean over the seeds run in each cell; "
+def optimum_table(c, om=4, widths=(256, 512, 1024), sgd_params=('sp', 'mup', 'mup_fixed_fanout')):
+    ws = ' / '.join(map(str, widths))
+    print(f"\n3. the LR sweep at output_mult {om:g}: optimum per width (mean over the seeds run in each cell; "
           "the cells near the optimum have 2 seeds)")
-    print("| optimizer, parametrization | optimum LR 256 / 512 / 1024 | spread | best val loss 256 / 512 / 1024 |"
-          " diverged LRs at 1024 |")
+    print(f"| optimizer, parametrization | optimum LR {ws} | spread | best val loss {ws} |"
+          f" diverged LRs at {widths[-1]} |")
     print('|---' * 5 + '|')
     summary = {}
-    for opt, params in (('adamw', ('sp', 'mup')), ('sgd', ('sp', 'mup', 'mup_fixed_fanout'))):
+    for opt, params in (('adamw', ('sp', 'mup')), ('sgd', sgd_params)):
         for p in params:
             best, div = {}, []
-            for w in (256, 512, 1024):
+            for w in widths:
                 got = {}
                 for k, s in c.items():
-                    if k[:3] == (opt, p, w) and k[4] == 4:
+                    if k[:3] == (opt, p, w) and k[4] == om:
                         vs = [val(r) for r in s.values()]
                         got[k[3]] = sum(vs) / len(vs) if all(map(math.isfinite, vs)) else float('nan')
-                        if w == 1024 and not all(map(math.isfinite, vs)):
+                        if w == widths[-1] and not all(map(math.isfinite, vs)):
                             div.append(k[3])
                 fin = {lr: v for lr, v in got.items() if math.isfinite(v)}
                 if fin:
                     lr = min(fin, key=fin.get)
-                    best[w] = (lr, fin[lr], len(c[(opt, p, w, lr, 4.0)]))
+                    best[w] = (lr, fin[lr], len(c[(opt, p, w, lr, float(om))]))
+            if not best:  # not in this CSV
+                continue
             lrs = [b[0] for b in best.values()]
             summary[(opt, p)] = best
             print(f"| {sweep.LABELS[opt]}, {sweep.LABELS[p]} | "
-                  + ' / '.join(sweep.fmt_lr(best[w][0]) for w in sorted(best)) + f" | ×{max(lrs) / min(lrs):g} | "
-                  + ' / '.join(f"{best[w][1]:.3f}{'' if best[w][2] > 1 else '¹'}" for w in sorted(best))
+                  + ' / '.join(sweep.fmt_lr(best[w][0]) if w in best else '-' for w in widths) + f" | ×{max(lrs) / min(lrs):g} | "
+                  + ' / '.join(f"{best[w][1]:.3f}{'' if best[w][2] > 1 else '¹'}" if w in best else '-' for w in widths)
                   + f" | {', '.join(sweep.fmt_lr(lr) for lr in sorted(div)) or 'none'} |")
     print("¹ one seed")
     for opt in ('adamw', 'sgd'):
-        sp = summary[(opt, 'sp')][1024][1]
+        if widths[-1] not in summary.get((opt, 'sp'), {}):
+            continue
+        sp = summary[(opt, 'sp')][widths[-1]][1]
         for p in ('mup', 'mup_fixed_fanout'):
-            if (opt, p) in summary:
-                print(f"{opt}: {sweep.LABELS[p]} - SP at width 1024: {summary[(opt, p)][1024][1] - sp:+.3f}")
+            if widths[-1] in summary.get((opt, p), {}):
+                print(f"{opt}: {sweep.LABELS[p]} - SP at width {widths[-1]}: "
+                      f"{summary[(opt, p)][widths[-1]][1] - sp:+.3f}")
     return summary
 
 
@@ -140,7 +149,29 @@ def noclip_table(c, nc):
               f"{fmt(val(s[1337]))} | {r['grad_norm']:.2f} | {r['clip_frac']:.0%} |" if r else '')
 
 
+def best_output_mult(path, optimizer='adamw'):
+    """The output_mult whose best val loss over the LRs run is lowest at the narrowest width in the CSV."""
+    best, rows = {}, sweep.load_results(path)
+    base = min(r['width'] for r in rows)
+    for r in rows:
+        if r['optimizer'] == optimizer and r['width'] == base and not r['diverged']:
+            best[r['output_mult']] = min(best.get(r['output_mult'], float('inf')), r['val'])
+    for m in sorted(best):
+        print(f"{optimizer} output_mult {m:g}: best val loss {best[m]:.4f}", file=sys.stderr)
+    return min(best, key=best.get)
+
+
 def main():
+    if sys.argv[1:2] == ['--best_output_mult']:  # used by tools/transfer_probes.sh quick
+        for opt in ('sgd', 'adamw'):
+            m = best_output_mult(sys.argv[2], opt)
+        print(f"{m:g}")
+        return
+    if sys.argv[1:2] == ['--quick']:  # the quick default (assets/lr_sweep.csv, output_mult 2 from its probe)
+        c = cells(sweep.load_results(QUICK))
+        seed_table(c, om=2)
+        optimum_table(c, om=2, widths=(128, 256, 512, 1024))
+        return
     c = cells(sweep.load_results(PAPER) + sweep.load_results(OUTPUT_MULT))
     nc = cells(sweep.load_results(NOCLIP))
     output_mult_table(c)
@@ -148,6 +179,10 @@ def main():
     summary = optimum_table(c)
     curve_table(c, summary)
     noclip_table(c, nc)
+    print("\n6. without clipping: the optima (SGD at 2^-9..2^0; AdamW only at the cells of table 5)")
+    optimum_table(nc, sgd_params=('sp', 'mup'))
+    print("\n   the quick default without clipping (SGD, output_mult 2):")
+    optimum_table(cells(sweep.load_results(QUICK_NOCLIP)), om=2, widths=(128, 256, 512, 1024), sgd_params=('sp', 'mup'))
 
 
 if __name__ == '__main__':
