@@ -203,7 +203,7 @@ def test_fp32_workspaces_are_more_accurate(interpret_results):
         assert err <= 1.25 * half[name], (name, half, full)
 
 
-# ---- the custom op (GDR_CUSTOM_OP=1) against the autograd.Function of the default path ----
+# ---- the custom op (the default) against the autograd.Function of the GDR_CUSTOM_OP=0 path ----
 CUSTOM_OP_CASES = {  # name: (B, T, H, K, V, regime, initial state, final state used, dtype)
     "T70_h0_state": (1, 70, 2, 32, 48, "mixed", True, True, torch.float32),
     "T100_no_h0_state": (1, 100, 2, 16, 32, "random", False, True, torch.float32),
