@@ -39,6 +39,9 @@ class GDNConfig:
     init_std: float = 0.02       # init std of the matrices
     embed_lr_mult: float = 1.0   # the embedding's LR relative to the base LR
     kernel_backend: str = ''     # '' = best available (Triton on CUDA), or 'torch' / 'triton'
+    fused: bool = False          # True: one matmul for the six input projections, the conv as shifted
+                                 # multiply-adds, the chunked linear cross-entropy (same math; False: the
+                                 # reference ops, which the tests compare against; opt-in until timed on a GPU)
 
     def __post_init__(self):
         mup.check(self.parametrization)
@@ -72,20 +75,29 @@ def probe(module, name, x):
         module.probes[name] = x.detach()
 
 
-class ShortConv(nn.Module):
-    """Depthwise causal conv1d + SiLU over time. Carries the last (kernel-1) inputs as its state."""
+class CausalConv(nn.Module):
+    """Depthwise causal conv over time + SiLU, on [B, T, C]; carries the last kernel_size - 1 inputs as its
+    state [B, kernel_size - 1, C] (zeros at a sequence's start). One module for q, k and v together."""
 
     def __init__(self, channels, kernel_size):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
+        self.weight = nn.Parameter(torch.empty(channels, kernel_size))
 
-    def forward(self, x, state=None):  # x: [B, T, C], state: [B, C, kernel-1]
-        x = x.transpose(1, 2)
+    def forward(self, x, state=None, fused=False):
+        B, T, C = x.shape
+        W = self.weight.size(1)
         if state is None:
-            state = x.new_zeros(x.size(0), x.size(1), self.conv.kernel_size[0] - 1)
-        x = torch.cat([state.to(x.dtype), x], dim=2)
-        y = F.silu(self.conv(x)).transpose(1, 2)
-        return y, x[:, :, x.size(2) - state.size(2):]
+            state = x.new_zeros(B, W - 1, C)
+        xs = torch.cat([state.to(x.dtype), x], dim=1)  # [B, T + W - 1, C]
+        if fused:
+            # W shifted multiply-adds in fp32: torch.compile fuses them, the SiLU and the cast into one
+            # kernel (and the backward into few), where aten's depthwise conv and its two backward
+            # kernels took 14% of a compiled step (issue 12)
+            w = self.weight.float()
+            y = F.silu(sum(xs[:, j:j + T].float() * w[:, j] for j in range(W))).to(x.dtype)
+        else:
+            y = F.silu(F.conv1d(xs.transpose(1, 2), self.weight[:, None], groups=C)).transpose(1, 2)
+        return y, xs[:, T:]
 
 
 class GatedDeltaNet(nn.Module):
@@ -94,12 +106,11 @@ class GatedDeltaNet(nn.Module):
         d, H, K, V = config.width, config.n_head, config.head_k, config.head_v
         self.n_head, self.head_k, self.head_v = H, K, V
         self.backend = config.kernel_backend or None
+        self.fused = config.fused
         self.q_proj = nn.Linear(d, H * K, bias=False)
         self.k_proj = nn.Linear(d, H * K, bias=False)
         self.v_proj = nn.Linear(d, H * V, bias=False)
-        self.q_conv = ShortConv(H * K, config.conv_size)
-        self.k_conv = ShortConv(H * K, config.conv_size)
-        self.v_conv = ShortConv(H * V, config.conv_size)
+        self.qkv_conv = CausalConv(2 * H * K + H * V, config.conv_size)  # q's, k's, v's channels
         self.a_proj = nn.Linear(d, H, bias=False)  # W_alpha: decay gate
         self.b_proj = nn.Linear(d, H, bias=False)  # W_beta: write strength
         self.A_log = nn.Parameter(torch.zeros(H))
@@ -115,15 +126,20 @@ class GatedDeltaNet(nn.Module):
         B, T, _ = x.shape
         H, K, V = self.n_head, self.head_k, self.head_v
         state = state or {}
-        q, conv_q = self.q_conv(self.q_proj(x), state.get('conv_q'))
-        k, conv_k = self.k_conv(self.k_proj(x), state.get('conv_k'))
-        v, conv_v = self.v_conv(self.v_proj(x), state.get('conv_v'))
+        projs = self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.a_proj, self.b_proj
+        if self.fused:  # one matmul reads x once; the weights stay separate parameters (μP groups them)
+            qkv, gate, a, b = F.linear(x, torch.cat([p.weight for p in projs])).split(
+                [2 * H * K + H * V, H * V, H, H], dim=-1)
+        else:
+            qkv, gate, a, b = torch.cat([p(x) for p in projs[:3]], dim=-1), *(p(x) for p in projs[3:])
+        qkv, conv = self.qkv_conv(qkv, state.get('conv'), self.fused)
+        q, k, v = qkv.split([H * K, H * K, H * V], dim=-1)
         # unit-norm keys keep (I - beta k k^T) a contraction; unit-norm queries keep S q bounded
         q = F.normalize(q.view(B, T, H, K).float(), dim=-1)
         k = F.normalize(k.view(B, T, H, K).float(), dim=-1)
         v = v.view(B, T, H, V)
-        beta = torch.sigmoid(self.b_proj(x).float())
-        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)  # log alpha
+        beta = torch.sigmoid(b.float())
+        g = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)  # log alpha
         probe(self, 'q', q); probe(self, 'k', k); probe(self, 'v', v)
         probe(self, 'beta', beta); probe(self, 'alpha', g.exp())
         o, S = chunk_gated_delta_rule(q.type_as(v), k.type_as(v), v, g, beta, self.readout_scale,
@@ -133,8 +149,8 @@ class GatedDeltaNet(nn.Module):
         probe(self, 'readout', o)
         if S is not None:
             probe(self, 'state', S)
-        o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, V))
-        new_state = dict(conv_q=conv_q, conv_k=conv_k, conv_v=conv_v, S=S)
+        o = self.o_norm(o) * F.silu(gate.view(B, T, H, V))
+        new_state = dict(conv=conv, S=S)
         return self.o_proj(o.reshape(B, T, H * V)), new_state
 
 
@@ -167,6 +183,53 @@ class Block(nn.Module):
         x = x + h
         probe(self, 'residual', x)
         return x, state
+
+
+CE_CHUNK = 2 ** 27  # logits per chunk of the fused cross-entropy: 512 MB in fp32
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits (x @ weight^T) * mult against targets (-1: ignored), in chunks of
+    rows, so that only one chunk's fp32 logits exist at a time, never all [B*T, vocab] of them (3.3 GB at
+    16K tokens and GPT-2's vocabulary; their softmax took 11% of a compiled step: issue 12). The logits'
+    gradient is formed chunk by chunk in the forward pass and kept in x's dtype; the backward is two
+    matmuls. The arithmetic is the reference's: logits rounded to x's dtype, then * mult, softmax in fp32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, mult, targets, chunk, need_grad):
+        N = x.size(0)
+        acc = torch.promote_types(x.dtype, torch.float32)  # softmax in fp32 (fp64 stays fp64)
+        valid = targets != -1
+        n = valid.sum().clamp(min=1).to(acc)
+        dlogits = x.new_empty(N, weight.size(0)) if need_grad else None
+        loss = x.new_zeros((), dtype=acc)
+        for i in range(0, N, chunk):
+            logits = ((x[i:i + chunk] @ weight.t()) * mult).to(acc)
+            t, ok = targets[i:i + chunk].clamp(min=0)[:, None], valid[i:i + chunk, None]
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            loss += ((lse - logits.gather(1, t)) * ok).sum()
+            if need_grad:  # d loss / d logits = (softmax - onehot) / n, times mult for the scale
+                p = logits.sub_(lse).exp_().scatter_add_(1, t, -torch.ones_like(lse))
+                dlogits[i:i + chunk] = p.mul_(ok * (mult / n))
+        ctx.save_for_backward(x, weight, dlogits)
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, dloss):
+        x, weight, dlogits = ctx.saved_tensors
+        s = dloss.to(x.dtype)  # scales the two small products, not the [N, vocab] buffer
+        return (dlogits @ weight) * s, (dlogits.t() @ x) * s, None, None, None, None
+
+
+def fused_cross_entropy(x, weight, mult, targets):
+    """The tied head's loss, mean cross-entropy of (x @ weight^T) * mult, by LinearCrossEntropy."""
+    if torch.is_autocast_enabled(x.device.type):  # the matmuls in autocast's dtype, as F.linear's would be
+        dt = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dt), weight.to(dt)
+    chunk = max(1, CE_CHUNK // weight.size(0))  # rows
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)  # else no buffer
+    return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, mult, targets.reshape(-1), chunk,
+                                    need_grad)
 
 
 class GDN(nn.Module):
@@ -221,7 +284,8 @@ class GDN(nn.Module):
     def forward(self, idx, targets=None, state=None, return_state=False):
         """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a
         sequence (conv inputs and delta-rule state). Returns (logits, loss) or, with return_state,
-        (logits, loss, state). Without targets only the last position's logits are computed."""
+        (logits, loss, state). Without targets only the last position's logits are computed; with targets
+        and config.fused, none (the loss is computed without them)."""
         x = self.wte(idx)
         probe(self, 'embed', x)
         new_state = []
@@ -232,6 +296,10 @@ class GDN(nn.Module):
         if targets is None and not return_state and self.probes is None:
             x = x[:, -1:]  # generation only needs the last position
         # tied embedding as lm_head; μP scales the logits by 1/m (mup.multipliers)
+        if targets is not None and self.config.fused and self.probes is None:
+            # training and evaluation: the loss without the full logits (they are not returned)
+            loss = fused_cross_entropy(x, self.wte.weight, self.logit_mult, targets)
+            return (None, loss, new_state) if return_state else (None, loss)
         logits = F.linear(x, self.wte.weight) * self.logit_mult
         probe(self, 'logits', logits)
         loss = None

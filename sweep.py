@@ -67,6 +67,7 @@ DEFAULTS = dict(
     n_head=6,
     base_width=256,
     kernel_backend='',           # '' = best available (Triton on CUDA), 'torch' or 'triton'
+    fused=False,                 # the fused projections, conv and cross-entropy (model.GDNConfig.fused)
     # training (each run: train.py's keys and meaning)
     max_iters=200,
     batch_size=32,
@@ -189,7 +190,8 @@ def train_py_args(cfg, r):
                 learning_rate=r['lr'], seed=r['seed'], max_iters=r['steps'], lr_decay_iters=r['steps'],
                 warmup_iters=cfg['warmup_iters'], min_lr=cfg['min_lr'], weight_decay=wd, beta1=cfg['beta1'],
                 beta2=cfg['beta2'], momentum=cfg['momentum'], grad_clip=cfg['grad_clip'],
-                eval_iters=cfg['eval_iters'], eval_interval=r['steps'], **{h: r[h] for h in HPARAMS})
+                eval_iters=cfg['eval_iters'], eval_interval=r['steps'], fused=cfg['fused'],
+                **{h: r[h] for h in HPARAMS})
     return [f'--{k}={v}' for k, v in keys.items()]
 
 
@@ -238,7 +240,7 @@ class Trainer:
             raw = GDN(GDNConfig(width=r['width'], n_layer=c['n_layer'], n_head=c['n_head'],
                                 vocab_size=self.vocab_size, parametrization=r['parametrization'],
                                 base_width=c['base_width'], output_mult=r['output_mult'],
-                                kernel_backend=c['kernel_backend'])).to(self.device)
+                                kernel_backend=c['kernel_backend'], fused=c['fused'])).to(self.device)
             self.raw = raw
             self.fwd = self.torch.compile(raw) if c['compile'] and self.device_type == 'cuda' else raw
             self.model_key = key

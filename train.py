@@ -52,6 +52,7 @@ output_mult = 1.0            # logits multiplier
 init_std = 0.02              # init std of the matrices
 embed_lr_mult = 1.0          # the embedding's LR relative to learning_rate
 kernel_backend = ''          # '' = Triton on CUDA, PyTorch elsewhere; or 'torch' / 'triton'
+fused = False                # the fused projections, conv and cross-entropy (model.GDNConfig.fused; same math)
 # optimizer
 optimizer = 'adamw'          # 'adamw' or 'sgd' (Nesterov)
 learning_rate = 3e-3         # the base LR; mup.py's per-group multipliers apply on top
@@ -152,7 +153,7 @@ elif init_from != 'scratch':
     raise SystemExit(f"init_from={init_from!r}: use 'scratch' or 'resume'")
 
 try:
-    model = GDN(GDNConfig(**model_args, kernel_backend=kernel_backend)).to(device)
+    model = GDN(GDNConfig(**model_args, kernel_backend=kernel_backend, fused=fused)).to(device)
 except ValueError as e:  # an unknown parametrization, head dims that do not divide
     raise SystemExit(f"error: {e}")
 if checkpoint is not None:
