@@ -126,12 +126,15 @@ class GatedDeltaNet(nn.Module):
         B, T, _ = x.shape
         H, K, V = self.n_head, self.head_k, self.head_v
         state = state or {}
-        projs = self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.a_proj, self.b_proj
-        if self.fused:  # one matmul reads x once; the weights stay separate parameters (μP groups them)
-            qkv, gate, a, b = F.linear(x, torch.cat([p.weight for p in projs])).split(
-                [2 * H * K + H * V, H * V, H, H], dim=-1)
+        # q, k, v in one matmul (the conv takes them together); fused: g, alpha and beta in it too. The
+        # weights stay separate parameters (μP groups them), concatenated for the call
+        qkv_w = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
+        if self.fused:
+            w = torch.cat(qkv_w + [self.g_proj.weight, self.a_proj.weight, self.b_proj.weight])
+            qkv, gate, a, b = F.linear(x, w).split([2 * H * K + H * V, H * V, H, H], dim=-1)
         else:
-            qkv, gate, a, b = torch.cat([p(x) for p in projs[:3]], dim=-1), *(p(x) for p in projs[3:])
+            qkv = F.linear(x, torch.cat(qkv_w))
+            gate, a, b = self.g_proj(x), self.a_proj(x), self.b_proj(x)
         qkv, conv = self.qkv_conv(qkv, state.get('conv'), self.fused)
         q, k, v = qkv.split([H * K, H * K, H * V], dim=-1)
         # unit-norm keys keep (I - beta k k^T) a contraction; unit-norm queries keep S q bounded

@@ -9,6 +9,8 @@
 #   bash tools/transfer_probes.sh sgd_noclip OUTDIR     # the SGD sweep without gradient clipping (SP and μP)
 #   bash tools/transfer_probes.sh sgd_noclip_low OUTDIR # the same at LRs that train unclipped; and the quick grid
 #                                                       # unclipped, and its second seed near the optima
+#   bash tools/transfer_probes.sh sgd_noclip_rules OUTDIR  # unclipped SGD with the other μP-SGD rules: is the
+#                                                       # paper's scalar rule what shrinks μP's stable range?
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
 # Results: OUTDIR/*.csv (+ _config.csv), OUTDIR/*.log; OUTDIR/paper.csv is assets/lr_sweep_paper.csv
@@ -78,6 +80,13 @@ sgd_noclip_low)  # unclipped, every run at 2^-4..2^0 diverged: LRs below them, p
           --output_mult=2 --out="$out/lr_sweep_noclip.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_noclip.log" 2>&1
       timeout 250 python3 sweep.py --seeds=1338 --adamw_lrs=-11:-7 --sgd_lrs=-6:-2 --output_mult=2 \
           --out="$out/lr_sweep.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_seed.log" 2>&1 ) &
+    ;;
+sgd_noclip_rules)  # μP's largest trainable LR fell x8 from 256 to 512 unclipped under the paper's rule;
+                   # the coordinate check blames its scalar LR m^+1/2 (A_log change ~ m^0.57): the same cells
+                   # under the fixed-fan-out rule (scalars m^0) and without the GDN rules separate it
+    cp assets/lr_sweep_paper_noclip.csv "$out/noclip.csv"; cp assets/lr_sweep_paper_noclip_config.csv "$out/noclip_config.csv"
+    sw noclip 480 --optimizers=sgd --sgd_params=mup_fixed_fanout,mup_nogdn --widths=512,1024 --grad_clip=0 \
+        --sgd_lrs=-10:-5 --workers=5 --gpu_mem_gb=80
     ;;
 quick)  # the character-level default of sweep.py (no config file): tune output_mult at the base width
         # (SP there is every parametrization), then run the default grid at the AdamW-best value
