@@ -233,7 +233,8 @@ SPEC_PEAK = {"H100": 989.0, "H200": 989.0}  # dense bf16 TFLOP/s, spec sheet (SX
 def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=None):
     """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run:
     ours compiled (fused ops off / on), ours eager, and the fla-built LM eager and compiled. ms, tokens/s,
-    MFU against the measured matmul peak and the spec sheet, peak memory, the first three losses."""
+    MFU against the measured matmul peak and the spec sheet, peak memory, the first three losses.
+    Each compiled row compiles for about a minute: run a width or two per call (--widths)."""
     from model import GDN, GDNConfig
     peak = matmul_peak()
     spec = next((v for k, v in SPEC_PEAK.items() if k in torch.cuda.get_device_name()), float("nan"))
@@ -243,7 +244,7 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=
     print(f"{'width':>5s} {'model':22s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} {'MFU spec':>8s} "
           f"{'peak GB':>7s}  first losses")
     for width in widths:
-        flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)
+        flops = None  # per token, from the first of our models built at this width (fla's has the same shape)
         for name in variants:
             if name.startswith("fla") and not fla_ok:
                 continue
@@ -257,6 +258,7 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=
                 else:
                     m = GDN(GDNConfig(width=width, n_layer=n_layer, fused="fused" in name)).cuda()
                     m.reset_parameters(seed=0)
+                    flops = flops or m.flops_per_token(T)
                 opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
                 fwd = torch.compile(m) if "compiled" in name else m
                 x = torch.randint(0, 50304, (batch, T + 1), device="cuda")
@@ -279,6 +281,8 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=
                 torch.cuda.synchronize()
                 ms = t0.elapsed_time(t1) / steps
                 tps = batch * T / ms * 1e3
+                if flops is None:
+                    flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)
                 print(f"{width:5d} {name:22s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
                       f"{flops * tps / spec / 1e12:8.1%} {torch.cuda.max_memory_allocated() / 2**30:7.1f}  "
                       + " ".join(f"{v:.4f}" for v in losses))
