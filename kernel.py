@@ -8,7 +8,7 @@ One public entry, `chunk_gated_delta_rule`, with two backends:
     autograd.Function behind torch.compiler.disable (one graph break per layer), kept for A/B runs.
     Both give the same values and gradients, bit for bit, on CPU under TRITON_INTERPRET=1 (tests); on
     an H200 the compiled model's gradients against float64 are the same for both (bench.py --compiled)
-    and a compiled width-768 train.py step takes 48.8 ms instead of 63.5 (BENCH.md, run 5);
+    and a compiled width-768 train.py step takes 48.4 ms instead of 63.2 (BENCH.md, run 5);
   * "torch":  the same chunked algorithm in plain PyTorch (autograd does the backward),
     used on CPU and as the test oracle's sibling;
 plus `recurrent_gated_delta_rule`, the step-by-step reference the tests compare against.

@@ -163,9 +163,8 @@ def best_output_mult(path, optimizer='adamw'):
 
 def main():
     if sys.argv[1:2] == ['--best_output_mult']:  # used by tools/transfer_probes.sh quick
-        for opt in ('sgd', 'adamw'):
-            m = best_output_mult(sys.argv[2], opt)
-        print(f"{m:g}")
+        best_output_mult(sys.argv[2], 'sgd')  # SGD's losses to stderr, for the log; AdamW's pick to stdout
+        print(f"{best_output_mult(sys.argv[2], 'adamw'):g}")
         return
     if sys.argv[1:2] == ['--quick']:  # the quick default (assets/lr_sweep.csv, output_mult 2 from its probe)
         c = cells(sweep.load_results(QUICK))
