@@ -230,10 +230,12 @@ def matmul_peak():
 SPEC_PEAK = {"H100": 989.0, "H200": 989.0}  # dense bf16 TFLOP/s, spec sheet (SXM)
 
 
-def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=None):
+def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=None):
     """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run:
     ours compiled (fused ops off / on), ours eager, and the fla-built LM eager and compiled. ms, tokens/s,
-    MFU against the measured matmul peak and the spec sheet, peak memory, the first three losses.
+    MFU against the measured matmul peak and the spec sheet, peak memory, the first three losses; then,
+    per width, the largest loss difference of each of our variants from the first, over all 3 + steps
+    steps (same init, same batch: the fused ops must match the reference path within bf16 noise).
     Each compiled row compiles for about a minute: run a width or two per call (--widths)."""
     from model import GDN, GDNConfig
     peak = matmul_peak()
@@ -245,6 +247,7 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=
           f"{'peak GB':>7s}  first losses")
     for width in widths:
         flops = None  # per token, from the first of our models built at this width (fla's has the same shape)
+        curves = {}   # our variants' losses at every step
         for name in variants:
             if name.startswith("fla") and not fla_ok:
                 continue
@@ -275,11 +278,12 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=
                 torch.cuda.synchronize()
                 t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 t0.record()
-                for _ in range(steps):
-                    step()
+                timed = [step().detach() for _ in range(steps)]  # kept on the device: no sync in the loop
                 t1.record()
                 torch.cuda.synchronize()
                 ms = t0.elapsed_time(t1) / steps
+                if name.startswith("ours"):
+                    curves[name] = losses + torch.stack(timed).float().tolist()
                 tps = batch * T / ms * 1e3
                 if flops is None:
                     flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)
@@ -290,6 +294,12 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=10, n_layer=8, variants=
                 print(f"{width:5d} {name:22s} failed: {type(e).__name__}: {str(e)[:160]}")
             sys.stdout.flush()
             m = opt = fwd = None
+        ref = next(iter(curves), None)
+        for name, c in curves.items():
+            if name != ref:
+                d = [abs(a - b) for a, b in zip(c, curves[ref])]
+                print(f"{width:5d} {name:22s} vs {ref}: max |loss difference| {max(d):.4f} over {len(d)} steps "
+                      f"(step {d.index(max(d))}); last losses {c[-1]:.4f} / {curves[ref][-1]:.4f}")
 
 
 def compiled_check(widths=(256, 768), B=2, T=300):

@@ -38,6 +38,7 @@ class GDNConfig:
     output_mult: float = 1.0     # logits multiplier
     init_std: float = 0.02       # init std of the matrices
     embed_lr_mult: float = 1.0   # the embedding's LR relative to the base LR
+    gate_lr_mult: float = 1.0    # the gates' and their scalars' LR relative to the base LR
     kernel_backend: str = ''     # '' = best available (Triton on CUDA), or 'torch' / 'triton'
     fused: bool = False          # True: one matmul for the six input projections, the conv as shifted
                                  # multiply-adds, the chunked linear cross-entropy (same math; False: the
@@ -326,7 +327,7 @@ class GDN(nn.Module):
         the trainer sets group['lr'] = lr_mult * schedule(it)."""
         c = self.config
         groups = mup.param_groups(self, c.parametrization, optimizer, c.width, c.base_width, weight_decay,
-                                  c.embed_lr_mult)
+                                  c.embed_lr_mult, c.gate_lr_mult)
         for g in groups:
             g['lr'] = learning_rate * g['lr_mult']
         if optimizer == 'adamw':

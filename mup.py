@@ -24,7 +24,11 @@ rule below, so that its optimum is meant to stay put as the width grows (sweep.p
   output_mult     the logits multiplier (μP: output_mult / m)
   init_std        the init std of the matrices (μP: init_std / sqrt(m) for the hidden and gate matrices)
   embed_lr_mult   the embedding's LR relative to the base LR (μP: times the embedding's LR rule)
-At their defaults (1, 0.02, 1) the base model is GPT-2's SP.
+  gate_lr_mult    the LR of the gates and their scalars (W_alpha, W_beta, A_log, dt_bias) relative to the
+                  base LR (μP: times those groups' LR rules). Why it exists: under SGD the three μP
+                  variants differ only in how these LRs grow with width, so an untuned base value
+                  favours whichever variant raises them most (tools/TRANSFER.md, "The gate LR").
+At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
 
     python mup.py --width=1024 --optimizer=sgd --parametrization=mup   # print the rules as numbers
 """
@@ -32,7 +36,7 @@ import math
 
 PARAMETRIZATIONS = ('sp', 'mup', 'mup_fixed_fanout', 'mup_nogdn')
 OPTIMIZERS = ('adamw', 'sgd')
-BASE_HPARAMS = {'output_mult': 1.0, 'init_std': 0.02, 'embed_lr_mult': 1.0}  # SP's (GPT-2's) values
+BASE_HPARAMS = {'output_mult': 1.0, 'init_std': 0.02, 'embed_lr_mult': 1.0, 'gate_lr_mult': 1.0}  # SP's values
 
 # Parameter groups. Each parameter belongs to exactly one, by its name in model.py.
 GROUPS = {
@@ -142,12 +146,13 @@ def multipliers(param, width, base_width, head_k, output_mult=BASE_HPARAMS['outp
         'readout': math.sqrt(m) / math.sqrt(head_k),
     }
 
-def lr_mult(group, param, optimizer, width, base_width, embed_lr_mult=BASE_HPARAMS['embed_lr_mult']):
-    base = embed_lr_mult if group == 'embedding' else 1.0
+def lr_mult(group, param, optimizer, width, base_width, embed_lr_mult=BASE_HPARAMS['embed_lr_mult'],
+            gate_lr_mult=BASE_HPARAMS['gate_lr_mult']):
+    base = {'embedding': embed_lr_mult, 'gate': gate_lr_mult, 'scalar': gate_lr_mult}.get(group, 1.0)
     return base * (width / base_width) ** LR_EXP[param][optimizer][group]
 
 def param_groups(model, param, optimizer, width, base_width, weight_decay,
-                 embed_lr_mult=BASE_HPARAMS['embed_lr_mult']):
+                 embed_lr_mult=BASE_HPARAMS['embed_lr_mult'], gate_lr_mult=BASE_HPARAMS['gate_lr_mult']):
     """Optimizer groups: dicts with params, lr_mult (the trainer sets lr = lr_mult * schedule) and weight_decay."""
     assert param in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (param, optimizer)
     groups = {}
@@ -155,7 +160,7 @@ def param_groups(model, param, optimizer, width, base_width, weight_decay,
         if p.requires_grad:
             groups.setdefault(group_of(name), []).append(p)
     return [{'name': g, 'params': ps,
-             'lr_mult': lr_mult(g, param, optimizer, width, base_width, embed_lr_mult),
+             'lr_mult': lr_mult(g, param, optimizer, width, base_width, embed_lr_mult, gate_lr_mult),
              'weight_decay': weight_decay if DECAY[g] else 0.0}
             for g, ps in groups.items()]
 
@@ -180,7 +185,7 @@ if __name__ == '__main__':
     for g, what in GROUPS.items():
         std = init_std(g, a.parametrization, a.width, a.base_width, a.init_std)
         std = 'own' if std is None else f'{std:.5f}'
-        lrm = lr_mult(g, a.parametrization, a.optimizer, a.width, a.base_width, a.embed_lr_mult)
+        lrm = lr_mult(g, a.parametrization, a.optimizer, a.width, a.base_width, a.embed_lr_mult, a.gate_lr_mult)
         print(f"{g:10s} {what:52s} {std:>9s} {lrm:8.4f} {wd if DECAY[g] else 0.0:5.2f}")
     mult = multipliers(a.parametrization, a.width, a.base_width, head_k, a.output_mult)
     print(f"forward: logits x {mult['logits']:.4f}; readout scale {mult['readout']:.4f} "

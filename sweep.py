@@ -18,7 +18,7 @@ Learning-rate grids are log2 exponents: '-12:-5' is 2^-12, 2^-11, ..., 2^-5; '-1
 steps; '-12,-9,-6' lists them. The LR is the base LR: mup.py's per-group multipliers apply on top, so
 under μP (and at the base width under SP) it is the LR of the width-independent groups.
 
-Base hyper-parameters (mup.BASE_HPARAMS: output_mult, init_std, embed_lr_mult) take comma lists of plain
+Base hyper-parameters (mup.BASE_HPARAMS: output_mult, init_std, embed_lr_mult, gate_lr_mult) take comma lists of plain
 values; each list is an axis of the grid. `axis` says which one the figure and the summary put on x
 (the best over the other axes is taken at each x); the optimum of that axis per width is the transfer test.
 
@@ -62,6 +62,7 @@ DEFAULTS = dict(
                                  # base width's best for this grid (README, "The quick default")
     init_std='0.02',
     embed_lr_mult='1',
+    gate_lr_mult='1',
     # model
     n_layer=2,                   # depth does not enter the width rules; 2 keeps the default grid short
     n_head=6,
@@ -98,7 +99,7 @@ RUN_KEYS = ['dataset', 'n_layer', 'n_head', 'base_width', 'batch_size', 'block_s
 LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-out gates',
           'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW', 'sgd': 'SGD (Nesterov)',
           'lr': 'learning rate', 'output_mult': 'output multiplier', 'init_std': 'init std',
-          'embed_lr_mult': 'embedding LR multiplier'}
+          'embed_lr_mult': 'embedding LR multiplier', 'gate_lr_mult': 'gate LR multiplier'}
 
 
 def parse_exponents(spec):
@@ -251,9 +252,10 @@ class Trainer:
         torch, c = self.torch, self.cfg
         raw, model = self.model(r)
         # the μP variants are one network (same init, same forward); they differ in optimizer groups, and
-        # init_std / embed_lr_mult only in the init and the groups: set them on the reused model
+        # init_std and the LR multipliers only in the init and the groups: set them on the reused model
         raw.config.parametrization = r['parametrization']
         raw.config.init_std, raw.config.embed_lr_mult = r['init_std'], r['embed_lr_mult']
+        raw.config.gate_lr_mult = r['gate_lr_mult']
         raw.reset_parameters(r['seed'])
         raw.train()
         sgd = r['optimizer'] == 'sgd'
@@ -368,6 +370,18 @@ def fmt_lr(lr):
     return f"2^{math.log2(lr):g}"
 
 
+def upgrade_csv(out):
+    """Rewrite a results CSV in today's columns, a missing base hyper-parameter at its default (atomic)."""
+    with open(out, newline='') as f:
+        rows = list(csv.DictReader(f))
+    with open(out + '.tmp', 'w', newline='') as f:
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] if k in r else mup.BASE_HPARAMS[k] for k in CSV_COLUMNS})
+    os.replace(out + '.tmp', out)
+
+
 class ResultWriter:
     def __init__(self, out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -375,7 +389,9 @@ class ResultWriter:
         if not new:
             with open(out, newline='') as f:
                 header = next(csv.reader(f), [])
-            if header != CSV_COLUMNS:  # appended rows would not line up with its columns
+            if header != CSV_COLUMNS and set(header) | set(HPARAMS) == set(CSV_COLUMNS):
+                upgrade_csv(out)  # made before a base hyper-parameter existed: add its column (its default)
+            elif header != CSV_COLUMNS:  # appended rows would not line up with its columns
                 raise SystemExit(f"error: {out} has other columns (an older sweep.py made it): use another --out")
             with open(out, 'rb') as f:  # a torn last line (the process killed mid-write) would glue onto the next row
                 f.seek(-1, os.SEEK_END)

@@ -9,6 +9,7 @@ Pre-train a Gated DeltaNet LM under standard parametrization or μP, on one devi
 Config: the globals below, overridden by config files and then --key=value (configurator.py).
 """
 import csv
+import dataclasses
 import glob
 import json
 import math
@@ -51,6 +52,7 @@ parametrization = ''         # '' = by `mup`; or one of mup.PARAMETRIZATIONS: sp
 output_mult = 1.0            # logits multiplier
 init_std = 0.02              # init std of the matrices
 embed_lr_mult = 1.0          # the embedding's LR relative to learning_rate
+gate_lr_mult = 1.0           # the gates' and their scalars' LR relative to learning_rate
 kernel_backend = ''          # '' = Triton on CUDA, PyTorch elsewhere; or 'torch' / 'triton'
 fused = False                # the fused projections, conv and cross-entropy (model.GDNConfig.fused; same math)
 # optimizer
@@ -131,7 +133,8 @@ if mup and parametrization == 'sp':
 parametrization = parametrization or ('mup' if mup else 'sp')
 model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k,
                   head_v=head_v, parametrization=parametrization, base_width=base_width,
-                  output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult)
+                  output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult,
+                  gate_lr_mult=gate_lr_mult)
 # what a checkpoint must agree on to be resumed (the rest, e.g. max_iters or log_interval, may change)
 signature = dict(model_args, dataset=dataset, optimizer=optimizer, block_size=block_size)
 
@@ -144,6 +147,8 @@ if init_from == 'resume':
         raise SystemExit(f"init_from='resume' but {out_dir} has no ckpt_*.pt: train from scratch first")
     checkpoint = torch.load(checkpoints()[-1], map_location=device, weights_only=False)
     old = checkpoint['signature']
+    # a checkpoint from before a model key existed (e.g. a base hyper-parameter) had its default
+    old = {**{f.name: f.default for f in dataclasses.fields(GDNConfig)}, **old}
     differ = [f"{k}: checkpoint {old.get(k)!r}, now {v!r}" for k, v in signature.items() if old.get(k) != v]
     if differ:
         raise SystemExit(f"cannot resume {checkpoints()[-1]}: the config differs in\n  " + "\n  ".join(differ)

@@ -29,7 +29,7 @@ def groups(model, optimizer, **kw):
 
 MUP = [p for p in mup.PARAMETRIZATIONS if p != 'sp']
 # base hyper-parameters away from SP's defaults: μP must still equal SP at the base width
-TUNED = dict(output_mult=4.0, init_std=0.03, embed_lr_mult=2.0)
+TUNED = dict(output_mult=4.0, init_std=0.03, embed_lr_mult=2.0, gate_lr_mult=3.0)
 
 
 @pytest.mark.parametrize('optimizer', ['adamw', 'sgd'])
@@ -96,8 +96,9 @@ def test_lr_multipliers_scale_with_width(param, optimizer, m):
 @pytest.mark.parametrize('m', [2, 4])
 @pytest.mark.parametrize('param', ['sp', 'mup'])
 def test_base_hyperparameters_scale_with_width(m, param):
-    """output_mult, init_std and embed_lr_mult are base-width values: μP scales them by m^-1, m^-1/2
-    (hidden and gate matrices; not the embedding) and the embedding's LR rule; SP uses them as they are."""
+    """output_mult, init_std, embed_lr_mult and gate_lr_mult are base-width values: μP scales them by
+    m^-1, m^-1/2 (hidden and gate matrices; not the embedding) and the embedding's and the gates' LR
+    rules; SP uses them as they are."""
     mu = param != 'sp'
     model = build(width=128 * m, param=param, base_width=128, **TUNED)
     p = dict(model.named_parameters())
@@ -109,6 +110,11 @@ def test_base_hyperparameters_scale_with_width(m, param):
         g = groups(model, optimizer)
         assert g['embedding'][0] == pytest.approx(1e-2 * 2.0 * (m ** emb_exp if mu else 1))
         assert g['hidden'][0] == pytest.approx(1e-2 * (m ** -1 if mu and optimizer == 'adamw' else 1))
+        # gate_lr_mult: the gates and their scalars, times their rule (the paper's: AdamW m^-1 / m^0,
+        # SGD m^-1/2 / m^+1/2)
+        gate_exp, scalar_exp = {'adamw': (-1, 0), 'sgd': (-0.5, 0.5)}[optimizer] if mu else (0, 0)
+        assert g['gate'][0] == pytest.approx(1e-2 * 3.0 * m ** gate_exp)
+        assert g['scalar'][0] == pytest.approx(1e-2 * 3.0 * m ** scalar_exp)
 
 
 def test_logits_scale_with_output_mult():

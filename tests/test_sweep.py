@@ -208,3 +208,23 @@ def test_plot_selects_what_the_command_sets(data_dir, tmp_path):
     assert {r['output_mult'] for r in sweep.select(rows, cfg, set())} == {0.5, 2.0}  # nothing set: all of it
     assert sweep.select(rows, dict(sweep.DEFAULTS), None) == []  # the default grid (output_mult 1, 200 steps)
     assert len(sweep.select(rows, dict(sweep.DEFAULTS, axis='output_mult', max_iters=5), None)) == 8
+
+
+def test_csv_from_before_a_base_hyperparameter_is_upgraded(data_dir, tmp_path, monkeypatch):
+    """A results CSV without a base hyper-parameter's column (an older sweep.py) gains it at its default:
+    its rows still count as done, and new rows line up."""
+    out = str(tmp_path / 'res.csv')
+    sweep.main(args(data_dir, out, '--widths=64'))
+    old = rows(out)
+    cols = [c for c in sweep.CSV_COLUMNS if c != 'gate_lr_mult']
+    with open(out, 'w', newline='') as f:
+        w = csv.DictWriter(f, cols, extrasaction='ignore')
+        w.writeheader()
+        w.writerows(old)
+    calls = count_runs(monkeypatch)
+    sweep.main(args(data_dir, out, '--widths=64', '--gate_lr_mult=1,4'))
+    got = rows(out)
+    assert list(got[0]) == sweep.CSV_COLUMNS
+    assert got[:len(old)] == old  # the old rows, the default in the new column: not re-run
+    assert len(calls) == len(old) and {r['gate_lr_mult'] for r in calls} == {4.0}
+    assert {r['gate_lr_mult'] for r in got[len(old):]} == {'4.0'}

@@ -11,6 +11,9 @@
 #                                                       # unclipped, and its second seed near the optima
 #   bash tools/transfer_probes.sh sgd_noclip_rules OUTDIR  # unclipped SGD with the other μP-SGD rules: is the
 #                                                       # paper's scalar rule what shrinks μP's stable range?
+#   bash tools/transfer_probes.sh gate_lr OUTDIR       # unclipped SGD: the base width's gate LR, and the paper's
+#                                                       # rule with a raised one at 512, 1024; seed 1338
+#   bash tools/transfer_probes.sh quick_output_mult OUTDIR  # only its first half (output_mult x LR at 256)
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
 # Results: OUTDIR/*.csv (+ _config.csv), OUTDIR/*.log; OUTDIR/paper.csv is assets/lr_sweep_paper.csv
@@ -86,7 +89,36 @@ sgd_noclip_rules)  # μP's largest trainable LR fell x8 from 256 to 512 unclippe
                    # under the fixed-fan-out rule (scalars m^0) and without the GDN rules separate it
     cp assets/lr_sweep_paper_noclip.csv "$out/noclip.csv"; cp assets/lr_sweep_paper_noclip_config.csv "$out/noclip_config.csv"
     sw noclip 480 --optimizers=sgd --sgd_params=mup_fixed_fanout,mup_nogdn --widths=512,1024 --grad_clip=0 \
-        --sgd_lrs=-10:-5 --workers=5 --gpu_mem_gb=80
+        --sgd_lrs=-9:-5 --workers=5 --gpu_mem_gb=80
+    # and the seed spread unclipped (μP at 512 was worse than at 256 with one seed): seed 1338 at each
+    # optimum and next to it, in a CSV of its own (one driver per CSV); SP's 1024 optimum was at the
+    # grid's low edge: 2^-10 there
+    ( export PYTHONUNBUFFERED=1; end=$((SECONDS + 480))
+      for g in "--widths=256 --sgd_lrs=-8,-7 --seeds=1338" "--widths=512 --sgd_lrs=-9:-7 --seeds=1338" \
+               "--widths=1024 --sgd_lrs=-10:-8 --seeds=1338" "--widths=1024 --sgd_lrs=-10 --seeds=1337"; do
+          [ $SECONDS -lt $end ] && timeout $((end - SECONDS)) python3 sweep.py $short --out="$out/noclip_seeds.csv" --optimizers=sgd --sgd_params=sp,mup \
+              --grad_clip=0 $g --workers=3 --gpu_mem_gb=40 >> "$out/noclip_seeds.log" 2>&1
+      done ) &
+    ;;
+gate_lr)  # unclipped SGD: μP without the GDN rules (gates m^0, scalars m^1) beat the paper's rule at 1024
+         # (5.49 vs 5.69) and was the only variant better at every width. At 1024 it is the paper's rule with
+         # the gates' LR x2. Is the base width's gate LR (gate_lr_mult) simply too low? Tune it at 256; run
+         # the paper's rule at x2, x4 at 512 and 1024; and seed 1338 at the optima (one driver per CSV)
+    noclip="--optimizers=sgd --grad_clip=0"
+    sw gate_base 430 $noclip --widths=256 --gate_lr_mult=0.25,4,16 --sgd_lrs=-8:-6 --axis=gate_lr_mult \
+        --workers=3 --gpu_mem_gb=30
+    sw gate_wide 430 $noclip --widths=512,1024 --sgd_params=mup --gate_lr_mult=2,4 --sgd_lrs=-8,-7 \
+        --workers=4 --gpu_mem_gb=60
+    ( export PYTHONUNBUFFERED=1; end=$((SECONDS + 430))
+      for g in "--widths=256 --sgd_lrs=-7" "--widths=512 --sgd_params=mup --sgd_lrs=-8" \
+               "--widths=1024 --sgd_params=mup --sgd_lrs=-8" "--widths=1024 --sgd_params=mup_nogdn --sgd_lrs=-7"; do
+          [ $SECONDS -lt $end ] && timeout $((end - SECONDS)) python3 sweep.py $short $noclip --seeds=1338 $g \
+              --out="$out/noclip_seeds.csv" --workers=0 --compile=False >> "$out/noclip_seeds.log" 2>&1
+      done ) &
+    ;;
+quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
+    PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
+        --out="$out/quick_output_mult.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_output_mult.log" 2>&1
     ;;
 quick)  # the character-level default of sweep.py (no config file): tune output_mult at the base width
         # (SP there is every parametrization), then run the default grid at the AdamW-best value
