@@ -185,9 +185,6 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
 # o's error against float64 goes from 1.9e-3 to 2.5e-3. dVn stays fp32: in bf16 it made dbeta's
 # error 2.1e-2 instead of 4.1e-3 in a strong-decay case. GDR_WS=fp32 makes every workspace fp32.
 WS_HALF = os.environ.get("GDR_WS", "half") != "fp32"
-# GDR_DG=direct: dg's strong-decay form (the pairs that straddle t summed directly, no cancelling O(1)
-# parts); exact on the CPU interpreter, not yet checked on a GPU, so opt-in (BENCH.md, run 5)
-DIRECT_DG = os.environ.get("GDR_DG", "cumsum") == "direct"
 
 if HAS_TRITON:
     @triton.jit
@@ -416,7 +413,7 @@ if HAS_TRITON:
     @triton.jit
     def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_ptr,
                           dq_ptr, dkp_ptr, dW_ptr, dG_ptr, scale, T, N, H: tl.constexpr,
-                          K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, DIRECT_DG: tl.constexpr):
+                          K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
         """Backward step 3a, parallel over (64-wide K block, chunk, b, h), summing over V blocks:
         the grads through the chunk's states (H entering, dH = grad of the state leaving) and its
         intra-chunk attention M = Tril(Q K^T o Gam) with dM = scale dO Vn^T:
@@ -467,19 +464,16 @@ if HAS_TRITON:
         upper = r[:, None] <= r[None, :]
         Zt = tl.where(upper, scale * dMt, 0.) * _decay(-G, -G, upper)
         Zgt = Zt * tl.dot(k, qT)                 # (dM o M)^T restricted to this K block: [key a, query b]
-        if DIRECT_DG:
-            # dg_t directly for the terms whose decay spans (i, t]: e^{G_C - G_i} K gives dg_t the sk_i of
-            # i < t, the attention the pairs a < t <= b. As a reverse cumsum of +-parts (below) the O(1)
-            # ones (sk at the chunk's end, the diagonal of Zgt) cancel, and their fp32 rounding swamps dg
-            # when the decay is strong (dg ~ 1e-6 at g < -8: BENCH.md, run 5)
-            dG += tl.where(r == 63, dGC * tl.exp(GC), 0.)   # through e^{G_C} H: every t
-            dgd = tl.sum(tl.where(r[None, :] < r[:, None], sk[None, :], 0.), 1)
-            R = tl.cumsum(Zgt, 1, reverse=True)             # R[a, t] = sum over b >= t of Zgt[a, b]
-            dgd += tl.sum(tl.where(r[:, None] < r[None, :], R, 0.), 0)
-            tl.store(dG_ptr + ((bh * tl.num_programs(0) + kb) * 2 + 1) * Tp + t0 + r, dgd)
-        else:
-            dGC = dGC * tl.exp(GC) + tl.sum(sk, 0)   # through e^{G_C} H and e^{G_C - G} K
-            dG += tl.sum(Zgt, 0) - tl.sum(Zgt, 1) - sk + tl.where(r == 63, dGC, 0.)
+        # dg_t directly for the terms whose decay spans (i, t]: e^{G_C - G_i} K gives dg_t the sk_i of
+        # i < t, the attention the pairs a < t <= b. Written as a reverse cumsum of +-parts of dG (as the
+        # WY terms are), their O(1) parts (sk at the chunk's end, the diagonal of Zgt) cancel, and the fp32
+        # rounding of that cancellation swamps dg when the decay is strong (dg ~ 1e-6 at g < -8; relative
+        # error 6e-2 at K 160 on an H200, 1.8e-2 at most this way over K 16..256: BENCH.md, runs 5 and 6)
+        dG += tl.where(r == 63, dGC * tl.exp(GC), 0.)   # through e^{G_C} H: every t
+        dgd = tl.sum(tl.where(r[None, :] < r[:, None], sk[None, :], 0.), 1)
+        R = tl.cumsum(Zgt, 1, reverse=True)             # R[a, t] = sum over b >= t of Zgt[a, b]
+        dgd += tl.sum(tl.where(r[:, None] < r[None, :], R, 0.), 0)
+        tl.store(dG_ptr + ((bh * tl.num_programs(0) + kb) * 2 + 1) * Tp + t0 + r, dgd)
         Zc = Zt.to(k.dtype)
         dk += tl.dot(Zc, q)
         dq += tl.trans(tl.dot(kT, Zc))           # (Z K)^T computed, transposed for the store only
@@ -494,12 +488,12 @@ if HAS_TRITON:
     @triton.jit
     def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_ptr, dGp_ptr,
                        dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, T, N, H: tl.constexpr, K: tl.constexpr,
-                       V: tl.constexpr, DIRECT_DG: tl.constexpr):
+                       V: tl.constexpr):
         """Backward step 3b, parallel over chunks: through W = A diag(beta e^G) K, U = A diag(beta) V
         (dU = dVn) and A = (I + L)^-1: dA = dW (diag(beta e^G) K)^T + dU (diag(beta) V)^T,
         dv = diag(beta) A^T dU, dL = -A^T dA A^T, then dk (adds 3a's), dbeta, dG from W, U and
-        L = StrictTril(diag(beta)(Gam o K K^T)); dg = reverse cumsum of dG within the chunk (+ the parts
-        3a summed directly, DIRECT_DG)."""
+        L = StrictTril(diag(beta)(Gam o K K^T)); dg = reverse cumsum of dG within the chunk + the parts
+        3a summed directly."""
         n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         Tp, t0 = N * 64, n * 64
@@ -510,11 +504,10 @@ if HAS_TRITON:
         beta = _vec(beta_ptr, b, h, t0, T, H)
         At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
         dG = tl.zeros([64], dtype=tl.float32)
-        dgd = tl.zeros([64], dtype=tl.float32)   # parts of dg already summed (DIRECT_DG)
+        dgd = tl.zeros([64], dtype=tl.float32)   # parts of dg already summed (3a)
         for kb in range(NK):
             dG += tl.load(dGp_ptr + (bh * NK + kb) * 2 * Tp + t0 + r)
-            if DIRECT_DG:
-                dgd += tl.load(dGp_ptr + ((bh * NK + kb) * 2 + 1) * Tp + t0 + r)
+            dgd += tl.load(dGp_ptr + ((bh * NK + kb) * 2 + 1) * Tp + t0 + r)
         dbeta = tl.zeros([64], dtype=tl.float32)
         dA = tl.zeros([64, 64], dtype=tl.float32)
         for c0 in range(0, V, 64):
@@ -631,12 +624,12 @@ if HAS_TRITON:
         dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
         dGp = torch.empty(BH, NK, 2, Tp, **f32)  # per K block: dG (reverse-cumsummed), direct dg parts
         _bwd_state_kernel[(NK, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
-                                       scale, T, N, H, K, V, DIRECT_DG=DIRECT_DG, **cfg["state"])
+                                       scale, T, N, H, K, V, **cfg["state"])
         del dHs
         dk, dv, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
         dg = torch.empty(B, T, H, device=q.device, dtype=g_dtype)
         _bwd_wy_kernel[(N, BH)](k, v, beta, G, A, dVn, dW, dkp, dGp, dk, dv, dg, dbeta,
-                                T, N, H, K, V, DIRECT_DG=DIRECT_DG, **cfg["wy"])
+                                T, N, H, K, V, **cfg["wy"])
         return dq, dk, dv, dg, dbeta, dh0
 
     class _ChunkGDR(torch.autograd.Function):  # the default path (a graph break under torch.compile)

@@ -133,7 +133,8 @@ INTERPRET_CASES = {  # name: (B, T, H, K, V, regime, initial state, final state 
     # half-precision inputs (the interpreter has no bf16): W and the per-chunk states are stored in
     # the inputs' dtype and products take them so, as bf16 does on the GPU
     "K64_V128_T150_mixed_fp16": (1, 150, 2, 64, 128, "mixed", True, True),
-    # dg ~ 1e-6 there: the default reverse-cumsum form of dg loses it to fp32 rounding (GDR_DG=direct: below)
+    # dg ~ 1e-6 there: a reverse-cumsum form of dg's straddling terms loses it to fp32 rounding (3e-3
+    # measured with the earlier kernel); the kernel sums those terms directly (1e-5)
     "K64_V128_T293_very_strong_decay": (1, 293, 2, 64, 128, "very_strong_decay", True, True),
 }
 
@@ -192,21 +193,9 @@ def test_triton_interpreted_matches_recurrent(interpret_results, case):
         # fp32 kernels vs the float64 reference: ~1e-6. Under strong decay, dg goes through fp32
         # G_i - G_j with |G| ~ 1e3 (ulp ~ 1e-4): still far below any bf16 training noise.
         tol = 1e-3 if (name == "dg" and "strong" in case) else 3e-5
-        tol = 1e-2 if (name == "dg" and "very_strong" in case) else tol  # measured 2-3e-3; GDR_DG=direct: below
+        tol = 2e-4 if (name == "dg" and "very_strong" in case) else tol  # measured 1.0e-5
         tol = 2e-3 if case.endswith("fp16") else tol  # fp16 roundings (~3e-4 measured)
         assert err <= tol, f"{case} {name}: relative error {err:.2e} > {tol:.0e} ({errs})"
-
-
-def test_direct_dg_survives_very_strong_decay(interpret_results):
-    """GDR_DG=direct sums the dg terms whose decay spans (i, t] directly instead of as a reverse cumsum
-    of parts that cancel: under g in [-28, -8] its error must be far below the default's, and nothing
-    else may change."""
-    case = "K64_V128_T293_very_strong_decay"
-    default, direct = interpret_results[case], _interpret(case, GDR_DG="direct")[case]
-    assert direct["dg"] <= 2e-4 and direct["dg"] * 10 <= default["dg"], (default, direct)
-    for name, err in direct.items():
-        if name != "dg":
-            assert err <= 3e-5 and abs(err - default[name]) <= 1e-7, (name, default, direct)
 
 
 def test_fp32_workspaces_are_more_accurate(interpret_results):
