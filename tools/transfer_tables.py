@@ -10,7 +10,9 @@ output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_prob
 2. seed spread: each cell run with two seeds;
 3. the LR optimum per width with the two-seed mean where there are two seeds;
 4. when the ranking settles: the val loss along the run at each width's optimum;
-5. no clipping against clipping at 1.0, same cells.
+5. no clipping against clipping at 1.0, same cells;
+6. the optima without clipping (all four parametrizations under SGD) and their seed spread;
+7. the base width's gate LR (gate_lr_mult) under unclipped SGD (assets/lr_sweep_paper_gate_lr.csv).
 """
 import math
 import os
@@ -23,6 +25,7 @@ import sweep  # noqa: E402
 PAPER = os.path.join(ROOT, 'assets', 'lr_sweep_paper.csv')
 OUTPUT_MULT = os.path.join(ROOT, 'assets', 'lr_sweep_paper_output_mult.csv')
 NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_paper_noclip.csv')
+GATE_LR = os.path.join(ROOT, 'assets', 'lr_sweep_paper_gate_lr.csv')
 QUICK = os.path.join(ROOT, 'assets', 'lr_sweep.csv')
 QUICK_NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_noclip.csv')
 
@@ -59,8 +62,8 @@ def output_mult_table(c):
         print(f"| {w}, {name} | " + ' | '.join(line) + ' |')
 
 
-def seed_table(c, om=4, base=256):
-    print(f"\n2. seed spread (output_mult {om:g}): val loss with seeds 1337 / 1338, |difference|")
+def seed_table(c, om=4, base=256, title='2. seed spread'):
+    print(f"\n{title} (output_mult {om:g}): val loss with seeds 1337 / 1338, |difference|")
     print("| optimizer | width | parametrization | LR | seed 1337 | seed 1338 | diff |")
     print('|---' * 7 + '|')
     diffs = {}
@@ -113,7 +116,7 @@ def optimum_table(c, om=4, widths=(256, 512, 1024), sgd_params=('sp', 'mup', 'mu
         if widths[-1] not in summary.get((opt, 'sp'), {}):
             continue
         sp = summary[(opt, 'sp')][widths[-1]][1]
-        for p in ('mup', 'mup_fixed_fanout'):
+        for p in sgd_params[1:] if opt == 'sgd' else ('mup',):
             if widths[-1] in summary.get((opt, p), {}):
                 print(f"{opt}: {sweep.LABELS[p]} - SP at width {widths[-1]}: "
                       f"{summary[(opt, p)][widths[-1]][1] - sp:+.3f}")
@@ -149,6 +152,26 @@ def noclip_table(c, nc):
               f"{fmt(val(s[1337]))} | {r['grad_norm']:.2f} | {r['clip_frac']:.0%} |" if r else '')
 
 
+def gate_lr_table(path):
+    """7. SGD without clipping: the base width's gate LR (gate_lr_mult), and the paper's rule with a raised
+    one at 512 and 1024 (seed 1337; the gate_lr_mult 1 cells are those of the unclipped sweep)."""
+    print("\n7. gate_lr_mult (the gates' and scalars' LR at the base width), SGD without clipping, seed 1337: "
+          "val loss")
+    rows = sweep.with_base_rows(sweep.load_results(path), 256)
+    mults = sorted({r['gate_lr_mult'] for r in rows})
+    print("| width, parametrization, LR | " + ' | '.join(f'g = {g:g}' for g in mults) + ' |')
+    print('|---' * (len(mults) + 1) + '|')
+    got = {}
+    for r in rows:
+        got.setdefault((r['width'], r['parametrization'], r['lr']), {})[r['gate_lr_mult']] = val(r)
+    for (w, p, lr) in sorted(got, key=lambda k: (k[0], k[1] != 'sp', k[2])):
+        if w == 256 and p != 'sp':
+            continue
+        v = got[(w, p, lr)]
+        print(f"| {w}, {sweep.LABELS[p]}, {sweep.fmt_lr(lr)} | "
+              + ' | '.join(fmt(v[g]) if g in v else '-' for g in mults) + ' |')
+
+
 def best_output_mult(path, optimizer='adamw'):
     """The output_mult whose best val loss over the LRs run is lowest at the narrowest width in the CSV."""
     best, rows = {}, sweep.load_results(path)
@@ -178,8 +201,11 @@ def main():
     summary = optimum_table(c)
     curve_table(c, summary)
     noclip_table(c, nc)
-    print("\n6. without clipping: the optima (SGD at 2^-9..2^0; AdamW only at the cells of table 5)")
-    optimum_table(nc, sgd_params=('sp', 'mup'))
+    print("\n6. without clipping: the optima (SGD at 2^-9..2^0, the μP-SGD variants at 2^-9..2^-5; AdamW only "
+          "at the cells of table 5)")
+    optimum_table(nc, sgd_params=('sp', 'mup', 'mup_fixed_fanout', 'mup_nogdn'))
+    seed_table(nc, title='6b. seed spread without clipping')
+    gate_lr_table(GATE_LR)
     print("\n   the quick default without clipping (SGD, output_mult 2):")
     optimum_table(cells(sweep.load_results(QUICK_NOCLIP)), om=2, widths=(128, 256, 512, 1024), sgd_params=('sp', 'mup'))
 
