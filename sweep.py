@@ -494,6 +494,7 @@ def sweep(cfg):
     estimate = {w: mem_estimate_gb(cfg, w, vocab) for w in {r['width'] for r in todo}}
     writer = ResultWriter(cfg['out'])
     t_start, n, tokens = time.time(), 0, 0
+    wave = {}  # time and tokens when the first wave of runs (one per worker: each compiles) had finished
     cost = {r['width']: r['width'] ** 2 + r['width'] * vocab / 8 for r in todo}  # ~ FLOPs per token
     total = left = sum(cost[r['width']] for r in todo)
 
@@ -501,6 +502,8 @@ def sweep(cfg):
         nonlocal n, left, tokens
         writer.write(row)
         n, tokens = n + 1, tokens + row['tokens']
+        if n == nw:
+            wave.update(t=time.time(), tokens=tokens)
         left -= cost[row['width']]
         el = time.time() - t_start
         eta = el / max(1e-9, 1 - left / total) - el if left > 0 else 0
@@ -566,8 +569,12 @@ def sweep(cfg):
         pool.close()
         writer.close()
     el = time.time() - t_start
-    print(f"sweep: {n} runs in {el / 60:.1f} min -> {cfg['out']} ({tokens / max(el, 1e-9):,.0f} tokens/s in all)"
-          + (f"; {len(skipped)} skipped for memory" if skipped else ''))
+    steady = ''
+    if wave and n > nw:  # the rate once every worker has its model (built, compiled), to compare with train.py's;
+        # it counts the later runs whole, a slight overestimate unless each worker does several runs
+        steady = f", ~{(tokens - wave['tokens']) / max(time.time() - wave['t'], 1e-9):,.0f} after the first {nw} runs"
+    print(f"sweep: {n} runs in {el / 60:.1f} min -> {cfg['out']} ({tokens / max(el, 1e-9):,.0f} tokens/s in all"
+          + steady + ')' + (f"; {len(skipped)} skipped for memory" if skipped else ''))
     return n
 
 
