@@ -13,6 +13,7 @@
 #                                                       # paper's scalar rule what shrinks μP's stable range?
 #   bash tools/transfer_probes.sh gate_lr OUTDIR       # unclipped SGD: the base width's gate LR, and the paper's
 #                                                       # rule with a raised one at 512, 1024; seed 1338
+#   bash tools/transfer_probes.sh sgd_momentum OUTDIR  # SGD at Nesterov 0.9: paper arch (clip 1.0) and quick
 #   bash tools/transfer_probes.sh quick_output_mult OUTDIR  # only its first half (output_mult x LR at 256)
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
@@ -115,6 +116,14 @@ gate_lr)  # unclipped SGD: μP without the GDN rules (gates m^0, scalars m^1) be
           [ $SECONDS -lt $end ] && timeout $((end - SECONDS)) python3 sweep.py $short $noclip --seeds=1338 $g \
               --out="$out/noclip_seeds.csv" --workers=0 --compile=False >> "$out/noclip_seeds.log" 2>&1
       done ) &
+    ;;
+sgd_momentum)  # the one candidate of README's table not yet run: Nesterov 0.9 instead of the paper's 0.98
+              # (momentum is a setting of the whole CSV: files of their own), paper arch clipped as the
+              # paper, and the quick default
+    sw momentum 480 --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-5:0 --workers=6 --gpu_mem_gb=90
+    ( export PYTHONUNBUFFERED=1
+      timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-6:1 \
+          --out="$out/quick_momentum.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_momentum.log" 2>&1 ) &
     ;;
 quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
     PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
