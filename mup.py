@@ -27,7 +27,8 @@ rule below, so that its optimum is meant to stay put as the width grows (sweep.p
   gate_lr_mult    the LR of the gates and their scalars (W_alpha, W_beta, A_log, dt_bias) relative to the
                   base LR (μP: times those groups' LR rules). Why it exists: under SGD the three μP
                   variants differ only in how these LRs grow with width, so an untuned base value
-                  favours whichever variant raises them most (tools/TRANSFER.md, "The gate LR").
+                  could favour whichever raises them most; in the paper's architecture it moved no
+                  loss above the seed spread (README, "SGD and gradient clipping").
 At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
 
     python mup.py --width=1024 --optimizer=sgd --parametrization=mup   # print the rules as numbers
