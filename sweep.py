@@ -68,7 +68,9 @@ DEFAULTS = dict(
     n_head=6,
     base_width=256,
     kernel_backend='',           # '' = best available (Triton on CUDA), 'torch' or 'triton'
-    fused=False,                 # the fused projections, conv and cross-entropy (model.GDNConfig.fused)
+    fused=True,                  # the fused projections, conv and cross-entropy (model.GDNConfig.fused), as
+                                 # train.py; the CSVs in assets/ ran with False (same math within bf16 noise,
+                                 # as compiled vs eager: BENCH.md, run 6)
     # training (each run: train.py's keys and meaning)
     max_iters=200,
     batch_size=32,
