@@ -187,13 +187,19 @@ def test_out_of_memory_is_retried_later(data_dir, tmp_path, monkeypatch, capsys)
 def test_memory_estimate():
     """It counts the vocabulary (the logits dominate a small model with a 50K vocabulary) and grows with
     the width, the depth and the tokens per step; the paper-shaped width-1024 run fits an H200 several times."""
-    cfg = dict(sweep.DEFAULTS, n_layer=8, batch_size=16, block_size=512)
+    cfg = dict(sweep.DEFAULTS, n_layer=8, batch_size=16, block_size=512, fused=False)
     est = sweep.mem_estimate_gb
     assert est(cfg, 256, 50304) > est(cfg, 256, 84) + 4
     assert est(cfg, 1024, 50304) > est(cfg, 512, 50304) > est(cfg, 256, 50304)
     assert est(dict(cfg, batch_size=32), 512, 50304) > est(cfg, 512, 50304)
     assert est(dict(cfg, n_layer=16), 512, 50304) > est(cfg, 512, 50304)
     assert 10 < est(cfg, 1024, 50304) < 40
+    # the fused cross-entropy holds one chunk of logits: a 50K vocabulary costs less, and the estimate
+    # stops growing with the tokens once they fill a chunk
+    fused = dict(cfg, fused=True)
+    assert est(fused, 512, 50304) < est(cfg, 512, 50304) - 3
+    big = dict(fused, batch_size=64)
+    assert est(big, 512, 50304) - est(fused, 512, 50304) == pytest.approx(est(big, 512, 0) - est(fused, 512, 0))
 
 
 def test_plot_selects_what_the_command_sets(data_dir, tmp_path):
