@@ -14,6 +14,7 @@
 #   bash tools/transfer_probes.sh gate_lr OUTDIR       # unclipped SGD: the base width's gate LR, and the paper's
 #                                                       # rule with a raised one at 512, 1024; seed 1338
 #   bash tools/transfer_probes.sh sgd_momentum OUTDIR  # SGD at Nesterov 0.9: paper arch (clip 1.0) and quick
+#   bash tools/transfer_probes.sh quick_deep OUTDIR    # the quick grid's SGD at 4 layers, 600 steps, clip and not
 #   bash tools/transfer_probes.sh quick_output_mult OUTDIR  # only its first half (output_mult x LR at 256)
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
@@ -124,6 +125,16 @@ sgd_momentum)  # the one candidate of README's table not yet run: Nesterov 0.9 i
     ( export PYTHONUNBUFFERED=1
       timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-6:1 \
           --out="$out/quick_momentum.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_momentum.log" 2>&1 ) &
+    ;;
+quick_deep)  # the quick default's SGD shows no SP drift at all (2 layers, 200 steps, even unclipped): the same
+            # grid at 4 layers and 600 steps, SGD, clipped and not (one CSV each)
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --optimizers=sgd --sgd_params=sp,mup --sgd_lrs=-8:-2"
+    ( export PYTHONUNBUFFERED=1
+      timeout 480 python3 sweep.py $deep --out="$out/quick_deep.csv" --workers=4 --gpu_mem_gb=40 \
+          > "$out/quick_deep.log" 2>&1 ) &
+    ( export PYTHONUNBUFFERED=1
+      timeout 480 python3 sweep.py $deep --grad_clip=0 --out="$out/quick_deep_noclip.csv" --workers=4 \
+          --gpu_mem_gb=40 > "$out/quick_deep_noclip.log" 2>&1 ) &
     ;;
 quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
     PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
