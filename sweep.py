@@ -254,10 +254,11 @@ class Trainer:
         torch, c = self.torch, self.cfg
         raw, model = self.model(r)
         # the μP variants are one network (same init, same forward); they differ in optimizer groups, and
-        # init_std and the LR multipliers only in the init and the groups: set them on the reused model
+        # the base hyper-parameters but output_mult (part of the model's key) only in the init and the
+        # groups: set them all on the reused model
         raw.config.parametrization = r['parametrization']
-        raw.config.init_std, raw.config.embed_lr_mult = r['init_std'], r['embed_lr_mult']
-        raw.config.gate_lr_mult = r['gate_lr_mult']
+        for h in HPARAMS:
+            setattr(raw.config, h, r[h])
         raw.reset_parameters(r['seed'])
         raw.train()
         sgd = r['optimizer'] == 'sgd'

@@ -20,7 +20,7 @@ timeout 150 python3 train.py $shape --width=1024 --mup=True --max_iters=150 --lr
     --eval_interval=1000 --eval_iters=2 --log_interval=10 --out_dir=/tmp/tp_train > "$out/train1024.log" 2>&1
 grep "tok/s" "$out/train1024.log" | tail -3
 timeout 210 python3 sweep.py config/sweep_paper.py --widths=1024 --optimizers=adamw --adamw_params=mup \
-    --adamw_lrs=-12:-5 --fused=True --workers=4 --out=/tmp/tp_sweep.csv > "$out/sweep1024.log" 2>&1
+    --adamw_lrs=-12:-5 --workers=4 --out=/tmp/tp_sweep.csv > "$out/sweep1024.log" 2>&1
 grep "^sweep:" "$out/sweep1024.log" | tail -1
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
