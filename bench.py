@@ -17,6 +17,7 @@ we bypass that guard for timing only.
 """
 import argparse
 import os
+import re
 import sys
 
 import torch
@@ -230,7 +231,50 @@ def matmul_peak():
 SPEC_PEAK = {"H100": 989.0, "H200": 989.0}  # dense bf16 TFLOP/s, spec sheet (SXM)
 
 
-def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=None):
+# Kernel-name patterns -> what they are, for --profile (first match wins). aten's kernels are demangled
+# C++ ("void at::native::..."), Triton's (ours, torch.compile's, fla's) plain identifiers.
+KERNEL_KINDS = [
+    ("delta rule (ours)", r"^_(prep|fwd_scan|fwd_out|bwd_local|bwd_scan|bwd_state|bwd_wy)_kernel"),
+    ("matmul (cuBLAS/CUTLASS)", r"gemm|cutlass|nvjet|xmma|cublas|splitK"),
+    ("optimizer", r"multi_tensor|[Aa]dam"),
+    ("torch.compile fusions (Triton)", r"^triton_"),
+    ("aten elementwise", r"^void .*(elementwise|vectorized|unrolled)"),
+    ("aten reduction, softmax, norm", r"^void .*(reduce|[Ss]oft[Mm]ax|norm)"),
+    ("aten conv", r"^void .*conv"),
+    ("copies, memset, cat", r"[Mm]emcpy|[Mm]emset|copy|CatArray"),
+    ("other Triton (fla)", r"^[A-Za-z_][A-Za-z0-9_]*$"),
+]
+
+
+def kernel_kind(name):
+    return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, name)), "other")
+
+
+def profile_step(step, steps=3, top=25):
+    """CUDA kernel time of `steps` calls of step(), grouped by KERNEL_KINDS, then the `top` kernels by
+    time: where a training step goes (ms per step and share of the kernel time)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    per = {}
+    for e in prof.key_averages():
+        if e.device_time_total > 0 and not e.key.startswith(("ProfilerStep", "aten::", "autograd::")):
+            per[e.key] = per.get(e.key, 0.0) + e.device_time_total / 1e3 / steps  # ms per step
+    total = sum(per.values())
+    kinds = {}
+    for name, ms in per.items():
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + ms
+    print(f"#   profile: {total:.1f} ms of CUDA kernel time per step ({len(per)} distinct kernels)")
+    for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"#   {kind:30s} {ms:7.2f} ms {ms / total:6.1%}")
+    for name, ms in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"#     {ms:6.2f} ms {ms / total:5.1%}  {name[:110]}")
+
+
+def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=None, profile=False):
     """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run:
     ours compiled (fused ops off / on), ours eager, and the fla-built LM eager and compiled. ms, tokens/s,
     MFU against the measured matmul peak and the spec sheet, peak memory, the first three losses; then,
@@ -290,6 +334,8 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                 print(f"{width:5d} {name:22s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
                       f"{flops * tps / spec / 1e12:8.1%} {torch.cuda.max_memory_allocated() / 2**30:7.1f}  "
                       + " ".join(f"{v:.4f}" for v in losses))
+                if profile:
+                    profile_step(step)
             except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
                 print(f"{width:5d} {name:22s} failed: {type(e).__name__}: {str(e)[:160]}")
             sys.stdout.flush()
@@ -379,6 +425,8 @@ if __name__ == "__main__":
     ap.add_argument("--widths", default="768,256,1024,1536", help="--model: the widths (8 layers, B 16 x T 1024)")
     ap.add_argument("--variants", default="", help="--model: a comma list of 'ours compiled', 'ours compiled "
                     "fused', 'ours eager fused', 'ours eager', 'fla eager', 'fla compiled' (default: all)")
+    ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
+                    "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
     ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback (table and model)")
@@ -431,4 +479,4 @@ if __name__ == "__main__":
         kernel_table(picked or table, not args.quick, fla_gdr)
     if args.model:
         model_table([int(w) for w in args.widths.split(",")], fla_gdr is not None,
-                    variants=args.variants.split(",") if args.variants else None)
+                    variants=args.variants.split(",") if args.variants else None, profile=args.profile)

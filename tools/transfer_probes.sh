@@ -121,20 +121,21 @@ gate_lr)  # unclipped SGD: μP without the GDN rules (gates m^0, scalars m^1) be
 sgd_momentum)  # the one candidate of README's table not yet run: Nesterov 0.9 instead of the paper's 0.98
               # (momentum is a setting of the whole CSV: files of their own), paper arch clipped as the
               # paper, and the quick default
-    sw momentum 480 --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-5:0 --workers=6 --gpu_mem_gb=90
+    sw momentum 480 --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-5:0 --workers=6 --gpu_mem_gb=80
     ( export PYTHONUNBUFFERED=1
       timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-6:1 \
-          --out="$out/quick_momentum.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_momentum.log" 2>&1 ) &
+          --out="$out/quick_momentum.csv" --workers=4 --gpu_mem_gb=10 > "$out/quick_momentum.log" 2>&1 ) &
     ;;
 quick_deep)  # the quick default's SGD shows no SP drift at all (2 layers, 200 steps, even unclipped): the same
-            # grid at 4 layers and 600 steps, SGD, clipped and not (one CSV each)
-    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --optimizers=sgd --sgd_params=sp,mup --sgd_lrs=-8:-2"
+            # model at 4 layers and 600 steps, SGD, widths 256..1024 (4x, the target's range), clipped
+            # (its grid: the quick default's optima are 2^-5..2^-2) and not (2^-9..2^-4), one CSV each
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --widths=256,512,1024 --optimizers=sgd --sgd_params=sp,mup"
     ( export PYTHONUNBUFFERED=1
-      timeout 480 python3 sweep.py $deep --out="$out/quick_deep.csv" --workers=4 --gpu_mem_gb=40 \
+      timeout 480 python3 sweep.py $deep --sgd_lrs=-6:-1 --out="$out/quick_deep.csv" --workers=4 --gpu_mem_gb=20 \
           > "$out/quick_deep.log" 2>&1 ) &
     ( export PYTHONUNBUFFERED=1
-      timeout 480 python3 sweep.py $deep --grad_clip=0 --out="$out/quick_deep_noclip.csv" --workers=4 \
-          --gpu_mem_gb=40 > "$out/quick_deep_noclip.log" 2>&1 ) &
+      timeout 480 python3 sweep.py $deep --sgd_lrs=-9:-4 --grad_clip=0 --out="$out/quick_deep_noclip.csv" --workers=4 \
+          --gpu_mem_gb=20 > "$out/quick_deep_noclip.log" 2>&1 ) &
     ;;
 quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
     PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \

@@ -1,0 +1,24 @@
+"""bench.py's profile grouping: kernel names as the CUDA profiler reports them land in the right kind."""
+import bench
+
+
+def test_kernel_kinds():
+    cases = {
+        "_bwd_wy_kernel": "delta rule (ours)",
+        "_fwd_scan_kernel": "delta rule (ours)",
+        "nvjet_tst_192x192_64x4_2x1_v_bz_coopB_TNT": "matmul (cuBLAS/CUTLASS)",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1": "matmul (cuBLAS/CUTLASS)",
+        "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous "
+        "namespace)::TensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, 4>>":
+            "optimizer",
+        "triton_red_fused__to_copy_mul_rsqrt_sum_3": "torch.compile fusions (Triton)",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>":
+            "aten elementwise",
+        "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>": "aten reduction, softmax, norm",
+        "void at::native::(anonymous namespace)::conv_depthwise2d_forward_kernel<float>": "aten conv",
+        "Memcpy DtoD (Device -> Device)": "copies, memset, cat",
+        "chunk_gated_delta_rule_fwd_kernel_h_blockdim64": "other Triton (fla)",
+        "void something_unknown<int>": "other",
+    }
+    for name, kind in cases.items():
+        assert bench.kernel_kind(name) == kind, name
