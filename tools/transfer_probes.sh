@@ -15,6 +15,7 @@
 #                                                       # rule with a raised one at 512, 1024; seed 1338
 #   bash tools/transfer_probes.sh sgd_momentum OUTDIR  # SGD at Nesterov 0.9: paper arch (clip 1.0) and quick
 #   bash tools/transfer_probes.sh quick_deep OUTDIR    # the quick grid's SGD at 4 layers, 600 steps, clip and not
+#   bash tools/transfer_probes.sh momentum_more OUTDIR # the two above, resumed from assets/; more LRs, a seed
 #   bash tools/transfer_probes.sh quick_output_mult OUTDIR  # only its first half (output_mult x LR at 256)
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
@@ -136,6 +137,28 @@ quick_deep)  # the quick default's SGD shows no SP drift at all (2 layers, 200 s
     ( export PYTHONUNBUFFERED=1
       timeout 480 python3 sweep.py $deep --sgd_lrs=-9:-4 --grad_clip=0 --out="$out/quick_deep_noclip.csv" --workers=4 \
           --gpu_mem_gb=20 > "$out/quick_deep_noclip.log" 2>&1 ) &
+    ;;
+momentum_more)  # resumes sgd_momentum and quick_deep from their CSVs in assets/ (base width first, so a cut
+               # run still has it), the paper arch's momentum-0.9 grid up to 2^1 (0.9's optimum sits ~5x
+               # above 0.98's), and for the quick grid at 0.9 the fixed-fan-out rule and seed 1338 near the optima
+    secs=${PROBE_SECS:-330}
+    for f in lr_sweep_paper_momentum lr_sweep_momentum lr_sweep_quick_deep lr_sweep_quick_deep_noclip; do
+        cp assets/$f.csv assets/${f}_config.csv "$out/"
+    done
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --optimizers=sgd --sgd_params=sp,mup"
+    run() {  # run NAME ARGS...: sweep.py at the base width, then every width, into OUTDIR/NAME.csv, one deadline
+        local name=$1; shift
+        ( export PYTHONUNBUFFERED=1; end=$((SECONDS + secs))
+          for w in 256 256,512,1024; do
+              [ $((end - SECONDS)) -gt 10 ] && timeout $((end - SECONDS)) python3 sweep.py "$@" --widths=$w --out="$out/$name.csv" >> "$out/$name.log" 2>&1
+          done ) &
+    }
+    run lr_sweep_paper_momentum $short --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --sgd_lrs=-5:1 --workers=6 --gpu_mem_gb=80
+    run lr_sweep_quick_deep $deep --sgd_lrs=-6:-1 --workers=3 --gpu_mem_gb=15
+    run lr_sweep_quick_deep_noclip $deep --sgd_lrs=-9:-4 --grad_clip=0 --workers=3 --gpu_mem_gb=15
+    ( export PYTHONUNBUFFERED=1; q="--optimizers=sgd --momentum=0.9 --out=$out/lr_sweep_momentum.csv --workers=3 --gpu_mem_gb=10"
+      timeout 150 python3 sweep.py $q --sgd_params=mup_fixed_fanout --sgd_lrs=-6:1 >> "$out/lr_sweep_momentum.log" 2>&1
+      timeout 150 python3 sweep.py $q --sgd_params=sp,mup --sgd_lrs=-4:-1 --seeds=1338 >> "$out/lr_sweep_momentum.log" 2>&1 ) &
     ;;
 quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
     PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
