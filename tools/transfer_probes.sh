@@ -80,11 +80,11 @@ sgd_noclip)  # does clipping at 1.0 hide SP-SGD's drift? (SP's small-LR runs are
 sgd_noclip_low)  # unclipped, every run at 2^-4..2^0 diverged: LRs below them, paper arch and quick grid
     cp assets/lr_sweep_paper_noclip.csv "$out/noclip.csv"; cp assets/lr_sweep_paper_noclip_config.csv "$out/noclip_config.csv"
     sw noclip 480 --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-9:-5 --workers=5 --gpu_mem_gb=80
-    cp assets/lr_sweep.csv "$out/lr_sweep.csv"; cp assets/lr_sweep_config.csv "$out/lr_sweep_config.csv"
+    cp assets/lr_sweep_momentum098.csv "$out/lr_sweep.csv"; cp assets/lr_sweep_momentum098_config.csv "$out/lr_sweep_config.csv"
     ( export PYTHONUNBUFFERED=1
-      timeout 200 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-10:-3 \
+      timeout 200 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-10:-3 --momentum=0.98 \
           --output_mult=2 --out="$out/lr_sweep_noclip.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_noclip.log" 2>&1
-      timeout 250 python3 sweep.py --seeds=1338 --adamw_lrs=-11:-7 --sgd_lrs=-6:-2 --output_mult=2 \
+      timeout 250 python3 sweep.py --seeds=1338 --adamw_lrs=-11:-7 --sgd_lrs=-6:-2 --output_mult=2 --momentum=0.98 \
           --out="$out/lr_sweep.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_seed.log" 2>&1 ) &
     ;;
 sgd_noclip_rules)  # μP's largest trainable LR fell x8 from 256 to 512 unclipped under the paper's rule;
@@ -130,7 +130,7 @@ sgd_momentum)  # the one candidate of README's table not yet run: Nesterov 0.9 i
 quick_deep)  # the quick default's SGD shows no SP drift at all (2 layers, 200 steps, even unclipped): the same
             # model at 4 layers and 600 steps, SGD, widths 256..1024 (4x, the target's range), clipped
             # (its grid: the quick default's optima are 2^-5..2^-2) and not (2^-9..2^-4), one CSV each
-    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --widths=256,512,1024 --optimizers=sgd --sgd_params=sp,mup"
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --widths=256,512,1024 --optimizers=sgd --sgd_params=sp,mup --momentum=0.98"
     ( export PYTHONUNBUFFERED=1
       timeout 480 python3 sweep.py $deep --sgd_lrs=-6:-1 --out="$out/quick_deep.csv" --workers=4 --gpu_mem_gb=20 \
           > "$out/quick_deep.log" 2>&1 ) &
@@ -142,10 +142,11 @@ momentum_more)  # resumes sgd_momentum and quick_deep from their CSVs in assets/
                # run still has it), the paper arch's momentum-0.9 grid up to 2^1 (0.9's optimum sits ~5x
                # above 0.98's), and for the quick grid at 0.9 the fixed-fan-out rule and seed 1338 near the optima
     secs=${PROBE_SECS:-330}
-    for f in lr_sweep_paper_momentum lr_sweep_momentum lr_sweep_quick_deep lr_sweep_quick_deep_noclip; do
+    for f in lr_sweep_paper_momentum lr_sweep_quick_deep lr_sweep_quick_deep_noclip; do
         cp assets/$f.csv assets/${f}_config.csv "$out/"
     done
-    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --optimizers=sgd --sgd_params=sp,mup"
+    cp assets/lr_sweep.csv "$out/lr_sweep_momentum.csv"; cp assets/lr_sweep_config.csv "$out/lr_sweep_momentum_config.csv"
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --optimizers=sgd --sgd_params=sp,mup --momentum=0.98"
     run() {  # run NAME ARGS...: sweep.py at the base width, then every width, into OUTDIR/NAME.csv, one deadline
         local name=$1; shift
         ( export PYTHONUNBUFFERED=1; end=$((SECONDS + secs))

@@ -5,6 +5,7 @@ output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_prob
 
     python tools/transfer_tables.py
     python tools/transfer_tables.py --quick     # the quick default's seed spread and optima
+    python tools/transfer_tables.py --momentum  # tables 8, 9: SGD momentum 0.9 vs 0.98; the quick grid deeper
 
 1. the output multiplier at the base width and at width 1024 (best val loss over the LRs run);
 2. seed spread: each cell run with two seeds;
@@ -12,7 +13,9 @@ output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_prob
 4. when the ranking settles: the val loss along the run at each width's optimum;
 5. no clipping against clipping at 1.0, same cells;
 6. the optima without clipping (all four parametrizations under SGD) and their seed spread;
-7. the base width's gate LR (gate_lr_mult) under unclipped SGD (assets/lr_sweep_paper_gate_lr.csv).
+7. the base width's gate LR (gate_lr_mult) under unclipped SGD (assets/lr_sweep_paper_gate_lr.csv);
+8. (--momentum) SGD at Nesterov 0.9 against 0.98, paper architecture and the quick default;
+9. (--momentum) the quick grid at 4 layers and 600 steps (0.98), clipped and not.
 """
 import math
 import os
@@ -80,9 +83,10 @@ def seed_table(c, om=4, base=256, title='2. seed spread'):
         print(f"{opt}: median |difference| {sorted(ds)[len(ds) // 2]:.3f}, max {max(ds):.3f} over {len(ds)} cells")
 
 
-def optimum_table(c, om=4, widths=(256, 512, 1024), sgd_params=('sp', 'mup', 'mup_fixed_fanout')):
+def optimum_table(c, om=4, widths=(256, 512, 1024), sgd_params=('sp', 'mup', 'mup_fixed_fanout'),
+                  title='3. the LR sweep'):
     ws = ' / '.join(map(str, widths))
-    print(f"\n3. the LR sweep at output_mult {om:g}: optimum per width (mean over the seeds run in each cell; "
+    print(f"\n{title} at output_mult {om:g}: optimum per width (mean over the seeds run in each cell; "
           "the cells near the optimum have 2 seeds)")
     print(f"| optimizer, parametrization | optimum LR {ws} | spread | best val loss {ws} |"
           f" diverged LRs at {widths[-1]} |")
@@ -172,6 +176,21 @@ def gate_lr_table(path):
               + ' | '.join(fmt(v[g]) if g in v else '-' for g in mults) + ' |')
 
 
+def momentum_tables():
+    """8. SGD's momentum: Nesterov 0.9 against the paper's 0.98 (clip 1.0), in the paper's architecture and
+    the quick default; 9. the quick grid deeper and longer at 0.98 (4 layers, 600 steps), clipped and not."""
+    load = lambda name: cells(sweep.load_results(os.path.join(ROOT, 'assets', name)))  # noqa: E731
+    optimum_table(load('lr_sweep_paper_momentum.csv'), sgd_params=('sp', 'mup'),
+                  title='8a. SGD, Nesterov 0.9 (the paper: 0.98, table 3), paper architecture, clip 1.0, seed 1337,')
+    quick = dict(om=2, widths=(128, 256, 512, 1024))
+    optimum_table(load('lr_sweep_momentum098.csv'), **quick, title='8b. the quick default at the paper\'s momentum 0.98')
+    optimum_table(load('lr_sweep.csv'), **quick, title='8c. the quick default at momentum 0.9 (its default now)')
+    deep = dict(om=2, sgd_params=('sp', 'mup'))
+    optimum_table(load('lr_sweep_quick_deep.csv'), **deep,
+                  title='9a. the quick grid at 4 layers, 600 steps, momentum 0.98, clip 1.0, seed 1337,')
+    optimum_table(load('lr_sweep_quick_deep_noclip.csv'), **deep, title='9b. the same without clipping,')
+
+
 def best_output_mult(path, optimizer='adamw'):
     """The output_mult whose best val loss over the LRs run is lowest at the narrowest width in the CSV."""
     best, rows = {}, sweep.load_results(path)
@@ -193,6 +212,9 @@ def main():
         c = cells(sweep.load_results(QUICK))
         seed_table(c, om=2)
         optimum_table(c, om=2, widths=(128, 256, 512, 1024))
+        return
+    if sys.argv[1:2] == ['--momentum']:
+        momentum_tables()
         return
     c = cells(sweep.load_results(PAPER) + sweep.load_results(OUTPUT_MULT))
     nc = cells(sweep.load_results(NOCLIP))
