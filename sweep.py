@@ -241,6 +241,9 @@ class Trainer:
             self.raw = self.fwd = None  # one model per worker: the driver budgets device memory per run
             if self.device_type == 'cuda':
                 self.torch.cuda.empty_cache()
+            # drop the old model's compiled graphs: they share GDN.forward's cache, and after 8 of them
+            # (recompile_limit: 4 models x train/eval) dynamo silently runs every later model eagerly
+            self.torch._dynamo.reset()
             c = self.cfg
             raw = GDN(GDNConfig(width=r['width'], n_layer=c['n_layer'], n_head=c['n_head'],
                                 vocab_size=self.vocab_size, parametrization=r['parametrization'],

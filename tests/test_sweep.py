@@ -234,3 +234,17 @@ def test_csv_from_before_a_base_hyperparameter_is_upgraded(data_dir, tmp_path, m
     assert got[:len(old)] == old  # the old rows, the default in the new column: not re-run
     assert len(calls) == len(old) and {r['gate_lr_mult'] for r in calls} == {4.0}
     assert {r['gate_lr_mult'] for r in got[len(old):]} == {'4.0'}
+
+
+def test_worker_drops_old_compiled_graphs_per_model(data_dir, tmp_path, monkeypatch):
+    # every model a worker builds shares GDN.forward's dynamo cache; without a reset per new model the
+    # cache fills (recompile_limit) and later models silently run eagerly. One reset each time the worker
+    # builds a model, none for a run on the model it has (2 widths x SP/μP x 2 LRs: 4 models, 8 runs).
+    import torch
+    resets = []
+    monkeypatch.setattr(torch._dynamo, 'reset', lambda: resets.append(1))
+    calls = count_runs(monkeypatch)
+    sweep.main(args(data_dir, str(tmp_path / 'res.csv')))
+    keys = [sweep.model_key(r) for r in calls]
+    built = 1 + sum(a != b for a, b in zip(keys, keys[1:]))
+    assert len(calls) == 8 and len(set(keys)) == 4 and len(resets) == built < len(calls)

@@ -16,6 +16,7 @@
 #   bash tools/transfer_probes.sh sgd_momentum OUTDIR  # SGD at Nesterov 0.9: paper arch (clip 1.0) and quick
 #   bash tools/transfer_probes.sh quick_deep OUTDIR    # the quick grid's SGD at 4 layers, 600 steps, clip and not
 #   bash tools/transfer_probes.sh momentum_more OUTDIR # the two above, resumed from assets/; more LRs, a seed
+#   bash tools/transfer_probes.sh next OUTDIR          # not run yet: the quick default at 0.9 unclipped; init_std
 #   bash tools/transfer_probes.sh quick_output_mult OUTDIR  # only its first half (output_mult x LR at 256)
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
@@ -160,6 +161,17 @@ momentum_more)  # resumes sgd_momentum and quick_deep from their CSVs in assets/
     ( export PYTHONUNBUFFERED=1; q="--optimizers=sgd --momentum=0.9 --out=$out/lr_sweep_momentum.csv --workers=3 --gpu_mem_gb=10"
       timeout 150 python3 sweep.py $q --sgd_params=mup_fixed_fanout --sgd_lrs=-6:1 >> "$out/lr_sweep_momentum.log" 2>&1
       timeout 150 python3 sweep.py $q --sgd_params=sp,mup --sgd_lrs=-4:-1 --seeds=1338 >> "$out/lr_sweep_momentum.log" 2>&1 ) &
+    ;;
+next)  # written for the next session, not run yet: (1) the quick default at 0.9 without clipping: does SP
+      # drift there once clipping stops rescaling its LR (as in the paper's architecture)? (2) the init std
+      # at the base width (the last untested candidate): AdamW, paper architecture, init_std x LR at 256,
+      # then the best three at 1024 under SP and μP
+    ( export PYTHONUNBUFFERED=1
+      timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-9:-3 \
+          --widths=256,512,1024 --out="$out/lr_sweep_noclip09.csv" --workers=4 --gpu_mem_gb=15 \
+          > "$out/quick_noclip09.log" 2>&1 ) &
+    sw init_std 480 --optimizers=adamw --adamw_params=sp,mup --init_std=0.005,0.01,0.02,0.04 --axis=init_std \
+        --widths=256,1024 --adamw_lrs=-10:-7 --workers=6 --gpu_mem_gb=90
     ;;
 quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
     PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
