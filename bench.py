@@ -266,7 +266,8 @@ def profile_step(step, steps=3, top=25):
     total = sum(per.values())
     kinds = {}
     for name, ms in per.items():
-        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + ms
+        kind = kernel_kind(name)
+        kinds[kind] = kinds.get(kind, 0.0) + ms
     print(f"#   profile: {total:.1f} ms of CUDA kernel time per step ({len(per)} distinct kernels)")
     for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"#   {kind:30s} {ms:7.2f} ms {ms / total:6.1%}")

@@ -25,5 +25,4 @@ adamw_params = 'sp,mup'
 sgd_params = 'sp,mup,mup_fixed_fanout'
 adamw_lrs = '-11:-5'         # 2^-11 .. 2^-5 (4.9e-4 .. 3.1e-2; the paper's grid is 1e-3 .. 2e-2)
 sgd_lrs = '-4:0'             # 0.0625 .. 1 (the paper's grid is 0.1 .. 1; 2^0 diverges at the base width)
-momentum = 0.98              # the paper's Nesterov momentum (sweep.py's quick default: 0.9, README)
 output_mult = '4'

@@ -81,11 +81,11 @@ sgd_noclip)  # does clipping at 1.0 hide SP-SGD's drift? (SP's small-LR runs are
 sgd_noclip_low)  # unclipped, every run at 2^-4..2^0 diverged: LRs below them, paper arch and quick grid
     cp assets/lr_sweep_paper_noclip.csv "$out/noclip.csv"; cp assets/lr_sweep_paper_noclip_config.csv "$out/noclip_config.csv"
     sw noclip 480 --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-9:-5 --workers=5 --gpu_mem_gb=80
-    cp assets/lr_sweep_momentum098.csv "$out/lr_sweep.csv"; cp assets/lr_sweep_momentum098_config.csv "$out/lr_sweep_config.csv"
+    cp assets/lr_sweep.csv "$out/lr_sweep.csv"; cp assets/lr_sweep_config.csv "$out/lr_sweep_config.csv"
     ( export PYTHONUNBUFFERED=1
-      timeout 200 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-10:-3 --momentum=0.98 \
+      timeout 200 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-10:-3 \
           --output_mult=2 --out="$out/lr_sweep_noclip.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_noclip.log" 2>&1
-      timeout 250 python3 sweep.py --seeds=1338 --adamw_lrs=-11:-7 --sgd_lrs=-6:-2 --output_mult=2 --momentum=0.98 \
+      timeout 250 python3 sweep.py --seeds=1338 --adamw_lrs=-11:-7 --sgd_lrs=-6:-2 --output_mult=2 \
           --out="$out/lr_sweep.csv" --workers=4 --gpu_mem_gb=20 > "$out/quick_seed.log" 2>&1 ) &
     ;;
 sgd_noclip_rules)  # μP's largest trainable LR fell x8 from 256 to 512 unclipped under the paper's rule;
@@ -131,7 +131,7 @@ sgd_momentum)  # the one candidate of README's table not yet run: Nesterov 0.9 i
 quick_deep)  # the quick default's SGD shows no SP drift at all (2 layers, 200 steps, even unclipped): the same
             # model at 4 layers and 600 steps, SGD, widths 256..1024 (4x, the target's range), clipped
             # (its grid: the quick default's optima are 2^-5..2^-2) and not (2^-9..2^-4), one CSV each
-    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --widths=256,512,1024 --optimizers=sgd --sgd_params=sp,mup --momentum=0.98"
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --widths=256,512,1024 --optimizers=sgd --sgd_params=sp,mup"
     ( export PYTHONUNBUFFERED=1
       timeout 480 python3 sweep.py $deep --sgd_lrs=-6:-1 --out="$out/quick_deep.csv" --workers=4 --gpu_mem_gb=20 \
           > "$out/quick_deep.log" 2>&1 ) &
@@ -146,8 +146,8 @@ momentum_more)  # resumes sgd_momentum and quick_deep from their CSVs in assets/
     for f in lr_sweep_paper_momentum lr_sweep_quick_deep lr_sweep_quick_deep_noclip; do
         cp assets/$f.csv assets/${f}_config.csv "$out/"
     done
-    cp assets/lr_sweep.csv "$out/lr_sweep_momentum.csv"; cp assets/lr_sweep_config.csv "$out/lr_sweep_momentum_config.csv"
-    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --optimizers=sgd --sgd_params=sp,mup --momentum=0.98"
+    cp assets/lr_sweep_momentum09.csv "$out/lr_sweep_momentum.csv"; cp assets/lr_sweep_momentum09_config.csv "$out/lr_sweep_momentum_config.csv"
+    deep="--n_layer=4 --max_iters=600 --warmup_iters=60 --eval_interval=200 --optimizers=sgd --sgd_params=sp,mup"
     run() {  # run NAME ARGS...: sweep.py at the base width, then every width, into OUTDIR/NAME.csv, one deadline
         local name=$1; shift
         ( export PYTHONUNBUFFERED=1; end=$((SECONDS + secs))
@@ -167,7 +167,7 @@ next)  # written for the next session, not run yet: (1) the quick default at 0.9
       # at the base width (the last untested candidate): AdamW, paper architecture, init_std x LR at 256,
       # then the best three at 1024 under SP and μP
     ( export PYTHONUNBUFFERED=1
-      timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --grad_clip=0 --sgd_lrs=-9:-3 \
+      timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --grad_clip=0 --sgd_lrs=-9:-3 \
           --widths=256,512,1024 --out="$out/lr_sweep_noclip09.csv" --workers=4 --gpu_mem_gb=15 \
           > "$out/quick_noclip09.log" 2>&1 ) &
     sw init_std 480 --optimizers=adamw --adamw_params=sp,mup --init_std=0.005,0.01,0.02,0.04 --axis=init_std \

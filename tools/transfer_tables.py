@@ -183,8 +183,9 @@ def momentum_tables():
     optimum_table(load('lr_sweep_paper_momentum.csv'), sgd_params=('sp', 'mup'),
                   title='8a. SGD, Nesterov 0.9 (the paper: 0.98, table 3), paper architecture, clip 1.0, seed 1337,')
     quick = dict(om=2, widths=(128, 256, 512, 1024))
-    optimum_table(load('lr_sweep_momentum098.csv'), **quick, title='8b. the quick default at the paper\'s momentum 0.98')
-    optimum_table(load('lr_sweep.csv'), **quick, title='8c. the quick default at momentum 0.9 (its default now)')
+    optimum_table(load('lr_sweep.csv'), **quick, title='8b. the quick default (the paper\'s momentum 0.98)')
+    optimum_table(load('lr_sweep_momentum09.csv'), **quick,
+                  title='8c. the quick grid at momentum 0.9 (config/sweep_quick_momentum09.py)')
     deep = dict(om=2, sgd_params=('sp', 'mup'))
     optimum_table(load('lr_sweep_quick_deep.csv'), **deep,
                   title='9a. the quick grid at 4 layers, 600 steps, momentum 0.98, clip 1.0, seed 1337,')
