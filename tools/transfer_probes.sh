@@ -165,13 +165,19 @@ momentum_more)  # resumes sgd_momentum and quick_deep from their CSVs in assets/
 next)  # written for the next session, not run yet: (1) the quick default at 0.9 without clipping: does SP
       # drift there once clipping stops rescaling its LR (as in the paper's architecture)? (2) the init std
       # at the base width (the last untested candidate): AdamW, paper architecture, init_std x LR at 256,
-      # then the best three at 1024 under SP and μP
+      # then 1024 under SP and μP at the two LRs best at 0.02
     ( export PYTHONUNBUFFERED=1
       timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --grad_clip=0 --sgd_lrs=-9:-3 \
           --widths=256,512,1024 --out="$out/lr_sweep_noclip09.csv" --workers=4 --gpu_mem_gb=15 \
           > "$out/quick_noclip09.log" 2>&1 ) &
-    sw init_std 480 --optimizers=adamw --adamw_params=sp,mup --init_std=0.005,0.01,0.02,0.04 --axis=init_std \
-        --widths=256,1024 --adamw_lrs=-10:-7 --workers=6 --gpu_mem_gb=90
+    # the base width first (SP is every parametrization there), then 1024 at the two LRs that were best at
+    # both widths at init_std 0.02 (2^-9, 2^-8; assets/lr_sweep_paper.csv), one driver after the other
+    ( sw init_std256 150 --optimizers=adamw --adamw_params=sp --init_std=0.005,0.01,0.02,0.04 --axis=init_std \
+          --widths=256 --adamw_lrs=-9:-8 --workers=8 --gpu_mem_gb=90
+      wait
+      sw init_std1024 380 --optimizers=adamw --adamw_params=sp,mup --init_std=0.005,0.01,0.02,0.04 \
+          --axis=init_std --widths=1024 --adamw_lrs=-9:-8 --workers=6 --gpu_mem_gb=90
+      wait ) &
     ;;
 quick_output_mult)  # only the first half of `quick`: the base width's output_mult x LR, kept as a CSV
     PYTHONUNBUFFERED=1 timeout 300 python3 sweep.py --widths=256 --output_mult=1,2,4,8,16 --axis=output_mult \
