@@ -703,3 +703,91 @@ def _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
     f = _fwd_op if CUSTOM_OP else _triton_gdr_disabled
     o, hT = f(q, k, v, g, beta, float(scale), h0)[:2]
     return o, (hT if output_final_state else None)
+
+
+# ---- the cross-entropy of the tied head: one Triton pass over the logits
+# model.py's LinearCrossEntropy calls linear_ce on CUDA. The matmul writes the logits [N, vocab] in x's
+# dtype; one program per row reads them twice (an online max / sum-exp, then the softmax) and overwrites
+# them with their gradient, so no fp32 copy of the logits ever exists. The arithmetic is the torch path's:
+# z = logits * mult rounded to the logits' dtype (as a bf16 tensor times a float is in PyTorch), then fp32.
+# The gradient is (softmax(z) - onehot(target)) * mult, without the 1/n of the mean: n is a device value,
+# and the backward's scalar takes it (no host sync).
+CE_LAUNCH = dict(BLOCK=4096, num_warps=8)  # a row's vocabulary in blocks of BLOCK (tools/gpu_check_ce.py)
+
+# the CPU interpreter (tests) rounds fp32 -> bf16 toward zero (its nearest mode loses carries: 1.9999 -> 1);
+# the GPU rounds to nearest even, as torch does, and so does the interpreter with this patch
+if HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1":
+    _convert = _ti._convert_float
+
+    def _convert_float(data, src, dst, rounding_mode):
+        if src == tl.float32 and dst == tl.bfloat16:
+            return torch.from_numpy(data.astype("float32")).bfloat16().view(torch.int16).numpy()
+        return _convert(data, src, dst, rounding_mode)
+    _ti._convert_float = _convert_float
+
+if HAS_TRITON:
+    @triton.jit
+    def _ce_logits(ptr, cols, V, mult):
+        """A block of z = logits * mult as PyTorch rounds it (to the logits' dtype), in fp32; -inf past V."""
+        z = tl.load(ptr + cols, mask=cols < V, other=0.).to(tl.float32) * mult
+        return tl.where(cols < V, z.to(ptr.dtype.element_ty).to(tl.float32), float("-inf"))
+
+    @triton.jit
+    def _ce_rows_kernel(z_ptr, t_ptr, loss_ptr, mult, V, stride, GRAD: tl.constexpr, BLOCK: tl.constexpr):
+        """Row r's loss lse(z) - z[t] (0 when t = -1) into loss[r]; with GRAD the row is overwritten by
+        (softmax(z) - onehot(t)) * mult (zeros when t = -1)."""
+        row = tl.program_id(0).to(tl.int64)  # int64: row * stride passes 2^31 at large N * vocab
+        ptr = z_ptr + row * stride
+        t = tl.load(t_ptr + row).to(tl.int32)
+        m, s = float("-inf"), 0.  # running max and sum of exp(z - m), fp32
+        for v0 in range(0, V, BLOCK):
+            z = _ce_logits(ptr, v0 + tl.arange(0, BLOCK), V, mult)
+            m_new = tl.maximum(m, tl.max(z, 0))
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+            m = m_new
+        lse = m + tl.log(s)
+        zt = (tl.load(ptr + tl.maximum(t, 0)).to(tl.float32) * mult).to(z_ptr.dtype.element_ty)
+        tl.store(loss_ptr + row, tl.where(t >= 0, lse - zt.to(tl.float32), 0.))
+        if GRAD:
+            scale = tl.where(t >= 0, mult, 0.)
+            for v0 in range(0, V, BLOCK):
+                cols = v0 + tl.arange(0, BLOCK)
+                p = tl.exp(_ce_logits(ptr, cols, V, mult) - lse)
+                g = (p - tl.where(cols == t, 1., 0.)) * scale
+                tl.store(ptr + cols, g.to(z_ptr.dtype.element_ty), mask=cols < V)
+
+    def _ce_rows(z, targets, loss, mult, grad):
+        """The kernel over the rows of z [n, V] (in place when grad); loss [n] fp32."""
+        N, V = z.shape
+        assert z.stride(1) == 1, "rows of contiguous logits expected"
+        if N == 0:
+            return
+        block = min(CE_LAUNCH["BLOCK"], triton.next_power_of_2(V))
+        _ce_rows_kernel[(N,)](z, targets, loss, mult, V, z.stride(0), GRAD=grad, BLOCK=block,
+                              num_warps=CE_LAUNCH["num_warps"])
+
+    def _linear_ce(x, weight, mult, targets, need_grad, chunk):
+        """Sum over rows of the cross-entropy of (x @ weight^T) * mult, and the logits' gradient without
+        1/n ([N, V] in x's dtype; [0, V] without need_grad: then chunk rows at a time, no gradient)."""
+        N, V = x.size(0), weight.size(0)
+        targets = targets.contiguous()
+        loss = torch.empty(N, device=x.device, dtype=torch.float32)
+        with torch.autocast(x.device.type, enabled=False):  # the caller chose the matmul's dtype
+            if need_grad:
+                z = x @ weight.t()
+                _ce_rows(z, targets, loss, mult, True)
+                return loss.sum(), z
+            for i in range(0, N, chunk):
+                _ce_rows(x[i:i + chunk] @ weight.t(), targets[i:i + chunk], loss[i:i + chunk], mult, False)
+        return loss.sum(), x.new_empty(0, V)
+
+    # a functional custom op: torch.compile sees no mutation (the buffer it writes in place is its own)
+    linear_ce = torch.library.custom_op(
+        "gdn::linear_ce_fwd", _linear_ce, mutates_args=(),
+        schema="(Tensor x, Tensor weight, float mult, Tensor targets, bool need_grad, int chunk) "
+               "-> (Tensor, Tensor)")
+
+    @linear_ce.register_fake
+    def _(x, weight, mult, targets, need_grad, chunk):
+        N = x.size(0) if need_grad else 0
+        return x.new_empty((), dtype=torch.float32), x.new_empty(N, weight.size(0))

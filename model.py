@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import kernel
 import mup
 from kernel import chunk_gated_delta_rule
 
@@ -190,21 +191,30 @@ class Block(nn.Module):
 
 
 CE_CHUNK = 2 ** 27  # logits per chunk of the fused cross-entropy: 512 MB in fp32
+TRITON_CE = True  # the fused CE's softmax in kernel.linear_ce on CUDA (False: torch; 'force': also CPU, tests)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of the logits (x @ weight^T) * mult against targets (-1: ignored), in chunks of
-    rows, so that only one chunk's fp32 logits exist at a time, never all [B*T, vocab] of them (3.3 GB at
-    16K tokens and GPT-2's vocabulary; their softmax took 11% of a compiled step: issue 12). The logits'
-    gradient is formed chunk by chunk in the forward pass and kept in x's dtype; the backward is two
-    matmuls. The arithmetic is the reference's: logits rounded to x's dtype, then * mult, softmax in fp32."""
+    """Mean cross-entropy of the logits (x @ weight^T) * mult against targets (-1: ignored), without a
+    [B*T, vocab] fp32 tensor of the logits (3.3 GB at 16K tokens and GPT-2's vocabulary; their softmax took
+    11% of a compiled step: issue 12). The logits' gradient is formed in the forward pass and kept in x's
+    dtype; the backward is two matmuls. The arithmetic is the reference's: logits rounded to x's dtype, then
+    * mult, softmax in fp32. Two paths: torch (CPU, the tests' oracle) takes chunks of rows, so that only
+    one chunk's fp32 logits exist at a time, and stores the gradient with its 1/n (n = the targets not
+    ignored); triton (kernel.linear_ce, one op) has the matmul write all the logits in x's dtype and one
+    kernel overwrite them with their gradient without the 1/n, which the backward's scalar carries in fp32.
+    Without need_grad (evaluation) neither keeps a gradient buffer."""
 
     @staticmethod
-    def forward(ctx, x, weight, mult, targets, chunk, need_grad):
+    def forward(ctx, x, weight, mult, targets, chunk, need_grad, triton=False):
         N = x.size(0)
         acc = torch.promote_types(x.dtype, torch.float32)  # softmax in fp32 (fp64 stays fp64)
         valid = targets != -1
         n = valid.sum().clamp(min=1).to(acc)
+        if triton:
+            loss, dlogits = kernel.linear_ce(x, weight, float(mult), targets, need_grad, chunk)
+            ctx.save_for_backward(x, weight, dlogits if need_grad else None, n)
+            return loss / n
         dlogits = x.new_empty(N, weight.size(0)) if need_grad else None
         loss = x.new_zeros((), dtype=acc)
         for i in range(0, N, chunk):
@@ -220,9 +230,13 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dloss):
-        x, weight, dlogits = ctx.saved_tensors
+        x, weight, dlogits, *n = ctx.saved_tensors
+        if n:  # triton: dlogits lacks the 1/n, applied in fp32 (a bf16 scalar would be off by up to 2^-9)
+            s = dloss / n[0]
+            dx, dw = ((dlogits @ weight).float() * s), ((dlogits.t() @ x).float() * s)
+            return dx.to(x.dtype), dw.to(weight.dtype), None, None, None, None, None
         s = dloss.to(x.dtype)  # scales the two small products, not the [N, vocab] buffer
-        return (dlogits @ weight) * s, (dlogits.t() @ x) * s, None, None, None, None
+        return (dlogits @ weight) * s, (dlogits.t() @ x) * s, None, None, None, None, None
 
 
 def fused_cross_entropy(x, weight, mult, targets):
@@ -232,8 +246,10 @@ def fused_cross_entropy(x, weight, mult, targets):
         x, weight = x.to(dt), weight.to(dt)
     chunk = max(1, CE_CHUNK // weight.size(0))  # rows
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)  # else no buffer
+    triton = (kernel.HAS_TRITON and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
+              and (TRITON_CE == 'force' or (TRITON_CE and x.is_cuda)))
     return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, mult, targets.reshape(-1), chunk,
-                                    need_grad)
+                                    need_grad, triton)
 
 
 class GDN(nn.Module):
