@@ -791,3 +791,184 @@ if HAS_TRITON:
     def _(x, weight, mult, targets, need_grad, chunk):
         N = x.size(0) if need_grad else 0
         return x.new_empty((), dtype=torch.float32), x.new_empty(N, weight.size(0))
+
+
+# ---- causal depthwise conv + SiLU (the mixer's q, k, v conv) ---------------------------------------
+# y[b, t, c] = silu(z[b, t, c]), z = sum_j w[c, j] xs[b, t + j, c], xs = cat(state, x) over time (state:
+# the W - 1 inputs before x, zeros when None). Tiles of (time, channels) per batch row; the W shifted
+# input tiles are read straight from global memory (they overlap, so all but the first hit the cache);
+# fp32 math, the output in x's dtype. x may be a row-strided view (the model's qkv is a column slice of
+# one matmul's output); the state is [B, W - 1, C] contiguous. The backward recomputes z (x is read again
+# instead of an fp32 z written and read) and writes dx, d state and per-program partial sums of dw into
+# an fp32 [programs, C, W] workspace that torch sums: deterministic, no atomics.
+# Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the backward's program
+# takes NT row blocks in turn (128 rows, one workspace row of dw). The backward's tiles are small because
+# many are live at once (the shifted x and dy tiles of W recomputed dz): 8 x 128 compiles for sm_90 to 165
+# registers, no spills; 16 x 128 spills (ptxas, Triton 3.6).
+CONV_CONFIG = dict(fwd=dict(BT=32, BC=128, num_warps=4), bwd=dict(BT=8, BC=128, NT=16, num_warps=4))
+
+if HAS_TRITON:
+    @triton.jit
+    def _conv_xs(x_ptr, s_ptr, sxt, r, c, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
+        """Rows r of xs = cat(state, x) at channels c, fp32, 0 outside; pointers at the batch row."""
+        u = r - (W - 1)  # the row of x
+        ptr = x_ptr + (u.to(tl.int64) * sxt)[:, None] + c[None, :]
+        ok = (u >= 0) & (u < T)
+        if HAS_STATE:  # one load either way: the first W - 1 rows from the state
+            ptr = tl.where((u < 0)[:, None], s_ptr + (r * C)[:, None] + c[None, :], ptr)
+            ok = (r >= 0) & (u < T)
+        return tl.load(ptr, mask=ok[:, None] & (c < C)[None, :], other=0.).to(tl.float32)
+
+    @triton.jit
+    def _conv_w(w_ptr, c, C, j, W: tl.constexpr):  # tap j of the [C, W] weight, as a [1, BC] row
+        return tl.load(w_ptr + c * W + j, mask=c < C, other=0.).to(tl.float32)[None, :]
+
+    @triton.jit
+    def _conv_z(x_ptr, s_ptr, w_ptr, sxt, t, c, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
+        """The pre-activation at rows t, summed in tap order as the torch path does."""
+        z = _conv_w(w_ptr, c, C, 0, W) * _conv_xs(x_ptr, s_ptr, sxt, t, c, T, C, W, HAS_STATE)
+        for j in tl.static_range(1, W):
+            z += _conv_w(w_ptr, c, C, j, W) * _conv_xs(x_ptr, s_ptr, sxt, t + j, c, T, C, W, HAS_STATE)
+        return z
+
+    @triton.jit
+    def _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, T, C, W: tl.constexpr,
+                 HAS_STATE: tl.constexpr):
+        """dz = dy silu'(z) at rows t (z recomputed), 0 outside 0 <= t < T."""
+        z = _conv_z(x_ptr, s_ptr, w_ptr, sxt, t, c, T, C, W, HAS_STATE)
+        m = ((t >= 0) & (t < T))[:, None] & (c < C)[None, :]
+        dy = tl.load(dy_ptr + (t.to(tl.int64) * sdt)[:, None] + c[None, :], mask=m, other=0.)
+        s = tl.sigmoid(z)
+        return dy.to(tl.float32) * s * (1 + z * (1 - s))
+
+    @triton.jit
+    def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, W: tl.constexpr,
+                         HAS_STATE: tl.constexpr, A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        """Programs over (row blocks, channel blocks, batch): y = silu(z) for one [BT, BC] tile."""
+        sxb, sxt = sxb * A, sxt * A  # passed / A: a product with a constexpr tells the compiler the
+                                     # rows' alignment, so it can use vector loads (see _conv_align)
+        b = tl.program_id(2).to(tl.int64)  # int64 offsets: B * T * C passes 2^31 at long contexts
+        t = tl.program_id(0) * BT + tl.arange(0, BT)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        z = _conv_z(x_ptr + b * sxb, s_ptr + b * (W - 1) * C, w_ptr, sxt, t, c, T, C, W, HAS_STATE)
+        y = z * tl.sigmoid(z)
+        m = (t < T)[:, None] & (c < C)[None, :]
+        tl.store(y_ptr + ((b * T + t) * C)[:, None] + c[None, :], y.to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _conv_bwd_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dx_ptr, ds_ptr, dw_ptr, sdb, sdt, sxb, sxt, T, C,
+                         W: tl.constexpr, WP: tl.constexpr, SP: tl.constexpr, HAS_STATE: tl.constexpr,
+                         A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
+        """Programs over (groups of NT row blocks, channel blocks, batch). x feeds the outputs W - 1 rows
+        on, so dx[t] = d xs[t + W - 1] = sum_k w[k] dz[t + W - 1 - k] and d state[r] = sum_k w[k] dz[r - k]
+        (r < W - 1); dw[c, j] = sum_t dz[t] xs[t + j], this program's rows into its workspace row."""
+        pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        sdb, sdt, sxb, sxt = sdb * A, sdt * A, sxb * A, sxt * A  # passed / A, as in the forward
+        dy_ptr += b * sdb
+        x_ptr += b * sxb
+        s_ptr += b * (W - 1) * C
+        jw = tl.arange(0, WP)
+        dw = tl.zeros([WP, BC], dtype=tl.float32)
+        for i in range(NT):
+            t = (pt * NT + i) * BT + tl.arange(0, BT)
+            dz = _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, T, C, W, HAS_STATE)
+            for j in tl.static_range(W):
+                xs = _conv_xs(x_ptr, s_ptr, sxt, t + j, c, T, C, W, HAS_STATE)
+                dw += tl.where(jw[:, None] == j, tl.sum(dz * xs, 0)[None, :], 0.)
+            dx = _conv_w(w_ptr, c, C, W - 1, W) * dz  # k = W - 1: this tile's own dz
+            for k in tl.static_range(W - 1):
+                dx += _conv_w(w_ptr, c, C, k, W) * _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt,
+                                                            t + (W - 1 - k), c, T, C, W, HAS_STATE)
+            m = (t < T)[:, None] & (c < C)[None, :]
+            tl.store(dx_ptr + ((b * T + t) * C)[:, None] + c[None, :], dx.to(dx_ptr.dtype.element_ty),
+                     mask=m)
+        m = (jw < W)[:, None] & (c < C)[None, :]
+        tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * C + c[None, :]) * W + jw[:, None], dw, mask=m)
+        if HAS_STATE:
+            if pt == 0:  # the state's rows r = 0 .. W - 2, by the first row group only
+                r = tl.arange(0, SP)
+                ds = tl.zeros([SP, BC], dtype=tl.float32)
+                for k in tl.static_range(W):
+                    ds += _conv_w(w_ptr, c, C, k, W) * _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt,
+                                                                r - k, c, T, C, W, HAS_STATE)
+                m = (r < W - 1)[:, None] & (c < C)[None, :]
+                tl.store(ds_ptr + b * (W - 1) * C + r[:, None] * C + c[None, :],
+                         ds.to(ds_ptr.dtype.element_ty), mask=m)
+
+    def _conv_align(*ts):
+        """The largest power of two (up to 16 bytes) dividing the tensors' batch and row strides. The
+        model's qkv rows are 4.5 width + 2 n_head elements apart (3468 at width 768: 8-byte aligned), and
+        Triton, knowing only that 3468 is no multiple of 16, loaded them one bf16 at a time (sm_90 PTX)."""
+        a = 16 // ts[0].element_size()
+        while a > 1 and any(t.stride(i) % a for t in ts for i in (0, 1)):
+            a //= 2
+        return a
+
+    def _conv_fwd(x, weight, state):
+        """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, contiguous [B, T, C]."""
+        x = x if x.stride(-1) == 1 else x.contiguous()
+        B, T, C = x.shape
+        W, cfg = weight.shape[1], CONV_CONFIG["fwd"]
+        y = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
+        grid = (triton.cdiv(T, cfg["BT"]), triton.cdiv(C, cfg["BC"]), B)
+        a = _conv_align(x)
+        _conv_fwd_kernel[grid](x, x if state is None else state.contiguous(), weight.contiguous(), y,
+                               x.stride(0) // a, x.stride(1) // a, T, C, W, state is not None, a, **cfg)
+        return y
+
+    def _conv_bwd(dy, x, weight, state):
+        """dx [B, T, C] (x's dtype), dw [C, W] (weight's dtype), d state (state's dtype; empty if None)."""
+        x = x if x.stride(-1) == 1 else x.contiguous()
+        dy = dy if dy.stride(-1) == 1 else dy.contiguous()
+        B, T, C = x.shape
+        W, cfg = weight.shape[1], CONV_CONFIG["bwd"]
+        n = triton.cdiv(T, cfg["BT"] * cfg["NT"])
+        dx = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
+        ds = x.new_empty(0) if state is None else state.new_empty(state.shape)  # contiguous
+        dwp = torch.empty(B * n, C, W, device=x.device, dtype=torch.float32)
+        a = _conv_align(x, dy)
+        _conv_bwd_kernel[(n, triton.cdiv(C, cfg["BC"]), B)](
+            dy, x, x if state is None else state.contiguous(), weight.contiguous(), dx, ds, dwp,
+            dy.stride(0) // a, dy.stride(1) // a, x.stride(0) // a, x.stride(1) // a, T, C, W,
+            triton.next_power_of_2(W), max(2, triton.next_power_of_2(W - 1)), state is not None, a, **cfg)
+        return dx, dwp.sum(0).to(weight.dtype), ds
+
+    # custom ops, as for the delta rule above: torch.compile traces around them (no graph break)
+    _conv_fwd_op = torch.library.custom_op(
+        "gdn::conv_silu_fwd", _conv_fwd, mutates_args=(),
+        schema="(Tensor x, Tensor weight, Tensor? state) -> Tensor")
+    _conv_bwd_op = torch.library.custom_op(
+        "gdn::conv_silu_bwd", _conv_bwd, mutates_args=(),
+        schema="(Tensor dy, Tensor x, Tensor weight, Tensor? state) -> (Tensor, Tensor, Tensor)")
+
+    @_conv_fwd_op.register_fake
+    def _(x, weight, state):
+        return x.new_empty(x.shape)
+
+    @_conv_bwd_op.register_fake
+    def _(dy, x, weight, state):
+        return (x.new_empty(x.shape), weight.new_empty(weight.shape),
+                x.new_empty(0) if state is None else state.new_empty(state.shape))
+
+    def _conv_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _conv_backward(ctx, dy):
+        x, weight, state = ctx.saved_tensors
+        dx, dw, ds = _conv_bwd_op(dy, x, weight, state)
+        return dx, dw, (None if state is None else ds)
+
+    _conv_fwd_op.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+def causal_conv_silu(x, weight, state=None):
+    """CausalConv's fused branch by the Triton kernels: x [B, T, C], weight [C, W], state [B, W - 1, C]
+    or None (zeros). Returns y = silu(conv) in x's dtype and the new state, xs[:, T:] of xs = cat(state,
+    x) (its last W - 1 rows, formed without concatenating all of x)."""
+    B, T, C = x.shape
+    W = weight.size(1)
+    state = None if state is None or W == 1 else state.to(x.dtype)
+    y = _conv_fwd_op(x, weight, state)
+    tail = torch.cat([x.new_zeros(B, W - 1, C) if state is None else state, x[:, max(T - W + 1, 0):]], 1)
+    return y, tail[:, tail.size(1) - (W - 1):]

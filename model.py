@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import kernel
 import mup
-from kernel import chunk_gated_delta_rule
+from kernel import causal_conv_silu, chunk_gated_delta_rule
 
 
 def padded_vocab(vocab_size):
@@ -77,6 +77,9 @@ def probe(module, name, x):
         module.probes[name] = x.detach()
 
 
+TRITON_CONV = True  # fused conv: Triton on CUDA; False: the torch ops (bench A/B); 'force': any device (tests)
+
+
 class CausalConv(nn.Module):
     """Depthwise causal conv over time + SiLU, on [B, T, C]; carries the last kernel_size - 1 inputs as its
     state [B, kernel_size - 1, C] (zeros at a sequence's start). One module for q, k and v together."""
@@ -86,6 +89,8 @@ class CausalConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))
 
     def forward(self, x, state=None, fused=False):
+        if fused and (TRITON_CONV == 'force' or (TRITON_CONV and x.is_cuda and kernel.HAS_TRITON)):
+            return causal_conv_silu(x, self.weight, state)
         B, T, C = x.shape
         W = self.weight.size(1)
         if state is None:
