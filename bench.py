@@ -235,6 +235,8 @@ SPEC_PEAK = {"H100": 989.0, "H200": 989.0}  # dense bf16 TFLOP/s, spec sheet (SX
 # C++ ("void at::native::..."), Triton's (ours, torch.compile's, fla's) plain identifiers.
 KERNEL_KINDS = [
     ("delta rule (ours)", r"^_(prep|fwd_scan|fwd_out|bwd_local|bwd_scan|bwd_state|bwd_wy)_kernel"),
+    ("conv + SiLU (ours)", r"^_conv_(fwd|bwd)_kernel"),
+    ("cross-entropy (ours)", r"^_ce_rows_kernel"),
     ("matmul (cuBLAS/CUTLASS)", r"gemm|cutlass|nvjet|xmma|cublas|splitK"),
     ("optimizer", r"multi_tensor|[Aa]dam"),
     ("torch.compile fusions (Triton)", r"^triton_"),
@@ -282,13 +284,15 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
     per width, the largest loss difference of each of our variants from the first, over all 3 + steps
     steps (same init, same batch: the fused ops must match the reference path within bf16 noise).
     Each compiled row compiles for about a minute: run a width or two per call (--widths)."""
+    import model as model_mod
     from model import GDN, GDNConfig
     peak = matmul_peak()
     spec = next((v for k, v in SPEC_PEAK.items() if k in torch.cuda.get_device_name()), float("nan"))
     print(f"# measured bf16 matmul peak {peak:.0f} TFLOP/s; spec sheet {spec:.0f}")
-    variants = variants or ["ours compiled", "ours compiled fused", "ours eager fused", "ours eager",
+    variants = variants or ["ours compiled", "ours compiled fused", "ours compiled fused torch ops",
+                            "ours eager fused", "ours eager",
                             "fla eager", "fla compiled"]
-    print(f"{'width':>5s} {'model':22s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} {'MFU spec':>8s} "
+    print(f"{'width':>5s} {'model':29s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} {'MFU spec':>8s} "
           f"{'peak GB':>7s}  first losses")
     for width in widths:
         flops = None  # per token, from the first of our models built at this width (fla's has the same shape)
@@ -304,6 +308,9 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                 if name.startswith("fla"):
                     m = fla_lm(width, n_layer, 50304).cuda()
                 else:
+                    # "torch ops": the fused model with the conv and the loss as torch ops (compile fuses
+                    # them) instead of kernel.py's Triton conv and cross-entropy, the A/B of those two
+                    model_mod.TRITON_CONV = model_mod.TRITON_CE = "torch ops" not in name
                     m = GDN(GDNConfig(width=width, n_layer=n_layer, fused="fused" in name)).cuda()
                     m.reset_parameters(seed=0)
                     flops = flops or m.flops_per_token(T)
@@ -332,20 +339,20 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                 tps = batch * T / ms * 1e3
                 if flops is None:
                     flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)
-                print(f"{width:5d} {name:22s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
+                print(f"{width:5d} {name:29s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
                       f"{flops * tps / spec / 1e12:8.1%} {torch.cuda.max_memory_allocated() / 2**30:7.1f}  "
                       + " ".join(f"{v:.4f}" for v in losses))
                 if profile:
                     profile_step(step)
             except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
-                print(f"{width:5d} {name:22s} failed: {type(e).__name__}: {str(e)[:160]}")
+                print(f"{width:5d} {name:29s} failed: {type(e).__name__}: {str(e)[:160]}")
             sys.stdout.flush()
             m = opt = fwd = None
         ref = next(iter(curves), None)
         for name, c in curves.items():
             if name != ref:
                 d = [abs(a - b) for a, b in zip(c, curves[ref])]
-                print(f"{width:5d} {name:22s} vs {ref}: max |loss difference| {max(d):.4f} over {len(d)} steps "
+                print(f"{width:5d} {name:29s} vs {ref}: max |loss difference| {max(d):.4f} over {len(d)} steps "
                       f"(step {d.index(max(d))}); last losses {c[-1]:.4f} / {curves[ref][-1]:.4f}")
 
 
@@ -425,7 +432,7 @@ if __name__ == "__main__":
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--widths", default="768,256,1024,1536", help="--model: the widths (8 layers, B 16 x T 1024)")
     ap.add_argument("--variants", default="", help="--model: a comma list of 'ours compiled', 'ours compiled "
-                    "fused', 'ours eager fused', 'ours eager', 'fla eager', 'fla compiled' (default: all)")
+                    "fused', 'ours compiled fused torch ops', 'ours eager fused', 'ours eager', 'fla eager', 'fla compiled' (default: all)")
     ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
                     "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
