@@ -206,6 +206,8 @@ def fla_lm(width, n_layer, vocab, n_head=6):
         def __init__(self):
             super().__init__()
             self.wte = nn.Embedding(vocab, width)
+            nn.init.normal_(self.wte.weight, std=0.02)  # as fla's models init it (nn.Embedding's N(0, 1),
+            # tied to the logits, started the loss near 700; same step time, but a fair peer trains)
             self.blocks = nn.ModuleList(Block(i) for i in range(n_layer))
             self.norm = RMSNorm(width)
 

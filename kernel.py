@@ -798,14 +798,15 @@ if HAS_TRITON:
 # the W - 1 inputs before x, zeros when None). Tiles of (time, channels) per batch row; the W shifted
 # input tiles are read straight from global memory (they overlap, so all but the first hit the cache);
 # fp32 math, the output in x's dtype. x may be a row-strided view (the model's qkv is a column slice of
-# one matmul's output); the state is [B, W - 1, C] contiguous. The backward recomputes z (x is read again
-# instead of an fp32 z written and read) and writes dx, d state and per-program partial sums of dw into
-# an fp32 [programs, C, W] workspace that torch sums: deterministic, no atomics.
-# Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the backward's program
-# takes NT row blocks in turn (128 rows, one workspace row of dw). The backward's tiles are small because
-# many are live at once (the shifted x and dy tiles of W recomputed dz): 8 x 128 compiles for sm_90 to 165
-# registers, no spills; 16 x 128 spills (ptxas, Triton 3.6).
-CONV_CONFIG = dict(fwd=dict(BT=32, BC=128, num_warps=4), bwd=dict(BT=8, BC=128, NT=16, num_warps=4))
+# one matmul's output); the state is [B, W - 1, C] contiguous. The backward is two kernels: the first
+# recomputes z (x is read again instead of an fp32 z written and read), writes dz = dy silu'(z) to an fp32
+# buffer and per-program partial sums of dw to an fp32 [programs, C, W] workspace that torch sums
+# (deterministic, no atomics); the second forms dx and d state from W shifted reads of dz. (One kernel
+# that recomputed the W shifted dz tiles each dx needs ran 6x over the memory floor on an H200: BENCH.md.)
+# Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the dz kernel's
+# program takes NT row blocks in turn (one workspace row of dw per BT * NT rows).
+CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=128, NT=8, num_warps=4),
+                   dx=dict(BT=16, BC=128, num_warps=4))
 
 if HAS_TRITON:
     @triton.jit
@@ -856,12 +857,12 @@ if HAS_TRITON:
         tl.store(y_ptr + ((b * T + t) * C)[:, None] + c[None, :], y.to(y_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _conv_bwd_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dx_ptr, ds_ptr, dw_ptr, sdb, sdt, sxb, sxt, T, C,
-                         W: tl.constexpr, WP: tl.constexpr, SP: tl.constexpr, HAS_STATE: tl.constexpr,
-                         A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
-        """Programs over (groups of NT row blocks, channel blocks, batch). x feeds the outputs W - 1 rows
-        on, so dx[t] = d xs[t + W - 1] = sum_k w[k] dz[t + W - 1 - k] and d state[r] = sum_k w[k] dz[r - k]
-        (r < W - 1); dw[c, j] = sum_t dz[t] xs[t + j], this program's rows into its workspace row."""
+    def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sdb, sdt, sxb, sxt, T, C,
+                        W: tl.constexpr, WP: tl.constexpr, HAS_STATE: tl.constexpr, A: tl.constexpr,
+                        BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
+        """Programs over (groups of NT row blocks, channel blocks, batch): dz = dy silu'(z) into the fp32
+        buffer [B, T, C], and dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its
+        workspace row."""
         pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
         c = tl.program_id(1) * BC + tl.arange(0, BC)
         sdb, sdt, sxb, sxt = sdb * A, sdt * A, sxb * A, sxt * A  # passed / A, as in the forward
@@ -873,25 +874,40 @@ if HAS_TRITON:
         for i in range(NT):
             t = (pt * NT + i) * BT + tl.arange(0, BT)
             dz = _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, T, C, W, HAS_STATE)
-            for j in tl.static_range(W):
+            m = (t < T)[:, None] & (c < C)[None, :]
+            tl.store(dz_ptr + ((b * T + t) * C)[:, None] + c[None, :], dz, mask=m)
+            for j in tl.static_range(W):  # the x tiles z was made of, again (cache hits)
                 xs = _conv_xs(x_ptr, s_ptr, sxt, t + j, c, T, C, W, HAS_STATE)
                 dw += tl.where(jw[:, None] == j, tl.sum(dz * xs, 0)[None, :], 0.)
-            dx = _conv_w(w_ptr, c, C, W - 1, W) * dz  # k = W - 1: this tile's own dz
-            for k in tl.static_range(W - 1):
-                dx += _conv_w(w_ptr, c, C, k, W) * _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt,
-                                                            t + (W - 1 - k), c, T, C, W, HAS_STATE)
-            m = (t < T)[:, None] & (c < C)[None, :]
-            tl.store(dx_ptr + ((b * T + t) * C)[:, None] + c[None, :], dx.to(dx_ptr.dtype.element_ty),
-                     mask=m)
         m = (jw < W)[:, None] & (c < C)[None, :]
         tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * C + c[None, :]) * W + jw[:, None], dw, mask=m)
+
+    @triton.jit
+    def _conv_dx_kernel(dz_ptr, w_ptr, dx_ptr, ds_ptr, T, C, W: tl.constexpr, SP: tl.constexpr,
+                        HAS_STATE: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        """Programs over (row blocks, channel blocks, batch). x feeds the outputs W - 1 rows on, so
+        dx[u] = d xs[u + W - 1] = sum_k w[k] dz[u + W - 1 - k], and d state[r] = sum_k w[k] dz[r - k]
+        (r < W - 1), by the first row block."""
+        b = tl.program_id(2).to(tl.int64)
+        u = tl.program_id(0) * BT + tl.arange(0, BT)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        dz_ptr += b * T * C
+        dx = tl.zeros([BT, BC], dtype=tl.float32)
+        for k in tl.static_range(W):
+            r = u + (W - 1 - k)
+            m = (r < T)[:, None] & (c < C)[None, :]
+            dz = tl.load(dz_ptr + (r.to(tl.int64) * C)[:, None] + c[None, :], mask=m, other=0.)
+            dx += _conv_w(w_ptr, c, C, k, W) * dz
+        m = (u < T)[:, None] & (c < C)[None, :]
+        tl.store(dx_ptr + ((b * T + u) * C)[:, None] + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
         if HAS_STATE:
-            if pt == 0:  # the state's rows r = 0 .. W - 2, by the first row group only
+            if tl.program_id(0) == 0:
                 r = tl.arange(0, SP)
                 ds = tl.zeros([SP, BC], dtype=tl.float32)
                 for k in tl.static_range(W):
-                    ds += _conv_w(w_ptr, c, C, k, W) * _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt,
-                                                                r - k, c, T, C, W, HAS_STATE)
+                    m = ((r - k >= 0) & (r - k < T))[:, None] & (c < C)[None, :]
+                    dz = tl.load(dz_ptr + ((r - k) * C)[:, None] + c[None, :], mask=m, other=0.)
+                    ds += _conv_w(w_ptr, c, C, k, W) * dz
                 m = (r < W - 1)[:, None] & (c < C)[None, :]
                 tl.store(ds_ptr + b * (W - 1) * C + r[:, None] * C + c[None, :],
                          ds.to(ds_ptr.dtype.element_ty), mask=m)
@@ -922,16 +938,20 @@ if HAS_TRITON:
         x = x if x.stride(-1) == 1 else x.contiguous()
         dy = dy if dy.stride(-1) == 1 else dy.contiguous()
         B, T, C = x.shape
-        W, cfg = weight.shape[1], CONV_CONFIG["bwd"]
+        W, cfg, cx = weight.shape[1], CONV_CONFIG["bwd"], CONV_CONFIG["dx"]
+        weight = weight.contiguous()
         n = triton.cdiv(T, cfg["BT"] * cfg["NT"])
-        dx = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
-        ds = x.new_empty(0) if state is None else state.new_empty(state.shape)  # contiguous
+        dz = torch.empty(B, T, C, device=x.device, dtype=torch.float32)
         dwp = torch.empty(B * n, C, W, device=x.device, dtype=torch.float32)
         a = _conv_align(x, dy)
-        _conv_bwd_kernel[(n, triton.cdiv(C, cfg["BC"]), B)](
-            dy, x, x if state is None else state.contiguous(), weight.contiguous(), dx, ds, dwp,
+        _conv_dz_kernel[(n, triton.cdiv(C, cfg["BC"]), B)](
+            dy, x, x if state is None else state.contiguous(), weight, dz, dwp,
             dy.stride(0) // a, dy.stride(1) // a, x.stride(0) // a, x.stride(1) // a, T, C, W,
-            triton.next_power_of_2(W), max(2, triton.next_power_of_2(W - 1)), state is not None, a, **cfg)
+            triton.next_power_of_2(W), state is not None, a, **cfg)
+        dx = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
+        ds = x.new_empty(0) if state is None else state.new_empty(state.shape)  # contiguous
+        _conv_dx_kernel[(triton.cdiv(T, cx["BT"]), triton.cdiv(C, cx["BC"]), B)](
+            dz, weight, dx, ds, T, C, W, max(2, triton.next_power_of_2(W - 1)), state is not None, **cx)
         return dx, dwp.sum(0).to(weight.dtype), ds
 
     # custom ops, as for the delta rule above: torch.compile traces around them (no graph break)

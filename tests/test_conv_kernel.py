@@ -19,8 +19,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import kernel  # noqa: E402
 
 DEFAULT_CONFIG = kernel.CONV_CONFIG  # the GPU's block sizes
-BIG = dict(fwd=dict(BT=64, BC=256, num_warps=4), bwd=dict(BT=64, BC=256, NT=1, num_warps=4))
-SMALL = dict(fwd=dict(BT=8, BC=16, num_warps=4), bwd=dict(BT=4, BC=16, NT=2, num_warps=4))
+BIG = dict(fwd=dict(BT=64, BC=256, num_warps=4), bwd=dict(BT=64, BC=256, NT=1, num_warps=4),
+           dx=dict(BT=64, BC=256, num_warps=4))
+SMALL = dict(fwd=dict(BT=8, BC=16, num_warps=4), bwd=dict(BT=4, BC=16, NT=2, num_warps=4),
+             dx=dict(BT=4, BC=16, num_warps=4))
 CASES = {  # name: (B, T, C, W, state, x dtype, block sizes, row stride of x: C + pad, None = contiguous)
     "fp32_B2_T70_C200_state": (2, 70, 200, 4, True, "float32", BIG, None),  # T, C past one block
     "fp32_B2_T70_C200": (2, 70, 200, 4, False, "float32", BIG, None),

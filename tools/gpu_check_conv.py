@@ -50,9 +50,10 @@ SHAPES = {
     "odd fp32": (3, 77, 200, True, torch.float32, None),
 }
 TIMED = ["w768", "w768 qkv-slice", "w512", "w1024"]
-CONFIGS = {  # forward (BT, BC, warps) x backward (BT, BC, NT, warps); the first of each is the default
-    "fwd": [(32, 128, 4), (16, 128, 4), (64, 128, 8), (64, 64, 4), (32, 256, 8)],
-    "bwd": [(8, 128, 16, 4), (8, 128, 8, 4), (8, 256, 16, 8), (16, 64, 8, 4), (8, 64, 16, 2), (4, 128, 32, 2)],
+CONFIGS = {  # forward and dx (BT, BC, warps), dz + dw (BT, BC, NT, warps); the first of each is the default
+    "fwd": [(16, 128, 4), (32, 128, 4), (16, 256, 4), (8, 128, 4), (32, 64, 2)],
+    "bwd": [(16, 128, 8, 4), (16, 128, 16, 4), (32, 128, 8, 4), (16, 64, 8, 2), (8, 128, 16, 4), (32, 64, 8, 4)],
+    "dx": [(16, 128, 4), (32, 128, 4), (16, 256, 4), (64, 64, 4), (8, 128, 4)],
 }
 DEFAULT = {k: dict(v) for k, v in kernel.CONV_CONFIG.items()}
 
@@ -232,7 +233,7 @@ def sweep(name, iters):
     best = {}
     for part, configs in CONFIGS.items():
         for cfg in configs:
-            keys = ("BT", "BC", "num_warps") if part == "fwd" else ("BT", "BC", "NT", "num_warps")
+            keys = ("BT", "BC", "NT", "num_warps") if part == "bwd" else ("BT", "BC", "num_warps")
             c = dict(zip(keys, cfg))
             try:
                 kernel.CONV_CONFIG = dict(DEFAULT, **{part: c})

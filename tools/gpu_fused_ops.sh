@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
 # Issue 12's Triton conv and cross-entropy on one GPU, in one device call (under 10 minutes; each step
 # has its own deadline and log under OUTDIR, so a step cut short loses only itself):
-#   1. tools/gpu_check_conv.py and tools/gpu_check_ce.py: the kernels' values and every gradient against
-#      float64 beside the torch path's errors, compiled vs eager, timing on/off, launch settings swept;
-#   2. bench.py --model --profile at width 768: the fused compiled step with the Triton ops, the same with
-#      the torch ops (compile fuses them; the A/B), and the fla-built LM (eager) last, as in
-#      gpu_throughput.sh (fla's wheels in .whl, its autotunings in .carry: carry both).
-#   bash tools/gpu_fused_ops.sh OUTDIR
+#   conv, ce  tools/gpu_check_conv.py, tools/gpu_check_ce.py: the kernels' values and every gradient
+#             against float64 beside the torch path's errors, compiled vs eager, timing on/off, launch
+#             settings swept;
+#   model768  bench.py --model --profile at width 768: the fused compiled step with the Triton ops, the
+#             same with the torch ops (compile fuses them; the A/B), and the fla-built LM (eager) last;
+#   widths    ours compiled fused at the paper's widths 256, 1024, 1536; then at 1024 beside fla eager.
+# fla travels as wheels in .whl, its autotunings in .carry (gpu_throughput.sh): carry both.
+#   bash tools/gpu_fused_ops.sh OUTDIR [STEP ...]     # default: all four
 set -uo pipefail
-out=$1
+out=$1; shift
+steps=${*:-conv ce model768 widths}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-timeout 150 python3 tools/gpu_check_conv.py > "$out/check_conv.log" 2>&1; echo "check_conv rc=$?" >> "$out/check_conv.log"
-tail -25 "$out/check_conv.log"
-timeout 150 python3 tools/gpu_check_ce.py > "$out/check_ce.log" 2>&1; echo "check_ce rc=$?" >> "$out/check_ce.log"
-tail -25 "$out/check_ce.log"
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl > /dev/null 2>&1 && export PYTHONPATH=/tmp/site
+        .whl/*.whl > /dev/null 2>&1 && export FLA_PATH=/tmp/site
 fi
 export TRITON_CACHE_DIR=/tmp/triton_cache
 mkdir -p $TRITON_CACHE_DIR
 [ -d .carry/triton_autotune ] && cp -r .carry/triton_autotune/. $TRITON_CACHE_DIR/
-timeout ${BENCH_SECS:-270} python3 bench.py --model --profile --no-table --widths=768 \
-    --variants='ours compiled fused,ours compiled fused torch ops,fla eager' > "$out/model768.log" 2>&1
-grep -v -i warn "$out/model768.log" | grep -v "^#     " | tail -40
+for s in $steps; do
+    case $s in
+    conv) timeout 150 python3 tools/gpu_check_conv.py > "$out/check_conv.log" 2>&1
+          echo "check_conv rc=$?" >> "$out/check_conv.log"; grep -v "^  w.* \(fwd\|bwd\|dx\) {" "$out/check_conv.log" | tail -30 ;;
+    ce)   timeout 150 python3 tools/gpu_check_ce.py > "$out/check_ce.log" 2>&1
+          echo "check_ce rc=$?" >> "$out/check_ce.log"; tail -25 "$out/check_ce.log" ;;
+    model768) PYTHONPATH=${FLA_PATH:-} timeout ${BENCH_SECS:-270} python3 bench.py --model --profile --no-table \
+          --widths=768 --variants='ours compiled fused,ours compiled fused torch ops,fla eager' > "$out/model768.log" 2>&1
+          grep -v -i warn "$out/model768.log" | grep -v "^#     " | tail -40 ;;
+    widths) timeout ${WIDTHS_SECS:-150} python3 bench.py --model --no-table --widths=256,1024,1536 \
+          --variants='ours compiled fused' > "$out/model_widths.log" 2>&1
+          # fla autotunes again at each new head size (minutes): one width, last
+          PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-150} python3 bench.py --model --no-table --widths=1024 \
+          --variants='ours compiled fused,fla eager' > "$out/model1024_fla.log" 2>&1
+          grep -v -i warn "$out/model_widths.log" "$out/model1024_fla.log" | tail -14 ;;
+    *) echo "unknown step $s" ;;
+    esac
+done
 (cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
