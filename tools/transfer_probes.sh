@@ -16,7 +16,7 @@
 #   bash tools/transfer_probes.sh sgd_momentum OUTDIR  # SGD at Nesterov 0.9: paper arch (clip 1.0) and quick
 #   bash tools/transfer_probes.sh quick_deep OUTDIR    # the quick grid's SGD at 4 layers, 600 steps, clip and not
 #   bash tools/transfer_probes.sh momentum_more OUTDIR # the two above, resumed from assets/; more LRs, a seed
-#   bash tools/transfer_probes.sh next OUTDIR          # not run yet: the quick default at 0.9 unclipped; init_std
+#   bash tools/transfer_probes.sh next OUTDIR          # the quick grid at 0.9 unclipped; init_std (ran 2026-12-02)
 #   bash tools/transfer_probes.sh quick_output_mult OUTDIR  # only its first half (output_mult x LR at 256)
 #   bash tools/transfer_probes.sh quick OUTDIR          # the quick default: output_mult at the base width,
 #                                                       # then the whole default grid at the best one
@@ -162,10 +162,12 @@ momentum_more)  # resumes sgd_momentum and quick_deep from their CSVs in assets/
       timeout 150 python3 sweep.py $q --sgd_params=mup_fixed_fanout --sgd_lrs=-6:1 >> "$out/lr_sweep_momentum.log" 2>&1
       timeout 150 python3 sweep.py $q --sgd_params=sp,mup --sgd_lrs=-4:-1 --seeds=1338 >> "$out/lr_sweep_momentum.log" 2>&1 ) &
     ;;
-next)  # written for the next session, not run yet: (1) the quick default at 0.9 without clipping: does SP
-      # drift there once clipping stops rescaling its LR (as in the paper's architecture)? (2) the init std
-      # at the base width (the last untested candidate): AdamW, paper architecture, init_std x LR at 256,
-      # then 1024 under SP and μP at the two LRs best at 0.02
+next)  # ran on one H200, 2026-12-02 (tools/TRANSFER.md, fifth session; assets/lr_sweep_noclip09.*,
+      # assets/lr_sweep_paper_init_std.*, assets/logs/{quick_noclip09,init_std256,init_std1024}.log):
+      # (1) the quick default at 0.9 without clipping: does SP drift there once clipping stops rescaling
+      # its LR (as in the paper's architecture)? (2) the init std at the base width (the last untested
+      # candidate): AdamW, paper architecture, init_std x LR at 256, then 1024 under SP and μP at the two
+      # LRs best at 0.02
     ( export PYTHONUNBUFFERED=1
       timeout 300 python3 sweep.py --optimizers=sgd --sgd_params=sp,mup --momentum=0.9 --grad_clip=0 --sgd_lrs=-9:-3 \
           --widths=256,512,1024 --out="$out/lr_sweep_noclip09.csv" --workers=4 --gpu_mem_gb=15 \

@@ -5,7 +5,9 @@ output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_prob
 
     python tools/transfer_tables.py
     python tools/transfer_tables.py --quick     # the quick default's seed spread and optima
-    python tools/transfer_tables.py --momentum  # tables 8, 9: SGD momentum 0.9 vs 0.98; the quick grid deeper
+    python tools/transfer_tables.py --momentum  # tables 8, 9: SGD momentum 0.9 vs 0.98; the quick grid deeper;
+                                                # 8d: the quick grid at 0.9 unclipped
+    python tools/transfer_tables.py --init_std  # table 10: the base init std, AdamW, paper architecture
 
 1. the output multiplier at the base width and at width 1024 (best val loss over the LRs run);
 2. seed spread: each cell run with two seeds;
@@ -15,7 +17,8 @@ output_mult probe; assets/lr_sweep_paper_noclip.csv; made by tools/transfer_prob
 6. the optima without clipping (all four parametrizations under SGD) and their seed spread;
 7. the base width's gate LR (gate_lr_mult) under unclipped SGD (assets/lr_sweep_paper_gate_lr.csv);
 8. (--momentum) SGD at Nesterov 0.9 against 0.98, paper architecture and the quick default;
-9. (--momentum) the quick grid at 4 layers and 600 steps (0.98), clipped and not.
+9. (--momentum) the quick grid at 4 layers and 600 steps (0.98), clipped and not;
+10. (--init_std) init_std x LR at the base width and at 1024 (assets/lr_sweep_paper_init_std.csv).
 """
 import math
 import os
@@ -31,6 +34,7 @@ NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_paper_noclip.csv')
 GATE_LR = os.path.join(ROOT, 'assets', 'lr_sweep_paper_gate_lr.csv')
 QUICK = os.path.join(ROOT, 'assets', 'lr_sweep.csv')
 QUICK_NOCLIP = os.path.join(ROOT, 'assets', 'lr_sweep_noclip.csv')
+INIT_STD = os.path.join(ROOT, 'assets', 'lr_sweep_paper_init_std.csv')
 
 
 def cells(rows):
@@ -186,10 +190,63 @@ def momentum_tables():
     optimum_table(load('lr_sweep.csv'), **quick, title='8b. the quick default (the paper\'s momentum 0.98)')
     optimum_table(load('lr_sweep_momentum09.csv'), **quick,
                   title='8c. the quick grid at momentum 0.9 (config/sweep_quick_momentum09.py)')
+    c = load('lr_sweep_noclip09.csv')
+    optimum_table(c, om=2, sgd_params=('sp', 'mup'),
+                  title='8d. the quick grid at momentum 0.9 without clipping, seed 1337,')
+    edge_table(c, om=2)
     deep = dict(om=2, sgd_params=('sp', 'mup'))
     optimum_table(load('lr_sweep_quick_deep.csv'), **deep,
                   title='9a. the quick grid at 4 layers, 600 steps, momentum 0.98, clip 1.0, seed 1337,')
     optimum_table(load('lr_sweep_quick_deep_noclip.csv'), **deep, title='9b. the same without clipping,')
+
+
+def edge_table(c, om, widths=(256, 512, 1024), params=('sp', 'mup'), opt='sgd', seed=1337):
+    """Per width: the largest LR that trains, and the median gradient norm at the smallest LR and at the
+    width's optimum (one seed)."""
+    print(f"   largest LR that trains; median grad norm at the smallest LR / at the optimum (seed {seed})")
+    print("| parametrization | " + ' | '.join(f'width {w}' for w in widths) + ' |')
+    print('|---' * (len(widths) + 1) + '|')
+    for p in params:
+        line = []
+        for w in widths:
+            rs = {k[3]: s[seed] for k, s in c.items() if k[:3] == (opt, p, w) and k[4] == om and seed in s}
+            ok = {lr: r for lr, r in rs.items() if not r['diverged']}
+            if not ok:
+                line.append('-')
+                continue
+            best = min(ok, key=lambda lr: ok[lr]['val'])
+            line.append(f"{sweep.fmt_lr(max(ok))}; {rs[min(rs)]['grad_norm']:.2f} / {ok[best]['grad_norm']:.2f}")
+        print(f"| {sweep.LABELS[p]} | " + ' | '.join(line) + ' |')
+
+
+def init_std_table(path=INIT_STD, base=256):
+    """10. The base init std (init_std: SP's std of every matrix; μP's at the base width, init_std/sqrt(m)
+    for the hidden and gate matrices above it), AdamW, paper architecture, seed 1337: val loss per cell."""
+    rows = sweep.with_base_rows(sweep.load_results(path), base)
+    stds = sorted({r['init_std'] for r in rows})
+    print("10. init_std x LR, AdamW, paper architecture (output_mult 4), seed 1337: val loss")
+    print("| width, parametrization, LR | " + ' | '.join(f'init_std {s:g}' for s in stds) + ' |')
+    print('|---' * (len(stds) + 1) + '|')
+    got = {}
+    for r in rows:
+        got.setdefault((r['width'], r['parametrization']), {}).setdefault(r['lr'], {})[r['init_std']] = val(r)
+    best = {}
+    for (w, p) in sorted(got, key=lambda k: (k[0], k[1] != 'sp')):
+        if w == base and p != 'sp':
+            continue
+        name = 'SP = μP (base)' if w == base else sweep.LABELS[p]
+        for lr in sorted(got[(w, p)]):
+            v = got[(w, p)][lr]
+            print(f"| {w}, {name}, {sweep.fmt_lr(lr)} | " + ' | '.join(fmt(v[s]) if s in v else '-' for s in stds) + ' |')
+        b = {s: min(v[s] for v in got[(w, p)].values() if s in v and math.isfinite(v[s])) for s in stds}
+        print(f"| {w}, {name}, best of the LRs | " + ' | '.join(f'{b[s]:.3f}' for s in stds) + ' |')
+        best[(w, p)] = min(b, key=b.get), min(b.values())
+    w = max(w for w, _ in best)
+    for p in ('sp', 'mup'):
+        (s0, v0), (s1, v1) = best[(base, 'sp')], best[(w, p)]
+        print(f"{sweep.LABELS[p]}: optimum init_std {s0:g} ({v0:.3f}) at {base} -> {s1:g} ({v1:.3f}) at {w}: "
+              f"x{max(s0, s1) / min(s0, s1):g}")
+    print(f"μP (paper) - SP at width {w} (each at its best init_std and LR): {best[(w, 'mup')][1] - best[(w, 'sp')][1]:+.3f}")
 
 
 def best_output_mult(path, optimizer='adamw'):
@@ -216,6 +273,9 @@ def main():
         return
     if sys.argv[1:2] == ['--momentum']:
         momentum_tables()
+        return
+    if sys.argv[1:2] == ['--init_std']:
+        init_std_table()
         return
     c = cells(sweep.load_results(PAPER) + sweep.load_results(OUTPUT_MULT))
     nc = cells(sweep.load_results(NOCLIP))
