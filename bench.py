@@ -237,7 +237,7 @@ SPEC_PEAK = {"H100": 989.0, "H200": 989.0}  # dense bf16 TFLOP/s, spec sheet (SX
 # C++ ("void at::native::..."), Triton's (ours, torch.compile's, fla's) plain identifiers.
 KERNEL_KINDS = [
     ("delta rule (ours)", r"^_(prep|fwd_scan|fwd_out|bwd_local|bwd_scan|bwd_state|bwd_wy)_kernel"),
-    ("conv + SiLU (ours)", r"^_conv_(fwd|bwd)_kernel"),
+    ("conv + SiLU (ours)", r"^_conv_(fwd|dz|dx)_kernel"),
     ("cross-entropy (ours)", r"^_ce_rows_kernel"),
     ("matmul (cuBLAS/CUTLASS)", r"gemm|cutlass|nvjet|xmma|cublas|splitK"),
     ("optimizer", r"multi_tensor|[Aa]dam"),

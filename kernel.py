@@ -804,8 +804,9 @@ if HAS_TRITON:
 # (deterministic, no atomics); the second forms dx and d state from W shifted reads of dz. (One kernel
 # that recomputed the W shifted dz tiles each dx needs ran 6x over the memory floor on an H200: BENCH.md.)
 # Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the dz kernel's
-# program takes NT row blocks in turn (one workspace row of dw per BT * NT rows).
-CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=128, NT=8, num_warps=4),
+# program takes NT row blocks in turn (one workspace row of dw per BT * NT rows). The defaults are the
+# fastest of gpu_check_conv.py's sweep on an H200 (BENCH.md run 8).
+CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=64, NT=8, num_warps=2),
                    dx=dict(BT=16, BC=128, num_warps=4))
 
 if HAS_TRITON:
@@ -901,16 +902,16 @@ if HAS_TRITON:
         m = (u < T)[:, None] & (c < C)[None, :]
         tl.store(dx_ptr + ((b * T + u) * C)[:, None] + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
         if HAS_STATE:
-            if tl.program_id(0) == 0:
-                r = tl.arange(0, SP)
+            if tl.program_id(0) == 0:  # (new names: Triton rejects a name re-bound to another shape)
+                rs = tl.arange(0, SP)
                 ds = tl.zeros([SP, BC], dtype=tl.float32)
                 for k in tl.static_range(W):
-                    m = ((r - k >= 0) & (r - k < T))[:, None] & (c < C)[None, :]
-                    dz = tl.load(dz_ptr + ((r - k) * C)[:, None] + c[None, :], mask=m, other=0.)
-                    ds += _conv_w(w_ptr, c, C, k, W) * dz
-                m = (r < W - 1)[:, None] & (c < C)[None, :]
-                tl.store(ds_ptr + b * (W - 1) * C + r[:, None] * C + c[None, :],
-                         ds.to(ds_ptr.dtype.element_ty), mask=m)
+                    ms = ((rs - k >= 0) & (rs - k < T))[:, None] & (c < C)[None, :]
+                    ds += _conv_w(w_ptr, c, C, k, W) * tl.load(dz_ptr + ((rs - k) * C)[:, None] + c[None, :],
+                                                             mask=ms, other=0.)
+                ms = (rs < W - 1)[:, None] & (c < C)[None, :]
+                tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :],
+                         ds.to(ds_ptr.dtype.element_ty), mask=ms)
 
     def _conv_align(*ts):
         """The largest power of two (up to 16 bytes) dividing the tensors' batch and row strides. The

@@ -6,7 +6,7 @@ def test_kernel_kinds():
     cases = {
         "_bwd_wy_kernel": "delta rule (ours)",
         "_fwd_scan_kernel": "delta rule (ours)",
-        "_conv_bwd_kernel": "conv + SiLU (ours)",
+        "_conv_dz_kernel": "conv + SiLU (ours)",
         "_ce_rows_kernel": "cross-entropy (ours)",
         "nvjet_tst_192x192_64x4_2x1_v_bz_coopB_TNT": "matmul (cuBLAS/CUTLASS)",
         "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1": "matmul (cuBLAS/CUTLASS)",

@@ -233,3 +233,44 @@ def test_model_with_triton_conv_equals_torch_conv(results):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["interpret"]:
     _worker()
+
+
+def test_kernels_compile_for_hopper():
+    """The interpreter runs what the GPU compiler may reject (a name re-bound to another shape inside an
+    `if` passed every interpreted case and failed on the H200): compile the three kernels for sm_90 with
+    the ptxas that triton ships, no GPU needed, at CONV_CONFIG's block sizes, with and without a state,
+    and check that they spill nothing."""
+    if not kernel.HAS_TRITON:
+        pytest.skip("triton not installed")
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    p, i = "*bf16", "i32"
+    specs = {  # kernel: (its runtime arguments' types, its constexprs after them, CONV_CONFIG's part)
+        "_conv_fwd_kernel": ([p, p, "*fp32", p, i, i, i, i], ["W", "HAS_STATE", "A", "BT", "BC"], "fwd"),
+        "_conv_dz_kernel": ([p, p, p, "*fp32", "*fp32", "*fp32", i, i, i, i, i, i],
+                            ["W", "WP", "HAS_STATE", "A", "BT", "BC", "NT"], "bwd"),
+        "_conv_dx_kernel": (["*fp32", "*fp32", p, p, i, i], ["W", "SP", "HAS_STATE", "BT", "BC"], "dx"),
+    }
+    for name, (types, consts, part) in specs.items():
+        fn = getattr(kernel, name)
+        cfg = dict(kernel.CONV_CONFIG[part])
+        warps = cfg.pop("num_warps")
+        for has_state in (False, True):
+            vals = dict(W=4, WP=4, SP=4, HAS_STATE=has_state, A=4, **cfg)
+            names = fn.arg_names
+            sig = {n: t for n, t in zip(names, types)}
+            sig.update({n: "constexpr" for n in consts})
+            src = ASTSource(fn=fn, signature=sig,
+                            constexprs={(names.index(n),): vals[n] for n in consts})
+            k = triton.compile(src, target=GPUTarget("cuda", 90, 128), options=dict(num_warps=warps))
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                f.write(k.asm["cubin"])
+                f.flush()
+                res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+            assert re.search(r"STACK:0\b", res), (name, has_state, res)
