@@ -360,15 +360,17 @@ def mem_estimate_gb(cfg, width, vocab_size):
     fp32 weights, grads and AdamW moments (16 bytes a parameter); activations kept for the backward,
     ~160 bytes per token, layer and unit of width (6.7 GB measured on an H100 for width 1024, 4 layers,
     32 x 256 tokens, with the heavier PyTorch kernel: an upper bound); the logits, ~14 bytes per token
-    and vocabulary entry (bf16 logits, their fp32 copy, softmax and gradient), or with `fused` one chunk
-    of them at a time (model.CE_CHUNK logits, ~12 bytes each: not measured); and the CUDA context and
+    and vocabulary entry (bf16 logits, their fp32 copy, softmax and gradient), or with `fused` 2 (their
+    bf16 gradient, kept for the backward) plus, on the torch path, one fp32 chunk of them (model.CE_CHUNK
+    logits, ~12 bytes each; the Triton path writes the gradient in place); and the CUDA context and
     the compiler's workspace, ~1.5 GB. Measured peaks replace it once a run of that width has finished."""
     from model import CE_CHUNK, GDNConfig
     c = GDNConfig(width=width, n_head=cfg['n_head'])  # the model's own head and MLP sizes
     d, L = width, cfg['n_layer']
     params = vocab_size * d + L * d * (c.n_head * (2 * c.head_k + 3 * c.head_v) + 3 * c.mlp_hidden)
     tokens = cfg['batch_size'] * cfg['block_size']
-    logits = 12 * min(tokens * vocab_size, CE_CHUNK) if cfg['fused'] else 14 * tokens * vocab_size
+    logits = tokens * vocab_size * (2 if cfg['fused'] else 14)
+    logits += 12 * min(tokens * vocab_size, CE_CHUNK) if cfg['fused'] else 0
     return 1.5 + (16 * params + 160 * tokens * L * d + logits) / 2**30
 
 
