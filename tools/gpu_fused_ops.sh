@@ -15,13 +15,7 @@ steps=${*:-conv ce model768 widths}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl > /dev/null 2>&1 && export FLA_PATH=/tmp/site
-fi
-export TRITON_CACHE_DIR=/tmp/triton_cache
-mkdir -p $TRITON_CACHE_DIR
-[ -d .carry/triton_autotune ] && cp -r .carry/triton_autotune/. $TRITON_CACHE_DIR/
+source tools/fla_env.sh  # fla's wheels and autotunings (FLA_PATH, TRITON_CACHE_DIR)
 for s in $steps; do
     case $s in
     conv) timeout 150 python3 tools/gpu_check_conv.py > "$out/check_conv.log" 2>&1

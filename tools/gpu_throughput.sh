@@ -24,14 +24,8 @@ grep "tok/s" "$out/train1024.log" | tail -3
 timeout 160 python3 sweep.py config/sweep_paper.py --widths=1024 --optimizers=adamw --adamw_params=mup \
     --adamw_lrs=-12:-5 --workers=4 --out=/tmp/tp_sweep.csv > "$out/sweep1024.log" 2>&1
 grep "^sweep:" "$out/sweep1024.log" | tail -1
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl > /dev/null 2>&1 && export PYTHONPATH=/tmp/site
-fi
-export TRITON_CACHE_DIR=/tmp/triton_cache
-mkdir -p $TRITON_CACHE_DIR
-[ -d .carry/triton_autotune ] && cp -r .carry/triton_autotune/. $TRITON_CACHE_DIR/
-timeout 300 python3 bench.py --model --profile --no-table --widths=768 --variants='ours compiled fused,fla eager' \
+source tools/fla_env.sh  # fla's wheels and autotunings (FLA_PATH, TRITON_CACHE_DIR)
+PYTHONPATH=${FLA_PATH:-} timeout 300 python3 bench.py --model --profile --no-table --widths=768 --variants='ours compiled fused,fla eager' \
     > "$out/model768_fla.log" 2>&1
 grep -v -i warn "$out/model768_fla.log" | grep -v "^#     " | tail -30
 (cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
