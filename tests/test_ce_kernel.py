@@ -5,10 +5,7 @@ triton is imported), forced by model.TRITON_CE = 'force'; the tests read its pri
 """
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import kernel  # noqa: E402
 import model as M  # noqa: E402
+from conftest import compile_for_hopper, interpreted  # noqa: E402
 
 CASES = {  # name: (N, d, V, mult, dtype, ignored targets, kernel block over the vocab (None: default))
     # 300 = 2 blocks of 128 and a ragged one of 44; N = 37 rows
@@ -162,14 +160,7 @@ def _compiled():
 
 @pytest.fixture(scope="module")
 def results():
-    if not kernel.HAS_TRITON:
-        pytest.skip("triton not installed")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), "worker"], env=env, capture_output=True,
-                       text=True, timeout=600)
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
-    assert p.returncode == 0 and line, f"interpreter run failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    return json.loads(line[0][len("RESULT"):])
+    return interpreted(__file__, "worker")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -231,27 +222,14 @@ def test_compiled_equals_eager(results):
 
 
 def test_kernel_compiles_for_hopper():
-    """The interpreter runs what the GPU compiler may reject: compile the kernel for sm_90 (H100, H200) with
-    the ptxas that triton ships, no GPU needed: it rounds to nearest even (cvt.rn), spills nothing."""
-    if not kernel.HAS_TRITON:
-        pytest.skip("triton not installed")
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    """The kernel compiled for sm_90 rounds to nearest even (cvt.rn) and spills nothing."""
     for dt, grad in (("bf16", True), ("bf16", False), ("fp32", True)):
         sig = dict(z_ptr="*" + dt, t_ptr="*i64", loss_ptr="*fp32", mult="fp32", V="i32", stride="i32",
                    GRAD="constexpr", BLOCK="constexpr")
-        src = ASTSource(fn=kernel._ce_rows_kernel, signature=sig,
-                        constexprs={(6,): grad, (7,): kernel.CE_LAUNCH["BLOCK"]})
-        k = triton.compile(src, target=GPUTarget("cuda", 90, 128),
-                           options=dict(num_warps=kernel.CE_LAUNCH["num_warps"]))
+        k, stack = compile_for_hopper(kernel._ce_rows_kernel, sig, {(6,): grad, (7,): kernel.CE_LAUNCH["BLOCK"]},
+                                      kernel.CE_LAUNCH["num_warps"])
         assert dt != "bf16" or "cvt.rn.bf16" in k.asm["ptx"], (dt, grad)
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(k.asm["cubin"])
-            f.flush()
-            res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
-        assert re.search(r"STACK:0\b", res), (dt, grad, res)
+        assert stack == 0, (dt, grad, stack)
 
 
 def test_torch_path_on_cpu_by_default(monkeypatch):

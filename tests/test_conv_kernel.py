@@ -8,7 +8,6 @@ multi-program tiles (one of them CONV_CONFIG's, what the GPU runs).
 """
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import kernel  # noqa: E402
+from conftest import compile_for_hopper, interpreted  # noqa: E402
 
 DEFAULT_CONFIG = kernel.CONV_CONFIG  # the GPU's block sizes
 BIG = dict(fwd=dict(BT=64, BC=256, num_warps=4), bwd=dict(BT=64, BC=256, NT=1, num_warps=4),
@@ -179,14 +179,7 @@ def _worker():
 
 @pytest.fixture(scope="module")
 def results():
-    if not kernel.HAS_TRITON:
-        pytest.skip("triton not installed")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), "interpret"], env=env,
-                       capture_output=True, text=True, timeout=600)
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
-    assert p.returncode == 0 and line, f"interpreter run failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    return json.loads(line[0][len("RESULT"):])
+    return interpreted(__file__, "interpret")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -231,25 +224,11 @@ def test_model_with_triton_conv_equals_torch_conv(results):
     assert r["pieces"] <= 1e-5, r  # carried state: logits and conv states over pieces of 1, 2, 17 tokens
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["interpret"]:
-    _worker()
-
-
 def test_kernels_compile_for_hopper():
     """The interpreter runs what the GPU compiler may reject (a name re-bound to another shape inside an
     `if` passed every interpreted case and failed on the H200): compile the three kernels for sm_90 with
-    the ptxas that triton ships, no GPU needed, at CONV_CONFIG's block sizes, with and without a state,
+    the ptxas that triton ships, at CONV_CONFIG's block sizes, with and without a state,
     and check that they spill nothing."""
-    if not kernel.HAS_TRITON:
-        pytest.skip("triton not installed")
-    import re
-    import subprocess
-    import tempfile
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
     p, i = "*bf16", "i32"
     specs = {  # kernel: (its runtime arguments' types, its constexprs after them, CONV_CONFIG's part)
         "_conv_fwd_kernel": ([p, p, "*fp32", p, i, i, i, i], ["W", "HAS_STATE", "A", "BT", "BC"], "fwd"),
@@ -266,11 +245,10 @@ def test_kernels_compile_for_hopper():
             names = fn.arg_names
             sig = {n: t for n, t in zip(names, types)}
             sig.update({n: "constexpr" for n in consts})
-            src = ASTSource(fn=fn, signature=sig,
-                            constexprs={(names.index(n),): vals[n] for n in consts})
-            k = triton.compile(src, target=GPUTarget("cuda", 90, 128), options=dict(num_warps=warps))
-            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                f.write(k.asm["cubin"])
-                f.flush()
-                res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
-            assert re.search(r"STACK:0\b", res), (name, has_state, res)
+            _, stack = compile_for_hopper(fn, sig, {(names.index(n),): vals[n] for n in consts}, warps)
+            assert stack == 0, (name, has_state, stack)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["interpret"]:
+    _worker()
+

@@ -5,7 +5,6 @@ CPU in a subprocess (the interpreter flag must be set before triton is imported)
 """
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import kernel  # noqa: E402
+from conftest import interpreted  # noqa: E402
 
 
 def make_inputs(B, T, H, K, V, regime, dtype=torch.float64, seed=0, device="cpu", h0=True):
@@ -171,14 +171,7 @@ def _interpret_worker(only=None):
 
 
 def _interpret(*args, **env):
-    if not kernel.HAS_TRITON:
-        pytest.skip("triton not installed")
-    env = dict(os.environ, TRITON_INTERPRET="1", **env)
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), "interpret", *args], env=env,
-                       capture_output=True, text=True, timeout=600)
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
-    assert p.returncode == 0 and line, f"interpreter run failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    return json.loads(line[0][len("RESULT"):])
+    return interpreted(__file__, "interpret", *args, **env)
 
 
 @pytest.fixture(scope="module")
