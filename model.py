@@ -81,6 +81,11 @@ def probe(module, name, x):
 TRITON_CONV = True  # fused conv: Triton on CUDA; False: the torch ops (bench A/B); 'force': any device (tests)
 
 
+def use_triton(switch, x):
+    """A fused op's Triton switch (TRITON_CONV, TRITON_CE): True runs it on CUDA, 'force' on any device."""
+    return kernel.HAS_TRITON and (switch == 'force' or (switch and x.is_cuda))
+
+
 class CausalConv(nn.Module):
     """Depthwise causal conv over time + SiLU, on [B, T, C]; carries the last kernel_size - 1 inputs as its
     state [B, kernel_size - 1, C] (zeros at a sequence's start). One module for q, k and v together."""
@@ -90,7 +95,7 @@ class CausalConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))
 
     def forward(self, x, state=None, fused=False):
-        if fused and (TRITON_CONV == 'force' or (TRITON_CONV and x.is_cuda and kernel.HAS_TRITON)):
+        if fused and use_triton(TRITON_CONV, x):
             return causal_conv_silu(x, self.weight, state)
         B, T, C = x.shape
         W = self.weight.size(1)
@@ -252,8 +257,7 @@ def fused_cross_entropy(x, weight, mult, targets):
         x, weight = x.to(dt), weight.to(dt)
     chunk = max(1, CE_CHUNK // weight.size(0))  # rows
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)  # else no buffer
-    triton = (kernel.HAS_TRITON and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
-              and (TRITON_CE == 'force' or (TRITON_CE and x.is_cuda)))
+    triton = use_triton(TRITON_CE, x) and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
     return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, mult, targets.reshape(-1), chunk,
                                     need_grad, triton)
 
