@@ -69,8 +69,8 @@ DEFAULTS = dict(
     base_width=256,
     kernel_backend='',           # '' = best available (Triton on CUDA), 'torch' or 'triton'
     fused=True,                  # the fused projections, conv and cross-entropy (model.GDNConfig.fused), as
-                                 # train.py; the CSVs in assets/ ran with False (same math within bf16 noise,
-                                 # as compiled vs eager: BENCH.md, run 6)
+                                 # train.py; the CSVs in assets/ made before commit 9e1a1f0 ran with False
+                                 # (same math within bf16 noise, as compiled vs eager: BENCH.md, run 6)
     # training (each run: train.py's keys and meaning)
     max_iters=200,
     batch_size=32,
