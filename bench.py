@@ -254,7 +254,7 @@ def kernel_kind(name):
     return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, name)), "other")
 
 
-def profile_step(step, steps=3, top=25):
+def profile_step(step, steps=3, top=40):
     """CUDA kernel time of `steps` calls of step(), grouped by KERNEL_KINDS, then the `top` kernels by
     time: where a training step goes (ms per step and share of the kernel time)."""
     from torch.profiler import ProfilerActivity, profile
@@ -313,6 +313,8 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                     # "torch ops": the fused model with the conv and the loss as torch ops (compile fuses
                     # them) instead of kernel.py's Triton conv and cross-entropy, the A/B of those two
                     model_mod.TRITON_CONV = model_mod.TRITON_CE = "torch ops" not in name
+                    # "one proj matmul": the six input projections in one matmul (model.ONE_PROJ_MATMUL)
+                    model_mod.ONE_PROJ_MATMUL = "one proj matmul" in name
                     m = GDN(GDNConfig(width=width, n_layer=n_layer, fused="fused" in name)).cuda()
                     m.reset_parameters(seed=0)
                     flops = flops or m.flops_per_token(T)
@@ -438,6 +440,7 @@ if __name__ == "__main__":
     ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
                     "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
+    ap.add_argument("--conv_cfg", default="", help="kernel.CONV_CONFIG overrides, e.g. bwd_BC=32,bwd_num_warps=1")
     ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback (table and model)")
     ap.add_argument("--fast", action="store_true", help="--check on 4 shapes x 4 regimes, no fp32")
@@ -452,6 +455,11 @@ if __name__ == "__main__":
         over = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.cfg.split(",")}
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
+    if args.conv_cfg:
+        for kv in args.conv_cfg.split(","):
+            (kern, field), val = kv.split("=")[0].split("_", 1), int(kv.split("=")[1])
+            kernel.CONV_CONFIG[kern] = dict(kernel.CONV_CONFIG[kern], **{field: val})
+        print(f"# conv config: {kernel.CONV_CONFIG}")
     if args.check:
         shapes = [(1, 200, 2, 128, 128), (1, 130, 1, 256, 512), (1, 100, 2, 48, 96), (1, 70, 2, 32, 32)] if args.small else [(2, 1000, 4, 128, 128), (1, 1024, 6, 96, 192), (1, 777, 3, 256, 512),
                   (2, 700, 3, 64, 128), (1, 1024, 4, 128, 256), (1, 600, 2, 192, 384), (2, 333, 2, 48, 96)]

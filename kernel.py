@@ -805,8 +805,9 @@ if HAS_TRITON:
 # that recomputed the W shifted dz tiles each dx needs ran 6x over the memory floor on an H200: BENCH.md.)
 # Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the dz kernel's
 # program takes NT row blocks in turn (one workspace row of dw per BT * NT rows). The defaults are the
-# fastest of gpu_check_conv.py's sweep on an H200 (BENCH.md run 8).
-CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=64, NT=8, num_warps=2),
+# fastest of gpu_check_conv.py's sweep on an H200 (BENCH.md run 8); the dz kernel's 16 x 32 tiles on one
+# warp also in the model (35.5 against 35.9 ms a step at width 768 with 16 x 64 on two, BENCH.md run 9).
+CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=32, NT=8, num_warps=1),
                    dx=dict(BT=16, BC=128, num_warps=4))
 
 if HAS_TRITON:

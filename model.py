@@ -41,7 +41,7 @@ class GDNConfig:
     embed_lr_mult: float = 1.0   # the embedding's LR relative to the base LR
     gate_lr_mult: float = 1.0    # the gates' and their scalars' LR relative to the base LR
     kernel_backend: str = ''     # '' = best available (Triton on CUDA), or 'torch' / 'triton'
-    fused: bool = False          # True: one matmul for the six input projections, the conv and the linear
+    fused: bool = False          # True: three matmuls for the six input projections, the conv and the linear
                                  # cross-entropy fused (Triton on CUDA: TRITON_CONV, TRITON_CE below); same
                                  # math. False: the reference ops, which the tests compare against
                                  # (train.py and sweep.py turn it on: 39.4 vs 50.1 ms a step, BENCH.md run 8)
@@ -113,6 +113,13 @@ class CausalConv(nn.Module):
         return y, xs[:, T:]
 
 
+# fused: the six input projections in three matmuls, q k v | g | alpha beta (False), or one (True, bench A/B).
+# One matmul's backward concatenates the four gradients, and compile fused that cat with the gates' and the
+# output norm's backward into one pointwise kernel at a fifth of the memory bandwidth: 39.9 against 35.9 ms
+# a step at width 768 on an H200 (BENCH.md run 9)
+ONE_PROJ_MATMUL = False
+
+
 class GatedDeltaNet(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -139,15 +146,18 @@ class GatedDeltaNet(nn.Module):
         B, T, _ = x.shape
         H, K, V = self.n_head, self.head_k, self.head_v
         state = state or {}
-        # q, k, v in one matmul (the conv takes them together); fused: g, alpha and beta in it too. The
-        # weights stay separate parameters (μP groups them), concatenated for the call
+        # q, k, v in one matmul (the conv takes them together); fused: alpha and beta in one too (or all six
+        # in one: ONE_PROJ_MATMUL). The weights stay separate parameters (μP groups them), concatenated
         qkv_w = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
-        if self.fused:
+        if self.fused and ONE_PROJ_MATMUL:
             w = torch.cat(qkv_w + [self.g_proj.weight, self.a_proj.weight, self.b_proj.weight])
             qkv, gate, a, b = F.linear(x, w).split([2 * H * K + H * V, H * V, H, H], dim=-1)
         else:
-            qkv = F.linear(x, torch.cat(qkv_w))
-            gate, a, b = self.g_proj(x), self.a_proj(x), self.b_proj(x)
+            qkv, gate = F.linear(x, torch.cat(qkv_w)), self.g_proj(x)
+            if self.fused:
+                a, b = F.linear(x, torch.cat([self.a_proj.weight, self.b_proj.weight])).split([H, H], dim=-1)
+            else:
+                a, b = self.a_proj(x), self.b_proj(x)
         qkv, conv = self.qkv_conv(qkv, state.get('conv'), self.fused)
         q, k, v = qkv.split([H * K, H * K, H * V], dim=-1)
         # unit-norm keys keep (I - beta k k^T) a contraction; unit-norm queries keep S q bounded

@@ -1,4 +1,4 @@
-"""The fused ops (GDNConfig.fused: one matmul for the input projections, the conv as shifted multiply-adds,
+"""The fused ops (GDNConfig.fused: the input projections in fewer matmuls, the conv as shifted multiply-adds,
 the chunked linear cross-entropy) against the reference ops: values, every gradient, state, compile."""
 import pytest
 import torch
@@ -23,9 +23,10 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize('param', ['sp', 'mup'])
-def test_fused_model_equals_reference(param, monkeypatch):
+@pytest.mark.parametrize('param,one_matmul', [('sp', False), ('mup', False), ('mup', True)])
+def test_fused_model_equals_reference(param, one_matmul, monkeypatch):
     monkeypatch.setattr(model_mod, 'CE_CHUNK', V * 32)  # 32 rows a chunk: 7 chunks, the last one ragged
+    monkeypatch.setattr(model_mod, 'ONE_PROJ_MATMUL', one_matmul)  # the input projections' two groupings
     ref, fz = pair(param)
     idx = torch.randint(0, V, (3, 70))
     targets = idx.roll(-1, 1)
