@@ -249,3 +249,22 @@ def test_worker_drops_old_compiled_graphs_per_model(data_dir, tmp_path, monkeypa
     keys = [sweep.model_key(r) for r in calls]
     built = 1 + sum(a != b for a, b in zip(keys, keys[1:]))
     assert len(calls) == 8 and len(set(keys)) == 4 and len(resets) == built < len(calls)
+
+
+def test_a_run_does_not_depend_on_the_runs_before_it(data_dir, tmp_path, monkeypatch):
+    # a worker draws the init once per model, parametrization and seed and copies it for the other LRs;
+    # each run of the grid must give what it gives alone in a fresh worker
+    import model
+    seeded = []
+    real = model.GDN.reset_parameters
+    monkeypatch.setattr(model.GDN, 'reset_parameters',
+                        lambda self, seed=None: (seed is not None and seeded.append(seed), real(self, seed)))
+    sweep.main(args(data_dir, str(tmp_path / 'grid.csv')))
+    assert len(seeded) == 4  # 2 widths x SP/μP, each for 2 LRs
+    grid = {key(r): r for r in rows(tmp_path / 'grid.csv')}
+    for lr in (-8, -6):
+        out = tmp_path / f'alone{lr}.csv'
+        sweep.main(args(data_dir, str(out), '--widths=128', '--adamw_params=mup', f'--adamw_lrs={lr}'))
+        (alone,) = rows(out)
+        assert alone['final_val_loss'] == grid[key(alone)]['final_val_loss'], lr
+        assert alone['final_train_loss'] == grid[key(alone)]['final_train_loss'], lr
