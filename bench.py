@@ -436,11 +436,12 @@ if __name__ == "__main__":
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--widths", default="768,256,1024,1536", help="--model: the widths (8 layers, B 16 x T 1024)")
     ap.add_argument("--variants", default="", help="--model: a comma list of 'ours compiled', 'ours compiled "
-                    "fused', 'ours compiled fused torch ops', 'ours eager fused', 'ours eager', 'fla eager', 'fla compiled' (default: all)")
+                    "fused', 'ours compiled fused torch ops', 'ours compiled fused one proj matmul', 'ours eager fused', "
+                    "'ours eager', 'fla eager', 'fla compiled' (default: all)")
     ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
                     "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
-    ap.add_argument("--conv_cfg", default="", help="kernel.CONV_CONFIG overrides, e.g. bwd_BC=32,bwd_num_warps=1")
+    ap.add_argument("--conv_cfg", default="", help="kernel.CONV_CONFIG overrides, e.g. bwd_BC=32,bwd_num_warps=1,norm.bwd.NT=2")
     ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback (table and model)")
     ap.add_argument("--fast", action="store_true", help="--check on 4 shapes x 4 regimes, no fp32")
@@ -455,10 +456,14 @@ if __name__ == "__main__":
         over = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.cfg.split(",")}
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
-    if args.conv_cfg:
+    if args.conv_cfg:  # kernel_field=value, or a dotted path for the heads' launches: norm.bwd.NT=2
         for kv in args.conv_cfg.split(","):
-            (kern, field), val = kv.split("=")[0].split("_", 1), int(kv.split("=")[1])
-            kernel.CONV_CONFIG[kern] = dict(kernel.CONV_CONFIG[kern], **{field: val})
+            key, val = kv.split("=")
+            *path, field = key.split(".") if "." in key else key.split("_", 1)
+            d = kernel.CONV_CONFIG
+            for p in path:
+                d = d[p]
+            d[field] = int(val)
         print(f"# conv config: {kernel.CONV_CONFIG}")
     if args.check:
         shapes = [(1, 200, 2, 128, 128), (1, 130, 1, 256, 512), (1, 100, 2, 48, 96), (1, 70, 2, 32, 32)] if args.small else [(2, 1000, 4, 128, 128), (1, 1024, 6, 96, 192), (1, 777, 3, 256, 512),

@@ -795,94 +795,126 @@ if HAS_TRITON:
 
 # ---- causal depthwise conv + SiLU (the mixer's q, k, v conv) ---------------------------------------
 # y[b, t, c] = silu(z[b, t, c]), z = sum_j w[c, j] xs[b, t + j, c], xs = cat(state, x) over time (state:
-# the W - 1 inputs before x, zeros when None). Tiles of (time, channels) per batch row; the W shifted
-# input tiles are read straight from global memory (they overlap, so all but the first hit the cache);
-# fp32 math, the output in x's dtype. x may be a row-strided view (the model's qkv is a column slice of
-# one matmul's output); the state is [B, W - 1, C] contiguous. The backward is two kernels: the first
-# recomputes z (x is read again instead of an fp32 z written and read), writes dz = dy silu'(z) to an fp32
-# buffer and per-program partial sums of dw to an fp32 [programs, C, W] workspace that torch sums
-# (deterministic, no atomics); the second forms dx and d state from W shifted reads of dz. (One kernel
-# that recomputed the W shifted dz tiles each dx needs ran 6x over the memory floor on an H200: BENCH.md.)
+# the W - 1 inputs before x, zeros when None); with norm = (n, K) the first n channels of y (the q and k
+# heads) are then L2-normalised in groups of K, as F.normalize (eps 1e-12). Tiles of (time, channels) per
+# batch row; the W shifted input tiles are read straight from global memory (they overlap, so all but the
+# first hit the cache); fp32 math, the output in x's dtype. x may be a row-strided view (the model's qkv
+# is a column slice of a matmul's output); the state is [B, W - 1, C] contiguous. The backward is two
+# kernels: the first recomputes z (x is read again instead of an fp32 z written and read), writes dz = dy
+# silu'(z) (through the norm's backward where there is one) to an fp32 buffer and per-program partial sums
+# of dw to an fp32 [programs, C, W] workspace that torch sums (deterministic, no atomics); the second forms
+# dx and d state from W shifted reads of dz. (One kernel that recomputed the W shifted dz tiles each dx
+# needs ran 6x over the memory floor on an H200: BENCH.md.) The normalised heads take launches of their
+# own, a tile one head wide (the norm is a sum over it): the q/k L2 norm and its backward were four
+# compiled kernels, 1.4 ms of a 35.5 ms step at width 768 (BENCH.md run 9).
 # Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the dz kernel's
 # program takes NT row blocks in turn (one workspace row of dw per BT * NT rows). The defaults are the
 # fastest of gpu_check_conv.py's sweep on an H200 (BENCH.md run 8); the dz kernel's 16 x 32 tiles on one
 # warp also in the model (35.5 against 35.9 ms a step at width 768 with 16 x 64 on two, BENCH.md run 9).
+# norm: the normalised heads' launches, forward and dz (their tiles are BT x next_power_of_2(K); K > 128
+# takes twice the warps), from gpu_check_conv.py's sweep at width 768: the dz step 0.481 ms against 0.603
+# with run 9's first guess (BT 16, NT 8 on 4 warps, which made the model's step 0.7 ms slower); the
+# sweep's fastest, BT 16, NT 2 (0.477), spills registers on sm_90 (test_kernels_compile_for_hopper).
 CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=32, NT=8, num_warps=1),
-                   dx=dict(BT=16, BC=128, num_warps=4))
+                   dx=dict(BT=16, BC=128, num_warps=4),
+                   norm=dict(fwd=dict(BT=16, num_warps=2), bwd=dict(BT=8, NT=1, num_warps=2)))
 
 if HAS_TRITON:
     @triton.jit
-    def _conv_xs(x_ptr, s_ptr, sxt, r, c, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
-        """Rows r of xs = cat(state, x) at channels c, fp32, 0 outside; pointers at the batch row."""
+    def _conv_xs(x_ptr, s_ptr, sxt, r, c, cm, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
+        """Rows r of xs = cat(state, x) at channels c (cm: those in range), fp32, 0 outside; pointers at
+        the batch row."""
         u = r - (W - 1)  # the row of x
         ptr = x_ptr + (u.to(tl.int64) * sxt)[:, None] + c[None, :]
         ok = (u >= 0) & (u < T)
         if HAS_STATE:  # one load either way: the first W - 1 rows from the state
             ptr = tl.where((u < 0)[:, None], s_ptr + (r * C)[:, None] + c[None, :], ptr)
             ok = (r >= 0) & (u < T)
-        return tl.load(ptr, mask=ok[:, None] & (c < C)[None, :], other=0.).to(tl.float32)
+        return tl.load(ptr, mask=ok[:, None] & cm[None, :], other=0.).to(tl.float32)
 
     @triton.jit
-    def _conv_w(w_ptr, c, C, j, W: tl.constexpr):  # tap j of the [C, W] weight, as a [1, BC] row
-        return tl.load(w_ptr + c * W + j, mask=c < C, other=0.).to(tl.float32)[None, :]
+    def _conv_w(w_ptr, c, cm, j, W: tl.constexpr):  # tap j of the [C, W] weight, as a [1, BC] row
+        return tl.load(w_ptr + c * W + j, mask=cm, other=0.).to(tl.float32)[None, :]
 
     @triton.jit
-    def _conv_z(x_ptr, s_ptr, w_ptr, sxt, t, c, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
+    def _conv_z(x_ptr, s_ptr, w_ptr, sxt, t, c, cm, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
         """The pre-activation at rows t, summed in tap order as the torch path does."""
-        z = _conv_w(w_ptr, c, C, 0, W) * _conv_xs(x_ptr, s_ptr, sxt, t, c, T, C, W, HAS_STATE)
+        z = _conv_w(w_ptr, c, cm, 0, W) * _conv_xs(x_ptr, s_ptr, sxt, t, c, cm, T, C, W, HAS_STATE)
         for j in tl.static_range(1, W):
-            z += _conv_w(w_ptr, c, C, j, W) * _conv_xs(x_ptr, s_ptr, sxt, t + j, c, T, C, W, HAS_STATE)
+            z += _conv_w(w_ptr, c, cm, j, W) * _conv_xs(x_ptr, s_ptr, sxt, t + j, c, cm, T, C, W, HAS_STATE)
         return z
 
     @triton.jit
-    def _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, T, C, W: tl.constexpr,
-                 HAS_STATE: tl.constexpr):
-        """dz = dy silu'(z) at rows t (z recomputed), 0 outside 0 <= t < T."""
-        z = _conv_z(x_ptr, s_ptr, w_ptr, sxt, t, c, T, C, W, HAS_STATE)
-        m = ((t >= 0) & (t < T))[:, None] & (c < C)[None, :]
-        dy = tl.load(dy_ptr + (t.to(tl.int64) * sdt)[:, None] + c[None, :], mask=m, other=0.)
-        s = tl.sigmoid(z)
-        return dy.to(tl.float32) * s * (1 + z * (1 - s))
+    def _conv_channels(c0, CE, G, BC: tl.constexpr):
+        """This program's channels, c0 + G * program_id(1) + [0, BC), and which are in its group of G
+        (and before CE, the end of the launch's part)."""
+        first = c0 + tl.program_id(1) * G
+        c = first + tl.arange(0, BC)
+        return c, (c < first + G) & (c < CE)
 
     @triton.jit
-    def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, W: tl.constexpr,
-                         HAS_STATE: tl.constexpr, A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        """Programs over (row blocks, channel blocks, batch): y = silu(z) for one [BT, BC] tile."""
-        sxb, sxt = sxb * A, sxt * A  # passed / A: a product with a constexpr tells the compiler the
-                                     # rows' alignment, so it can use vector loads (see _conv_align)
+    def _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, cy, cm, T, C, W: tl.constexpr,
+                 HAS_STATE: tl.constexpr, NORM: tl.constexpr):
+        """dz = dy silu'(z) at rows t (z recomputed), 0 outside 0 <= t < T. NORM: dy is the gradient of
+        y / max(|y|, eps) over the tile's channels (a head), taken back to y first."""
+        z = _conv_z(x_ptr, s_ptr, w_ptr, sxt, t, c, cm, T, C, W, HAS_STATE)
+        m = ((t >= 0) & (t < T))[:, None] & cm[None, :]
+        dy = tl.load(dy_ptr + (t.to(tl.int64) * sdt)[:, None] + cy[None, :], mask=m, other=0.).to(tl.float32)
+        s = tl.sigmoid(z)
+        if NORM:  # d y = d yhat / n - y (y . d yhat) / n^3, n = |y| (no second term where eps clamps n)
+            y = z * s
+            n = tl.sqrt(tl.sum(y * y, 1))
+            nc = tl.maximum(n, 1e-12)
+            proj = tl.where(n >= 1e-12, tl.sum(y * dy, 1) / (nc * nc * nc), 0.)
+            dy = dy / nc[:, None] - y * proj[:, None]
+        return dy * s * (1 + z * (1 - s))
+
+    @triton.jit
+    def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, c0, CE, G, CY, W: tl.constexpr,
+                         HAS_STATE: tl.constexpr, NORM: tl.constexpr, A: tl.constexpr, BT: tl.constexpr,
+                         BC: tl.constexpr):
+        """Programs over (row blocks, channel groups of G in the part [c0, CE), batch): y = silu(z) for
+        one [BT, BC] tile into the part's [B, T, CY] output (at y_ptr, CY = CE - c0); NORM: each row of
+        the tile L2-normalised (the group is a head)."""
+        sxb, sxt, CY = sxb * A, sxt * A, CY * A  # passed / A: a product with a constexpr tells the compiler
+                                                 # the rows' alignment, for vector loads (see _conv_align)
         b = tl.program_id(2).to(tl.int64)  # int64 offsets: B * T * C passes 2^31 at long contexts
         t = tl.program_id(0) * BT + tl.arange(0, BT)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        z = _conv_z(x_ptr + b * sxb, s_ptr + b * (W - 1) * C, w_ptr, sxt, t, c, T, C, W, HAS_STATE)
+        c, cm = _conv_channels(c0, CE, G, BC)
+        z = _conv_z(x_ptr + b * sxb, s_ptr + b * (W - 1) * C, w_ptr, sxt, t, c, cm, T, C, W, HAS_STATE)
         y = z * tl.sigmoid(z)
-        m = (t < T)[:, None] & (c < C)[None, :]
-        tl.store(y_ptr + ((b * T + t) * C)[:, None] + c[None, :], y.to(y_ptr.dtype.element_ty), mask=m)
+        if NORM:
+            y = y / tl.maximum(tl.sqrt(tl.sum(y * y, 1)), 1e-12)[:, None]
+        m = (t < T)[:, None] & cm[None, :]
+        tl.store(y_ptr + ((b * T + t) * CY)[:, None] + (c - c0)[None, :], y.to(y_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sdb, sdt, sxb, sxt, T, C,
-                        W: tl.constexpr, WP: tl.constexpr, HAS_STATE: tl.constexpr, A: tl.constexpr,
-                        BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
-        """Programs over (groups of NT row blocks, channel blocks, batch): dz = dy silu'(z) into the fp32
-        buffer [B, T, C], and dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its
-        workspace row."""
+    def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sxb, sxt, T, C, c0, CE, G, CY,
+                        W: tl.constexpr, WP: tl.constexpr, HAS_STATE: tl.constexpr, NORM: tl.constexpr,
+                        A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
+        """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy
+        silu'(z) into the fp32 buffer [B, T, C] (dy: the part's [B, T, CY] gradient at dy_ptr), and
+        dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its workspace row (the part's
+        own workspace, [programs, CE - c0, W])."""
         pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        sdb, sdt, sxb, sxt = sdb * A, sdt * A, sxb * A, sxt * A  # passed / A, as in the forward
-        dy_ptr += b * sdb
+        c, cm = _conv_channels(c0, CE, G, BC)
+        sxb, sxt, CY = sxb * A, sxt * A, CY * A  # passed / A, as in the forward
+        dy_ptr += b * T * CY
         x_ptr += b * sxb
         s_ptr += b * (W - 1) * C
         jw = tl.arange(0, WP)
         dw = tl.zeros([WP, BC], dtype=tl.float32)
         for i in range(NT):
             t = (pt * NT + i) * BT + tl.arange(0, BT)
-            dz = _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, T, C, W, HAS_STATE)
-            m = (t < T)[:, None] & (c < C)[None, :]
+            dz = _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, CY, sxt, t, c, c - c0, cm, T, C, W, HAS_STATE, NORM)
+            m = (t < T)[:, None] & cm[None, :]
             tl.store(dz_ptr + ((b * T + t) * C)[:, None] + c[None, :], dz, mask=m)
             for j in tl.static_range(W):  # the x tiles z was made of, again (cache hits)
-                xs = _conv_xs(x_ptr, s_ptr, sxt, t + j, c, T, C, W, HAS_STATE)
+                xs = _conv_xs(x_ptr, s_ptr, sxt, t + j, c, cm, T, C, W, HAS_STATE)
                 dw += tl.where(jw[:, None] == j, tl.sum(dz * xs, 0)[None, :], 0.)
-        m = (jw < W)[:, None] & (c < C)[None, :]
-        tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * C + c[None, :]) * W + jw[:, None], dw, mask=m)
+        m = (jw < W)[:, None] & cm[None, :]
+        tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * (CE - c0) + (c - c0)[None, :]) * W + jw[:, None],
+                 dw, mask=m)
 
     @triton.jit
     def _conv_dx_kernel(dz_ptr, w_ptr, dx_ptr, ds_ptr, T, C, W: tl.constexpr, SP: tl.constexpr,
@@ -893,104 +925,141 @@ if HAS_TRITON:
         b = tl.program_id(2).to(tl.int64)
         u = tl.program_id(0) * BT + tl.arange(0, BT)
         c = tl.program_id(1) * BC + tl.arange(0, BC)
+        cm = c < C
         dz_ptr += b * T * C
         dx = tl.zeros([BT, BC], dtype=tl.float32)
         for k in tl.static_range(W):
             r = u + (W - 1 - k)
-            m = (r < T)[:, None] & (c < C)[None, :]
+            m = (r < T)[:, None] & cm[None, :]
             dz = tl.load(dz_ptr + (r.to(tl.int64) * C)[:, None] + c[None, :], mask=m, other=0.)
-            dx += _conv_w(w_ptr, c, C, k, W) * dz
-        m = (u < T)[:, None] & (c < C)[None, :]
+            dx += _conv_w(w_ptr, c, cm, k, W) * dz
+        m = (u < T)[:, None] & cm[None, :]
         tl.store(dx_ptr + ((b * T + u) * C)[:, None] + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
         if HAS_STATE:
             if tl.program_id(0) == 0:  # (new names: Triton rejects a name re-bound to another shape)
                 rs = tl.arange(0, SP)
                 ds = tl.zeros([SP, BC], dtype=tl.float32)
                 for k in tl.static_range(W):
-                    ms = ((rs - k >= 0) & (rs - k < T))[:, None] & (c < C)[None, :]
-                    ds += _conv_w(w_ptr, c, C, k, W) * tl.load(dz_ptr + ((rs - k) * C)[:, None] + c[None, :],
-                                                             mask=ms, other=0.)
-                ms = (rs < W - 1)[:, None] & (c < C)[None, :]
+                    ms = ((rs - k >= 0) & (rs - k < T))[:, None] & cm[None, :]
+                    ds += _conv_w(w_ptr, c, cm, k, W) * tl.load(dz_ptr + ((rs - k) * C)[:, None] + c[None, :],
+                                                              mask=ms, other=0.)
+                ms = (rs < W - 1)[:, None] & cm[None, :]
                 tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :],
                          ds.to(ds_ptr.dtype.element_ty), mask=ms)
 
-    def _conv_align(*ts):
-        """The largest power of two (up to 16 bytes) dividing the tensors' batch and row strides. The
-        model's qkv rows are 4.5 width + 2 n_head elements apart (3468 at width 768: 8-byte aligned), and
-        Triton, knowing only that 3468 is no multiple of 16, loaded them one bf16 at a time (sm_90 PTX)."""
-        a = 16 // ts[0].element_size()
-        while a > 1 and any(t.stride(i) % a for t in ts for i in (0, 1)):
+    def _conv_align(x, *rows):
+        """The largest power of two (up to 16 bytes) dividing x's batch and row strides and the row
+        lengths `rows`. The model's qkv rows are 4.5 width + 2 n_head elements apart (3468 at width 768:
+        8-byte aligned), and Triton, knowing only that 3468 is no multiple of 16, loaded them one bf16 at
+        a time (sm_90 PTX)."""
+        a = 16 // x.element_size()
+        while a > 1 and any(n % a for n in (x.stride(0), x.stride(1), *rows)):
             a //= 2
         return a
 
-    def _conv_fwd(x, weight, state):
-        """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, contiguous [B, T, C]."""
+    def _conv_launches(parts, n_norm, K, step):
+        """(c0, CE, G, channel groups, NORM, launch settings) of each launch of the forward or the dz
+        step: one per part [c0, CE) of the channels, those before n_norm in heads of K (one a program,
+        CONV_CONFIG["norm"]'s settings), the rest in blocks of BC (CONV_CONFIG[step]'s)."""
+        out, c0 = [], 0
+        for n in parts:
+            if c0 < n_norm:
+                cfg = dict(CONV_CONFIG["norm"][step])
+                cfg["BC"] = triton.next_power_of_2(K)
+                cfg["num_warps"] *= max(1, cfg["BC"] // 128)  # (a 16 x 256 dz tile on 4 warps spilled)
+                out.append((c0, c0 + n, K, n // K, True, cfg))
+            else:
+                cfg = CONV_CONFIG[step]
+                out.append((c0, c0 + n, cfg["BC"], triton.cdiv(n, cfg["BC"]), False, cfg))
+            c0 += n
+        return out
+
+    def _conv_fwd(x, weight, state, parts, n_norm, K):
+        """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, flat: for each part of the
+        channels (sizes `parts`) a contiguous [B, T, part], one after another; the channels before
+        n_norm L2-normalised in groups of K."""
         x = x if x.stride(-1) == 1 else x.contiguous()
         B, T, C = x.shape
-        W, cfg = weight.shape[1], CONV_CONFIG["fwd"]
-        y = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
-        grid = (triton.cdiv(T, cfg["BT"]), triton.cdiv(C, cfg["BC"]), B)
-        a = _conv_align(x)
-        _conv_fwd_kernel[grid](x, x if state is None else state.contiguous(), weight.contiguous(), y,
-                               x.stride(0) // a, x.stride(1) // a, T, C, W, state is not None, a, **cfg)
+        W = weight.shape[1]
+        y = torch.empty(B * T * C, device=x.device, dtype=x.dtype)
+        a = _conv_align(x, *parts)
+        s, weight = x if state is None else state.contiguous(), weight.contiguous()
+        for c0, ce, G, groups, norm, cfg in _conv_launches(parts, n_norm, K, "fwd"):
+            _conv_fwd_kernel[(triton.cdiv(T, cfg["BT"]), groups, B)](
+                x, s, weight, y[B * T * c0:], x.stride(0) // a, x.stride(1) // a, T, C, c0, ce, G,
+                (ce - c0) // a, W, state is not None, norm, a, **cfg)
         return y
 
-    def _conv_bwd(dy, x, weight, state):
-        """dx [B, T, C] (x's dtype), dw [C, W] (weight's dtype), d state (state's dtype; empty if None)."""
+    def _conv_bwd(dy, x, weight, state, parts, n_norm, K):
+        """dx [B, T, C] (x's dtype), dw [C, W] (weight's dtype), d state (state's dtype; empty if None);
+        dy flat, as _conv_fwd's y."""
         x = x if x.stride(-1) == 1 else x.contiguous()
-        dy = dy if dy.stride(-1) == 1 else dy.contiguous()
+        dy = dy.contiguous()
         B, T, C = x.shape
-        W, cfg, cx = weight.shape[1], CONV_CONFIG["bwd"], CONV_CONFIG["dx"]
+        W, cx = weight.shape[1], CONV_CONFIG["dx"]
         weight = weight.contiguous()
-        n = triton.cdiv(T, cfg["BT"] * cfg["NT"])
         dz = torch.empty(B, T, C, device=x.device, dtype=torch.float32)
-        dwp = torch.empty(B * n, C, W, device=x.device, dtype=torch.float32)
-        a = _conv_align(x, dy)
-        _conv_dz_kernel[(n, triton.cdiv(C, cfg["BC"]), B)](
-            dy, x, x if state is None else state.contiguous(), weight, dz, dwp,
-            dy.stride(0) // a, dy.stride(1) // a, x.stride(0) // a, x.stride(1) // a, T, C, W,
-            triton.next_power_of_2(W), state is not None, a, **cfg)
+        dw = torch.empty(C, W, device=x.device, dtype=torch.float32)
+        a = _conv_align(x, *parts)
+        s = x if state is None else state.contiguous()
+        for c0, ce, G, groups, norm, cfg in _conv_launches(parts, n_norm, K, "bwd"):
+            n = triton.cdiv(T, cfg["BT"] * cfg["NT"])
+            dwp = torch.empty(B * n, ce - c0, W, device=x.device, dtype=torch.float32)  # this part's
+            _conv_dz_kernel[(n, groups, B)](
+                dy[B * T * c0:], x, s, weight, dz, dwp, x.stride(0) // a, x.stride(1) // a, T, C, c0, ce,
+                G, (ce - c0) // a, W, triton.next_power_of_2(W), state is not None, norm, a, **cfg)
+            dw[c0:ce] = dwp.sum(0)
         dx = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
         ds = x.new_empty(0) if state is None else state.new_empty(state.shape)  # contiguous
         _conv_dx_kernel[(triton.cdiv(T, cx["BT"]), triton.cdiv(C, cx["BC"]), B)](
             dz, weight, dx, ds, T, C, W, max(2, triton.next_power_of_2(W - 1)), state is not None, **cx)
-        return dx, dwp.sum(0).to(weight.dtype), ds
+        return dx, dw.to(weight.dtype), ds
 
     # custom ops, as for the delta rule above: torch.compile traces around them (no graph break)
     _conv_fwd_op = torch.library.custom_op(
         "gdn::conv_silu_fwd", _conv_fwd, mutates_args=(),
-        schema="(Tensor x, Tensor weight, Tensor? state) -> Tensor")
+        schema="(Tensor x, Tensor weight, Tensor? state, int[] parts, int n_norm, int K) -> Tensor")
     _conv_bwd_op = torch.library.custom_op(
         "gdn::conv_silu_bwd", _conv_bwd, mutates_args=(),
-        schema="(Tensor dy, Tensor x, Tensor weight, Tensor? state) -> (Tensor, Tensor, Tensor)")
+        schema="(Tensor dy, Tensor x, Tensor weight, Tensor? state, int[] parts, int n_norm, int K) -> "
+               "(Tensor, Tensor, Tensor)")
 
     @_conv_fwd_op.register_fake
-    def _(x, weight, state):
-        return x.new_empty(x.shape)
+    def _(x, weight, state, parts, n_norm, K):
+        return x.new_empty(x.numel())
 
     @_conv_bwd_op.register_fake
-    def _(dy, x, weight, state):
+    def _(dy, x, weight, state, parts, n_norm, K):
         return (x.new_empty(x.shape), weight.new_empty(weight.shape),
                 x.new_empty(0) if state is None else state.new_empty(state.shape))
 
     def _conv_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(*inputs[:3])
+        ctx.norm = inputs[3:]
 
     def _conv_backward(ctx, dy):
         x, weight, state = ctx.saved_tensors
-        dx, dw, ds = _conv_bwd_op(dy, x, weight, state)
-        return dx, dw, (None if state is None else ds)
+        dx, dw, ds = _conv_bwd_op(dy, x, weight, state, *ctx.norm)
+        return dx, dw, (None if state is None else ds), None, None, None
 
     _conv_fwd_op.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 
-def causal_conv_silu(x, weight, state=None):
+def causal_conv_silu(x, weight, state=None, parts=None, norm=(0, 1)):
     """CausalConv's fused branch by the Triton kernels: x [B, T, C], weight [C, W], state [B, W - 1, C]
-    or None (zeros). Returns y = silu(conv) in x's dtype and the new state, xs[:, T:] of xs = cat(state,
-    x) (its last W - 1 rows, formed without concatenating all of x)."""
+    or None (zeros); parts: the sizes of the output's parts along the channels (None: one, [C]); norm =
+    (n, K): the first n channels L2-normalised in groups of K (n a multiple of K, at a part's end).
+    Returns y = silu(conv) in x's dtype, as one [B, T, C] tensor, or as a tuple of contiguous [B, T,
+    part] tensors (one allocation; the delta rule takes q, k, v without a copy); and the new state,
+    xs[:, T:] of xs = cat(state, x) (its last W - 1 rows, formed without concatenating all of x)."""
     B, T, C = x.shape
     W = weight.size(1)
+    split = parts is not None
+    parts = list(parts) if split else [C]
+    ends = [sum(parts[:i + 1]) for i in range(len(parts))]
+    assert sum(parts) == C and norm[0] % norm[1] == 0 and norm[0] in [0] + ends, (parts, norm)
     state = None if state is None or W == 1 else state.to(x.dtype)
-    y = _conv_fwd_op(x, weight, state)
+    y = _conv_fwd_op(x, weight, state, parts, *norm)
+    y = tuple(p.view(B, T, -1) for p in y.split([B * T * n for n in parts])) if split else y.view(B, T, C)
     tail = torch.cat([x.new_zeros(B, W - 1, C) if state is None else state, x[:, max(T - W + 1, 0):]], 1)
     return y, tail[:, tail.size(1) - (W - 1):]

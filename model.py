@@ -44,7 +44,7 @@ class GDNConfig:
     fused: bool = False          # True: three matmuls for the six input projections, the conv and the linear
                                  # cross-entropy fused (Triton on CUDA: TRITON_CONV, TRITON_CE below); same
                                  # math. False: the reference ops, which the tests compare against
-                                 # (train.py and sweep.py turn it on: 39.4 vs 50.1 ms a step, BENCH.md run 8)
+                                 # (train.py and sweep.py turn it on: 35.2 vs 50.1 ms a step, BENCH.md runs 6, 9)
 
     def __post_init__(self):
         mup.check(self.parametrization)
@@ -88,15 +88,18 @@ def use_triton(switch, x):
 
 class CausalConv(nn.Module):
     """Depthwise causal conv over time + SiLU, on [B, T, C]; carries the last kernel_size - 1 inputs as its
-    state [B, kernel_size - 1, C] (zeros at a sequence's start). One module for q, k and v together."""
+    state [B, kernel_size - 1, C] (zeros at a sequence's start). One module for q, k and v together: the
+    output is split into `parts` (their channel counts), and with norm = (n, K) its first n channels (the
+    q and k heads) are L2-normalised in groups of K. Returns the parts and the new state."""
 
-    def __init__(self, channels, kernel_size):
+    def __init__(self, channels, kernel_size, parts=None, norm=(0, 1)):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))
+        self.parts, self.norm = parts or [channels], norm
 
     def forward(self, x, state=None, fused=False):
-        if fused and use_triton(TRITON_CONV, x):
-            return causal_conv_silu(x, self.weight, state)
+        if fused and use_triton(TRITON_CONV, x):  # the kernel writes each part contiguous, normalised
+            return causal_conv_silu(x, self.weight, state, self.parts, self.norm)
         B, T, C = x.shape
         W = self.weight.size(1)
         if state is None:
@@ -110,7 +113,13 @@ class CausalConv(nn.Module):
             y = F.silu(sum(xs[:, j:j + T].float() * w[:, j] for j in range(W))).to(x.dtype)
         else:
             y = F.silu(F.conv1d(xs.transpose(1, 2), self.weight[:, None], groups=C)).transpose(1, 2)
-        return y, xs[:, T:]
+        parts = list(y.split(self.parts, dim=-1))
+        n, K, c0 = *self.norm, 0
+        for i, p in enumerate(parts):  # the parts before channel n, normalised in fp32, cast back
+            if c0 < n:
+                parts[i] = F.normalize(p.reshape(B, T, -1, K).float(), dim=-1).view(B, T, -1).to(y.dtype)
+            c0 += p.size(-1)
+        return tuple(parts), xs[:, T:]
 
 
 # fused: the six input projections in three matmuls, q k v | g | alpha beta (False), or one (True, bench A/B).
@@ -130,7 +139,9 @@ class GatedDeltaNet(nn.Module):
         self.q_proj = nn.Linear(d, H * K, bias=False)
         self.k_proj = nn.Linear(d, H * K, bias=False)
         self.v_proj = nn.Linear(d, H * V, bias=False)
-        self.qkv_conv = CausalConv(2 * H * K + H * V, config.conv_size)  # q's, k's, v's channels
+        # q's, k's, v's channels; unit-norm keys keep (I - beta k k^T) a contraction, unit-norm queries
+        # keep S q bounded: the conv normalises q and k per head (in its kernel on the GPU)
+        self.qkv_conv = CausalConv(2 * H * K + H * V, config.conv_size, [H * K, H * K, H * V], (2 * H * K, K))
         self.a_proj = nn.Linear(d, H, bias=False)  # W_alpha: decay gate
         self.b_proj = nn.Linear(d, H, bias=False)  # W_beta: write strength
         self.A_log = nn.Parameter(torch.zeros(H))
@@ -158,17 +169,13 @@ class GatedDeltaNet(nn.Module):
                 a, b = F.linear(x, torch.cat([self.a_proj.weight, self.b_proj.weight])).split([H, H], dim=-1)
             else:
                 a, b = self.a_proj(x), self.b_proj(x)
-        qkv, conv = self.qkv_conv(qkv, state.get('conv'), self.fused)
-        q, k, v = qkv.split([H * K, H * K, H * V], dim=-1)
-        # unit-norm keys keep (I - beta k k^T) a contraction; unit-norm queries keep S q bounded
-        q = F.normalize(q.view(B, T, H, K).float(), dim=-1)
-        k = F.normalize(k.view(B, T, H, K).float(), dim=-1)
-        v = v.view(B, T, H, V)
+        (q, k, v), conv = self.qkv_conv(qkv, state.get('conv'), self.fused)
+        q, k, v = q.view(B, T, H, K), k.view(B, T, H, K), v.view(B, T, H, V)
         beta = torch.sigmoid(b.float())
         g = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)  # log alpha
         probe(self, 'q', q); probe(self, 'k', k); probe(self, 'v', v)
         probe(self, 'beta', beta); probe(self, 'alpha', g.exp())
-        o, S = chunk_gated_delta_rule(q.type_as(v), k.type_as(v), v, g, beta, self.readout_scale,
+        o, S = chunk_gated_delta_rule(q, k, v, g, beta, self.readout_scale,
                                       initial_state=state.get('S'),
                                       output_final_state=need_state or self.probes is not None,
                                       backend=self.backend)

@@ -3,6 +3,7 @@
     python tools/gpu_check_conv.py                  # all four parts, a few minutes on an H200
     python tools/gpu_check_conv.py --no-compile     # skip the torch.compile parts
     python tools/gpu_check_conv.py --no-sweep       # skip the block-size sweep
+    python tools/gpu_check_conv.py --timed="w768 model,w1024 model"   # time only these shapes
 
 1. correctness: y, dx, dw, d state of the Triton path against float64 (F.conv1d on the same bf16 inputs),
    norm-relative errors, with the torch path's (TRITON_CONV = False) beside; PASS when the Triton error is
@@ -12,12 +13,14 @@
 3. timing: forward + backward of CausalConv(fused=True), Triton on / off, eager and compiled (median of
    --iters CUDA-event timings after warmup), and the memory floor (x read twice, y, dy, dx once each,
    at the measured copy rate);
-4. block sizes: kernel.CONV_CONFIG alternatives, each checked against float64, forward and backward timed.
+4. block sizes: kernel.CONV_CONFIG alternatives, each checked against float64, forward and backward timed
+   (the model's q, k, v conv: the normalised heads' launches keep their tiles, the rest take the config's).
 
 Every part runs per shape in a try/except, so one failure does not hide the rest; exit status 1 on any
 FAIL or error. Shapes: B 16, T 1024 at widths 768, 512, 1024 (C = 3 width = 2 H K + H V), the width-768
 input as the model feeds it (a column slice of the fused projection's output, rows 3468 apart), with a
-carried state, generation (T 1, 2), and odd shapes (B 3, T 77, C 200, state; bf16 and fp32).
+carried state, generation (T 1, 2), and odd shapes (B 3, T 77, C 200, state; bf16 and fp32); and "model"
+shapes, the mixer's q, k, v conv with q and k L2-normalised per head at widths 768, 1024, 1536 and K 256.
 """
 import argparse
 import math
@@ -37,10 +40,17 @@ import model  # noqa: E402
 W = 4
 DEV, ON = "cuda", True  # the device and TRITON_CONV's 'on' (a CPU dry run: "cpu", 'force', TRITON_INTERPRET=1)
 FAILS = []
-# name: B, T, C, state, dtype, pad (x is a column slice of a [B, T, C + pad] tensor; None: contiguous)
+# name: B, T, C, state, dtype, pad (x is a column slice of a [B, T, C + pad] tensor; None: contiguous),
+# heads (H, K): the output in q, k, v parts, q and k L2-normalised per head, as the model's (None: one part)
 SHAPES = {
     "w768": (16, 1024, 2304, False, torch.bfloat16, None),
     "w768 qkv-slice": (16, 1024, 2304, False, torch.bfloat16, 3468 - 2304),
+    "w768 model": (16, 1024, 2304, False, torch.bfloat16, None, (6, 96)),
+    "w1024 model": (16, 1024, 3072, False, torch.bfloat16, None, (6, 128)),
+    "w1536 model": (16, 1024, 4608, False, torch.bfloat16, None, (6, 192)),
+    "K256 model state": (4, 300, 2 * 2 * 256 + 2 * 512, True, torch.bfloat16, None, (2, 256)),
+    "w768 model gen T=1": (4, 1, 2304, True, torch.bfloat16, None, (6, 96)),
+    "odd model fp32": (3, 77, 2 * 3 * 48 + 40, True, torch.float32, None, (3, 48)),
     "w512": (16, 1024, 1536, False, torch.bfloat16, None),
     "w1024": (16, 1024, 3072, False, torch.bfloat16, None),
     "w768 state": (16, 1024, 2304, True, torch.bfloat16, None),
@@ -49,16 +59,33 @@ SHAPES = {
     "odd": (3, 77, 200, True, torch.bfloat16, None),
     "odd fp32": (3, 77, 200, True, torch.float32, None),
 }
-TIMED = ["w768", "w768 qkv-slice", "w512", "w1024"]
-CONFIGS = {  # forward and dx (BT, BC, warps), dz + dw (BT, BC, NT, warps); the first of each is the default
+TIMED = ["w768", "w768 qkv-slice", "w512", "w1024", "w768 model", "w1024 model", "w1536 model"]
+CONFIGS = {  # forward and dx (BT, BC, warps), dz + dw (BT, BC, NT, warps), the heads' warps; the first: default
     "fwd": [(16, 128, 4), (32, 128, 4), (16, 256, 4), (8, 128, 4), (32, 64, 2)],
-    "bwd": [(16, 64, 8, 2), (16, 64, 16, 2), (32, 64, 8, 2), (16, 32, 8, 1), (16, 128, 8, 4), (8, 64, 16, 2)],
+    "bwd": [(16, 32, 8, 1), (16, 64, 8, 2), (16, 32, 16, 1), (32, 32, 8, 2), (16, 128, 8, 4)],
+    # the normalised heads' launches: forward (BT, warps), dz (BT, NT, warps)
+    "norm fwd": [(16, 4), (8, 4), (32, 4), (16, 2), (16, 8), (8, 2)],
+    "norm bwd": [(16, 8, 4), (16, 2, 4), (16, 1, 4), (8, 2, 4), (8, 4, 2), (16, 2, 2), (32, 1, 4),
+                 (16, 4, 8), (8, 1, 2), (16, 1, 8), (32, 2, 8), (8, 8, 4)],
     "dx": [(16, 128, 4), (32, 128, 4), (16, 256, 4), (64, 64, 4), (8, 128, 4)],
 }
 DEFAULT = {k: dict(v) for k, v in kernel.CONV_CONFIG.items()}
 
 
-def make(B, T, C, state, dtype, pad, seed=0):
+def shape(name):
+    """B, T, C, state, dtype, pad, heads of SHAPES[name]."""
+    return (SHAPES[name] + (None,))[:7]
+
+
+def split_norm(C, heads):
+    """CausalConv's parts and norm for heads (H, K), or (None, (0, 1)): one part, no norm."""
+    if heads is None:
+        return None, (0, 1)
+    H, K = heads
+    return [H * K, H * K, C - 2 * H * K], (2 * H * K, K)
+
+
+def make(B, T, C, state, dtype, pad, heads=None, seed=0):
     gen = torch.Generator(device=DEV).manual_seed(seed)
     x = torch.randn(B, T, C + (pad or 0), device=DEV, generator=gen).to(dtype)[..., :C]
     bound = 1 / math.sqrt(W)  # the model's init of the conv (GDN.reset_parameters)
@@ -68,30 +95,35 @@ def make(B, T, C, state, dtype, pad, seed=0):
     return x, w, s, dy
 
 
-def conv_module(w):
-    conv = model.CausalConv(w.shape[0], W).to(DEV)
+def conv_module(w, heads=None):
+    conv = model.CausalConv(w.shape[0], W, *split_norm(w.shape[0], heads)).to(DEV)
     conv.weight.data.copy_(w)
     return conv
 
 
-def run_conv(switch, x, w, s, dy):
-    """CausalConv(fused=True) with TRITON_CONV = switch: y, new state, dx, dw, d state."""
+def run_conv(switch, x, w, s, dy, heads=None):
+    """CausalConv(fused=True) with TRITON_CONV = switch: y (its parts side by side), new state, dx, dw,
+    d state."""
     model.TRITON_CONV = switch
-    conv = conv_module(w)
+    conv = conv_module(w, heads)
     x = x.detach().requires_grad_()  # a view: keeps x's strides
     s = None if s is None else s.detach().requires_grad_()
-    y, ns = conv(x, s, True)
+    parts, ns = conv(x, s, True)
+    y = torch.cat(parts, -1)
     y.backward(dy)
     return y, ns, x.grad, conv.weight.grad, (None if s is None else s.grad)
 
 
-def run_ref(x, w, s, dy):
-    """float64 reference: F.conv1d over cat(state, x), autograd."""
+def run_ref(x, w, s, dy, heads=None):
+    """float64 reference: F.conv1d over cat(state, x), F.normalize per head of q and k, autograd."""
     B, T, C = x.shape
     x, w = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     s = None if s is None else s.detach().double().requires_grad_()
     xs = torch.cat([x.new_zeros(B, W - 1, C) if s is None else s, x], 1)
     y = F.silu(F.conv1d(xs.transpose(1, 2), w[:, None], groups=C)).transpose(1, 2)
+    if heads is not None:
+        n, K = split_norm(C, heads)[1]
+        y = torch.cat([F.normalize(y[..., :n].reshape(B, T, -1, K), dim=-1).view(B, T, n), y[..., n:]], -1)
     y.backward(dy.double())
     return y, xs[:, T:], x.grad, w.grad, (None if s is None else s.grad)
 
@@ -121,11 +153,11 @@ def fail(what):
 
 
 def check(name):
-    B, T, C, state, dtype, pad = SHAPES[name]
+    B, T, C, state, dtype, pad, heads = shape(name)
     x, w, s, dy = make(B, T, C, state, dtype, pad)
-    ref = run_ref(x, w, s, dy)
-    tri = run_conv(ON, x, w, s, dy)
-    tor = run_conv(False, x, w, s, dy)
+    ref = run_ref(x, w, s, dy, heads)
+    tri = run_conv(ON, x, w, s, dy, heads)
+    tor = run_conv(False, x, w, s, dy, heads)
     et, eo = errors(tri, ref), errors(tor, ref)
     ok = all(torch.isfinite(t).all().item() for t in tri if t is not None)
     ok &= torch.equal(tri[1], tor[1])  # the new state: a copy of inputs either way
@@ -154,7 +186,7 @@ def compile_check(B=16, T=1024, d=768):
     def fn(h, Wp):
         qkv, other = F.linear(h, Wp).split([C, rest], dim=-1)
         y, st = conv(qkv, None, True)
-        return y, st, other
+        return torch.cat(y, -1), st, other
 
     def go(f):
         conv.weight.grad = None
@@ -196,9 +228,10 @@ def copy_rate():
 
 
 def timing(name, iters, compiled, rate):
-    B, T, C, state, dtype, pad = SHAPES[name]
+    B, T, C, state, dtype, pad, heads = shape(name)
     x, w, s, dy = make(B, T, C, state, dtype, pad)
-    conv = conv_module(w)
+    conv = conv_module(w, heads)
+    dys = dy.split(split_norm(C, heads)[0] or [C], -1)  # the parts' gradients, as the model's come
     xg = x.detach().requires_grad_()
     floor = 5 * x.numel() * x.element_size() / rate * 1e3  # x twice; y, dy, dx once
     cells = {}
@@ -214,7 +247,7 @@ def timing(name, iters, compiled, rate):
 
                 def step():
                     conv.weight.grad, xg.grad = None, None
-                    f(xg).backward(dy)
+                    torch.autograd.backward(f(xg), dys)
                 cells[key] = bench_ms(step, iters)
             except Exception as e:  # noqa: BLE001
                 cells[key] = float("nan")
@@ -227,23 +260,31 @@ def timing(name, iters, compiled, rate):
 
 
 def sweep(name, iters):
-    B, T, C, state, dtype, pad = SHAPES[name]
+    B, T, C, state, dtype, pad, heads = shape(name)
     x, w, s, dy = make(B, T, C, state, dtype, pad)
-    ref = run_ref(x, w, s, dy)
+    ref = run_ref(x, w, s, dy, heads)
+    parts, norm = split_norm(C, heads)
+    args = (parts or [C], *norm)
     best = {}
     for part, configs in CONFIGS.items():
         for cfg in configs:
-            keys = ("BT", "BC", "NT", "num_warps") if part == "bwd" else ("BT", "BC", "num_warps")
+            keys = {"bwd": ("BT", "BC", "NT", "num_warps"), "norm fwd": ("BT", "num_warps"),
+                    "norm bwd": ("BT", "NT", "num_warps")}.get(part, ("BT", "BC", "num_warps"))
             c = dict(zip(keys, cfg))
+            if part.startswith("norm") and heads is None:
+                continue
             try:
-                kernel.CONV_CONFIG = dict(DEFAULT, **{part: c})
-                got = run_conv(ON, x, w, s, dy)
+                if part.startswith("norm"):
+                    kernel.CONV_CONFIG = dict(DEFAULT, norm=dict(DEFAULT["norm"], **{part[5:]: c}))
+                else:
+                    kernel.CONV_CONFIG = dict(DEFAULT, **{part: c})
+                got = run_conv(ON, x, w, s, dy, heads)
                 err = errors(got, ref)
                 ok = all(e <= tolerance(q, dtype) for q, e in err.items())
-                if part == "fwd":
-                    ms = bench_ms(lambda: kernel._conv_fwd_op(x, w, s), iters)
+                if part in ("fwd", "norm fwd"):
+                    ms = bench_ms(lambda: kernel._conv_fwd_op(x, w, s, *args), iters)
                 else:
-                    ms = bench_ms(lambda: kernel._conv_bwd_op(dy, x, w, s), iters)
+                    ms = bench_ms(lambda: kernel._conv_bwd_op(dy.reshape(-1), x, w, s, *args), iters)
                 print(f"  {name:15s} {part} {str(c):55s} {ms:7.3f} ms  "
                       + " ".join(f"{q} {e:.1e}" for q, e in err.items()) + ("" if ok else "  FAIL"))
                 if not ok:
@@ -275,6 +316,8 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--timed", default=",".join(TIMED), help="the shapes to time, a comma list of SHAPES' names")
+    ap.add_argument("--swept", default="w768 model,w1024 model", help="the shapes of the block-size sweep")
     a = ap.parse_args()
     if not torch.cuda.is_available() or not kernel.HAS_TRITON:
         print("needs a CUDA GPU and triton")
@@ -292,11 +335,11 @@ def main():
     print(f"\n## 3. timing (CausalConv fused=True, forward + backward; {time.time() - t0:.0f} s in)")
     rate = copy_rate()
     print(f"copy rate {rate / 1e12:.2f} TB/s (the floor's bandwidth)")
-    for name in TIMED:
+    for name in a.timed.split(","):
         guarded("timing", timing, name, a.iters, not a.no_compile, rate)
     if not a.no_sweep:
         print(f"\n## 4. block sizes (op-level, forward and backward apart; {time.time() - t0:.0f} s in)")
-        for name in ("w768", "w768 qkv-slice", "w1024"):
+        for name in a.swept.split(","):
             guarded("sweep", sweep, name, a.iters)
     print(f"\n{len(FAILS)} failure(s) ({time.time() - t0:.0f} s)" + "".join(f"\n  {f}" for f in FAILS)
           if FAILS else f"\nALL PASS ({time.time() - t0:.0f} s)")

@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1
 source tools/fla_env.sh  # fla's wheels and autotunings (FLA_PATH, TRITON_CACHE_DIR)
 for s in $steps; do
     case $s in
-    conv) timeout 150 python3 tools/gpu_check_conv.py > "$out/check_conv.log" 2>&1
+    conv) timeout ${CONV_SECS:-150} python3 tools/gpu_check_conv.py > "$out/check_conv.log" 2>&1
           echo "check_conv rc=$?" >> "$out/check_conv.log"; grep -v "^  w.* \(fwd\|bwd\|dx\) {" "$out/check_conv.log" | tail -30 ;;
     ce)   timeout 150 python3 tools/gpu_check_ce.py > "$out/check_ce.log" 2>&1
           echo "check_ce rc=$?" >> "$out/check_ce.log"; tail -25 "$out/check_ce.log" ;;
