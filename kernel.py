@@ -798,8 +798,8 @@ if HAS_TRITON:
 # the W - 1 inputs before x, zeros when None); with norm = (n, K) the first n channels of y (the q and k
 # heads) are then L2-normalised in groups of K, as F.normalize (eps 1e-12). Tiles of (time, channels) per
 # batch row; the W shifted input tiles are read straight from global memory (they overlap, so all but the
-# first hit the cache); fp32 math, the output in x's dtype. x may be a row-strided view (the model's qkv
-# is a column slice of a matmul's output); the state is [B, W - 1, C] contiguous. The backward is two
+# first hit the cache); fp32 math, the output in x's dtype. x may be a row-strided view (with
+# model.ONE_PROJ_MATMUL the model's qkv is a column slice of a matmul's output); the state is [B, W - 1, C] contiguous. The backward is two
 # kernels: the first recomputes z (x is read again instead of an fp32 z written and read), writes dz = dy
 # silu'(z) (through the norm's backward where there is one) to an fp32 buffer and per-program partial sums
 # of dw to an fp32 [programs, C, W] workspace that torch sums (deterministic, no atomics); the second forms
@@ -949,7 +949,7 @@ if HAS_TRITON:
 
     def _conv_align(x, *rows):
         """The largest power of two (up to 16 bytes) dividing x's batch and row strides and the row
-        lengths `rows`. The model's qkv rows are 4.5 width + 2 n_head elements apart (3468 at width 768:
+        lengths `rows`. One projection matmul's qkv rows are 4.5 width + 2 n_head elements apart (3468 at 768:
         8-byte aligned), and Triton, knowing only that 3468 is no multiple of 16, loaded them one bf16 at
         a time (sm_90 PTX)."""
         a = 16 // x.element_size()
