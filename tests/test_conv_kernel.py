@@ -28,20 +28,20 @@ SMALL = dict(fwd=dict(BT=8, BC=16, num_warps=4), bwd=dict(BT=4, BC=16, NT=2, num
 CASES = {  # name: (B, T, C, W, state, x dtype, block sizes, row stride of x: C + pad, None = contiguous,
           #        heads (H, K): the output split in q, k, v of H K, H K, C - 2 H K channels, q and k
           #        L2-normalised per head; None: one part, no norm)
-    "fp32_B2_T70_C200_state": (2, 70, 200, 4, True, "float32", BIG, None),  # T, C past one block
-    "fp32_B2_T70_C200": (2, 70, 200, 4, False, "float32", BIG, None),
-    "fp32_B2_T1_C64_state": (2, 1, 64, 4, True, "float32", BIG, None),        # generation: T < W - 1
-    "fp32_B2_T2_C64_state": (2, 2, 64, 4, True, "float32", BIG, None),
-    "fp32_B1_T2_C64": (1, 2, 64, 4, False, "float32", BIG, None),
-    "fp32_W2_B2_T9_C40_state": (2, 9, 40, 2, True, "float32", BIG, None),   # other kernel sizes
-    "fp32_W5_B1_T6_C40_state": (1, 6, 40, 5, True, "float32", BIG, None),
-    "fp32_B2_T130_C96_odd_stride": (2, 130, 96, 4, False, "float32", BIG, 3),  # rows 99 apart: unaligned
+    "fp32_B2_T70_C200_state": (2, 70, 200, 4, True, "float32", BIG, None, None),  # T, C past one block
+    "fp32_B2_T70_C200": (2, 70, 200, 4, False, "float32", BIG, None, None),
+    "fp32_B2_T1_C64_state": (2, 1, 64, 4, True, "float32", BIG, None, None),        # generation: T < W - 1
+    "fp32_B2_T2_C64_state": (2, 2, 64, 4, True, "float32", BIG, None, None),
+    "fp32_B1_T2_C64": (1, 2, 64, 4, False, "float32", BIG, None, None),
+    "fp32_W2_B2_T9_C40_state": (2, 9, 40, 2, True, "float32", BIG, None, None),   # other kernel sizes
+    "fp32_W5_B1_T6_C40_state": (1, 6, 40, 5, True, "float32", BIG, None, None),
+    "fp32_B2_T130_C96_odd_stride": (2, 130, 96, 4, False, "float32", BIG, 3, None),  # rows 99 apart: unaligned
     # many programs: 3 row groups of 2 row blocks (dw summed over 6 workspace rows), 3 channel blocks
-    "fp32_B2_T21_C40_state_small": (2, 21, 40, 4, True, "float32", SMALL, None),
-    "bf16_B2_T70_C200_state": (2, 70, 200, 4, True, "bfloat16", BIG, None),  # fp32 state, cast as torch
-    "bf16_B2_T50_C96": (2, 50, 96, 4, False, "bfloat16", BIG, None),
-    "bf16_B2_T70_C200_model_stride": (2, 70, 200, 4, False, "bfloat16", BIG, 12),  # qkv-like: 8-B rows
-    "bf16_B1_T20_C130_state_default": (1, 20, 130, 4, True, "bfloat16", None, None),  # CONV_CONFIG
+    "fp32_B2_T21_C40_state_small": (2, 21, 40, 4, True, "float32", SMALL, None, None),
+    "bf16_B2_T70_C200_state": (2, 70, 200, 4, True, "bfloat16", BIG, None, None),  # fp32 state, cast as torch
+    "bf16_B2_T50_C96": (2, 50, 96, 4, False, "bfloat16", BIG, None, None),
+    "bf16_B2_T70_C200_model_stride": (2, 70, 200, 4, False, "bfloat16", BIG, 12, None),  # qkv-like: 8-B rows
+    "bf16_B1_T20_C130_state_default": (1, 20, 130, 4, True, "bfloat16", None, None, None),  # CONV_CONFIG
     # the mixer's q, k, v: heads normalised in their own launches (tiles one head wide, K padded to a
     # power of two), each part written contiguous
     "fp32_B2_T70_qkv_H2_K48_state": (2, 70, 2 * 2 * 48 + 40, 4, True, "float32", BIG, None, (2, 48)),
@@ -95,7 +95,7 @@ def run(fn, x, w, s, dy):
 
 def _case_worker(name, case, seed):
     import model
-    B, T, C, W, state, dtype, cfg, pad, heads = (case + (None,))[:9]
+    B, T, C, W, state, dtype, cfg, pad, heads = case
     kernel.CONV_CONFIG = cfg or DEFAULT_CONFIG
     x, w, s, dy = make(B, T, C, W, state, getattr(torch, dtype), pad, seed)
     conv = model.CausalConv(C, W, *split_norm(C, heads))  # its weight: w, by functional_call
@@ -212,7 +212,7 @@ def results():
 @pytest.mark.parametrize("case", list(CASES))
 def test_conv_matches_float64_and_torch_paths(results, case):
     r = results[case]
-    B, T, C, W, state, dtype, _, pad = CASES[case][:8]
+    B, T, C, W, state, dtype, _, pad, heads = CASES[case]
     row, a = C + (pad or 0), 16 // (2 if dtype == "bfloat16" else 4)
     while row % a or T * row % a:
         a //= 2
@@ -232,7 +232,7 @@ def test_conv_matches_float64_and_torch_paths(results, case):
         assert err <= 2 * r["torch_fused_ref"][q] + (1e-6 if dtype == "float32" or q == "dw" else 8e-3), r
     for q, err in r["torch_fused"].items():  # and the two paths agree with each other (the torch path
         # normalises y rounded to bf16 and takes y's gradient in bf16: its dw is bf16-close, not fp32)
-        fp32_dw = q == "dw" and CASES[case][8:] == ()
+        fp32_dw = q == "dw" and heads is None
         assert err <= (2e-5 if dtype == "float32" or fp32_dw else 2e-3 if q == "dw" else 1.6e-2), (case, q, r)
     if "torch_ref" in r:  # fp32: the conv1d reference path too
         assert r["torch_ref_state_equal"] and max(r["torch_ref"].values()) <= 2e-5, r

@@ -7,8 +7,8 @@
 #   model768  bench.py --model --profile at width 768: the fused compiled step with the Triton ops, the
 #             same with the torch ops (compile fuses them; the A/B), and the fla-built LM (eager) last;
 #   widths    ours compiled fused at the paper's widths 256, 1024, 1536; then at 1024 beside fla eager;
-#   proj, dzcfg, kernels   the input projections' grouping A/B (profiled), the conv dz tile in the model,
-#             the delta rule alone against fla at bench.py's shapes (see each step below).
+#   proj, kernels   the input projections' grouping A/B (profiled), the delta rule alone against fla
+#             at bench.py's shapes (see each step below).
 # fla travels as wheels in .whl, its autotunings in .carry (gpu_throughput.sh): carry both.
 #   bash tools/gpu_fused_ops.sh OUTDIR [STEP ...]     # default: all four
 set -uo pipefail
@@ -39,9 +39,6 @@ for s in $steps; do
           --no-table --widths=768 --variants='ours compiled fused,ours compiled fused one proj matmul' > "$out/proj.log" 2>&1
           (cd /tmp && find inductor -name "*.py" | tar czf "$out/inductor.tgz" -T -)
           grep -v -i warn "$out/proj.log" | grep -v "^#     " | tail -30 ;;
-    dzcfg) # the conv dz kernel's op-level best tile (16 x 32, 1 warp) in the model, after the default
-          timeout ${DZ_SECS:-120} python3 bench.py --model --no-table --widths=768 --variants='ours compiled fused' \
-          --conv_cfg=bwd_BC=32,bwd_num_warps=1 > "$out/dzcfg.log" 2>&1; tail -3 "$out/dzcfg.log" ;;
     kernels) # the delta rule alone against fla's at bench.py's shapes (fla autotunes at each new K: last)
           PYTHONPATH=${FLA_PATH:-} timeout ${KERNEL_SECS:-240} python3 bench.py --quick > "$out/kernels.log" 2>&1
           grep -v -i warn "$out/kernels.log" | tail -30 ;;
