@@ -392,9 +392,13 @@ def compiled_check(widths=(256, 768), B=2, T=300):
     kernel.CUSTOM_OP = os.environ.get("GDR_CUSTOM_OP", "1") == "1"
 
 
-def sweep(shapes, variants):
-    """Time our fwd+bwd under alternative launch configs; each is checked against float64 first."""
+def sweep(shapes, variants, only=""):
+    """Time our fwd+bwd under alternative launch configs; each is checked against float64 first.
+    only: a comma list of name prefixes ('out,fwd'): those variants and the default."""
     base = kernel.launch_config
+    if only:
+        variants = {n: f for n, f in variants.items()
+                    if n == "default" or any(n.startswith(p) for p in only.split(","))}
     for shape in shapes:
         B, T, H, K, V = shape
         for name, fn in variants.items():
@@ -442,6 +446,8 @@ if __name__ == "__main__":
                     "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
     ap.add_argument("--conv_cfg", default="", help="kernel.CONV_CONFIG overrides, e.g. bwd_BC=32,bwd_num_warps=1,norm.bwd.NT=2")
+    ap.add_argument("--sweep_only", default="", help="--sweep: only the variants whose names start with "
+                    "one of these comma-separated prefixes (and the default), e.g. 'out,fwd,prep'")
     ap.add_argument("--small", action="store_true", help="--check on one small shape only")
     ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback (table and model)")
     ap.add_argument("--fast", action="store_true", help="--check on 4 shapes x 4 regimes, no fp32")
@@ -453,7 +459,8 @@ if __name__ == "__main__":
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     fla_gdr = load_fla()
     if args.cfg:
-        over = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.cfg.split(",")}
+        over = {k: int(v) if v.lstrip("-").isdigit() else v  # e.g. prep_INV=tf32
+                for k, v in (kv.split("=") for kv in args.cfg.split(","))}
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
     if args.conv_cfg:  # kernel_field=value, or a dotted path for the heads' launches: norm.bwd.NT=2
@@ -497,7 +504,14 @@ if __name__ == "__main__":
             "state warps 8": variant(state_num_warps=8),
             "prep warps 8": variant(prep_num_warps=8),
             "wy warps 8": variant(wy_num_warps=8),
-        })
+            "out BV 128": variant(out_BV=128),
+            "out warps 8": variant(out_num_warps=8),
+            "out BV 128 warps 8": variant(out_BV=128, out_num_warps=8),
+            "fwd stages 3": variant(fwd_num_stages=3),
+            "fwd BV 128 warps 8": variant(fwd_BV=128, fwd_num_warps=8),
+            "prep warps 2": variant(prep_num_warps=2),
+            "prep inv tf32": variant(prep_INV="tf32"),
+        }, args.sweep_only)
     if not args.no_table:
         kernel_table(picked or table, not args.quick, fla_gdr)
     if args.model:

@@ -42,8 +42,8 @@ def resources(K, V, fp32):
                      ("out", kernel._fwd_out_kernel), ("local", kernel._bwd_local_kernel),
                      ("bwd", kernel._bwd_scan_kernel),
                      ("state", kernel._bwd_state_kernel), ("wy", kernel._bwd_wy_kernel)]:
-        opts = dict(cfg[name])
-        consts = dict(const, BV=opts.pop("BV", 64))
+        opts = {o: v for o, v in cfg[name].items() if o in ("num_warps", "num_stages")}
+        consts = {**const, "BV": 64, **{c: v for c, v in cfg[name].items() if c not in opts}}
         sig, cst = {}, {}
         for i, a in enumerate(fn.arg_names):
             if a.endswith("_ptr"):
