@@ -86,9 +86,9 @@ class Batches:
         d = self.data[split]
         if isinstance(d, torch.Tensor):
             if d.is_cuda:  # from pageable memory the copy waits for the GPU's queue to drain, an
-                # idle gap every step (sweep.py: 30 ms steps against train.py's 27); pinned, it does not
-                ix = ix.pin_memory().to(d.device, non_blocking=True)
-            w = d[ix.to(d.device)[:, None] + torch.arange(self.T + 1, device=d.device)].long()
+                ix = ix.pin_memory()  # idle gap every step (sweep.py: 30 ms steps against train.py's 27)
+            ix = ix.to(d.device, non_blocking=True)
+            w = d[ix[:, None] + torch.arange(self.T + 1, device=d.device)].long()
             w = w.to(self.device)
         else:
             w = torch.from_numpy(np.stack([d[i:i + self.T + 1] for i in ix.tolist()]).astype(np.int64))

@@ -58,14 +58,10 @@ def main(argv):
     sweep.Trainer.initialise = timed('init', sweep.Trainer.initialise)
     model.GDN.configure_optimizer = timed('optimizer', model.GDN.configure_optimizer)
     training.evaluate = timed('eval', training.evaluate)
-    step = training.train_step
-    first = {}
+    step, first_step = training.train_step, timed('first step', training.train_step)
 
-    def train_step(*a, **kw):
-        if a[3] == 0:  # iteration 0: the optimizer state is created in this step
-            first['t'] = timed('first step', step)(*a, **kw)
-            return first['t']
-        return step(*a, **kw)
+    def train_step(*a, **kw):  # iteration 0 (a[3]) creates the optimizer state
+        return (first_step if a[3] == 0 else step)(*a, **kw)
     training.train_step = train_step
     print(f"width {width}, {cfg['max_iters']} steps of {cfg['batch_size']} x {cfg['block_size']}, "
           f"{len(todo)} runs (s):")
