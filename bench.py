@@ -507,12 +507,15 @@ if __name__ == "__main__":
             "out BV 128": variant(out_BV=128),
             "out warps 8": variant(out_num_warps=8),
             "out BV 128 warps 8": variant(out_BV=128, out_num_warps=8),
-            "fwd stages 2": variant(fwd_num_stages=2),
+            "fwd stages 1": variant(fwd_num_stages=1),
             "fwd stages 3": variant(fwd_num_stages=3),
             "state stages 1": variant(state_num_stages=1),
             "fwd BV 128 warps 8": variant(fwd_BV=128, fwd_num_warps=8),
             "prep warps 2": variant(prep_num_warps=2),
             "prep inv tf32": variant(prep_INV="tf32"),
+            "out slices 64": variant(out_BKC=64),
+            "out slices 32": variant(out_BKC=32),
+            "out one slice": variant(out_BKC=256),
         }, args.sweep_only)
     if not args.no_table:
         kernel_table(picked or table, not args.quick, fla_gdr)

@@ -328,24 +328,28 @@ if HAS_TRITON:
     @triton.jit
     def _fwd_out_kernel(q_ptr, k_ptr, G_ptr, Hs_ptr, Vn_ptr, o_ptr, scale, T, N,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
-                        BV: tl.constexpr):
+                        BV: tl.constexpr, BKC: tl.constexpr):
         """Forward step 3, parallel over (V block, chunk, b, h):
-        O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn)."""
+        O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn). Q K^T and Q H are summed over K in
+        slices of BKC columns (launch_config): smaller tiles live in registers, not shared memory."""
         vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, h = bh // H, bh % H
         Tp, t0 = N * 64, n * 64
         r = tl.arange(0, 64)
-        p, m = _rows(q_ptr, b, h, t0, T, H, K, BK)
-        q = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
-        kT = tl.load(p, mask=m, other=0.)
-        p, m = _state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
-        Hc = tl.load(p, mask=m, other=0.)
+        qk = tl.zeros([64, 64], dtype=tl.float32)
+        qh = tl.zeros([64, BV], dtype=tl.float32)
+        for k0 in tl.static_range(0, K, BKC):
+            p, m = _rows(q_ptr, b, h, t0, T, H, K, BKC, k0)
+            q = tl.load(p, mask=m, other=0.)
+            p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BKC, k0)
+            qk = tl.dot(q, tl.load(p, mask=m, other=0.), qk)
+            p, m = _state(Hs_ptr, (bh * N + n) * K * V, k0, vb * BV, K, V, BKC, BV)
+            qh = tl.dot(q, tl.load(p, mask=m, other=0.).to(q.dtype), qh)
         p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)
         vn = tl.load(p, mask=m, other=0.).to(tl.float32)
         G = tl.load(G_ptr + bh * Tp + t0 + r)
-        M = _decay(G, G, r[:, None] >= r[None, :]) * tl.dot(q, kT)
-        o = scale * (tl.exp(G)[:, None] * tl.dot(q, Hc.to(q.dtype)) + tl.dot(M, vn))
+        M = _decay(G, G, r[:, None] >= r[None, :]) * qk
+        o = scale * (tl.exp(G)[:, None] * qh + tl.dot(M, vn))
         p, m = _rows(o_ptr, b, h, t0, T, H, V, BV, vb * BV)
         tl.store(p, o.to(o_ptr.dtype.element_ty), mask=m)
 
@@ -565,12 +569,16 @@ if HAS_TRITON:
     def launch_config(K, V, fp32=False):
         """Block size over V and warps/stages per kernel; depends on the head dims and dtype only
         (never T). bench.py --sweep overrides it to compare settings, each checked against float64."""
-        big = K > 128 or fp32  # scans: 1 stage (shared memory) for BK = 256 or fp32 tiles
-        fwd = dict(BV=64, num_warps=8 if fp32 else 4, num_stages=1 if big else 2)
+        big = K > 128 or fp32  # bwd scan: 1 stage (shared memory) for BK = 256 or fp32 tiles
+        # fwd scan: 2 stages at every bf16 K (K 192: 0.654 vs 0.757 ms forward, BENCH.md run 12)
+        fwd = dict(BV=64, num_warps=8 if fp32 else 4, num_stages=1 if fp32 else 2)
         bwd = dict(BV=64, num_warps=8 if big else 4, num_stages=1 if big else 2)
         # prep's INV="tf32" is 0.6% of a step faster and moves single dbeta errors 19x (BENCH.md run 11)
-        return dict(prep=dict(num_warps=4, INV="tf32x3"), fwd=fwd,
-                    out=dict(BV=64, num_warps=4), bwd=bwd, local=dict(BV=64, num_warps=4),
+        # out: Q K^T and Q H in K slices of 64 above K 128 (64 -> 16 KB shared memory, 5% faster at
+        # K 192); one slice at K <= 128, where two were 7% slower at K 96 (BENCH.md run 12)
+        out = dict(BV=64, BKC=64 if K > 128 else max(64, triton.next_power_of_2(K)), num_warps=4)
+        return dict(prep=dict(num_warps=4, INV="tf32x3"), fwd=fwd, out=out, bwd=bwd,
+                    local=dict(BV=64, num_warps=4),
                     state=dict(BV=64, num_warps=4, num_stages=2), wy=dict(num_warps=4))
 
     def _fwd(q, k, v, g, beta, scale, h0):

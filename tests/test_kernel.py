@@ -139,11 +139,19 @@ INTERPRET_CASES = {  # name: (B, T, H, K, V, regime, initial state, final state 
 }
 
 
-def _interpret_worker(only=None):
-    """Runs in a subprocess with TRITON_INTERPRET=1; prints {case: {quantity: rel error}}."""
+def _interpret_worker(only=None, out_bkc=None):
+    """Runs in a subprocess with TRITON_INTERPRET=1; prints {case: {quantity: rel error}}.
+    out_bkc: the out kernel's K slice width instead of launch_config's."""
+    if out_bkc:
+        base = kernel.launch_config
+        def sliced(K, V, fp32=False):
+            cfg = base(K, V, fp32)
+            cfg["out"]["BKC"] = int(out_bkc)
+            return cfg
+        kernel.launch_config = sliced
     out = {}
     for i, (name, (B, T, H, K, V, regime, h0, use_state)) in enumerate(INTERPRET_CASES.items()):
-        if only and name != only:
+        if only and name not in only.split(","):
             continue
         xs = make_inputs(B, T, H, K, V, regime, seed=100 + i, h0=h0)
         dt = torch.float16 if name.endswith("fp16") else torch.float32
@@ -200,6 +208,20 @@ def test_fp32_workspaces_are_more_accurate(interpret_results):
     assert full["o"] < 0.97 * half["o"], (half, full)   # measured 3.96e-4 vs 4.25e-4
     for name, err in full.items():
         assert err <= 1.25 * half[name], (name, half, full)
+
+
+def test_out_kernel_k_slices_match_one_slice(interpret_results):
+    """The out kernel can sum Q K^T and Q H over K in slices (launch_config's BKC). Slices of 16 and
+    64 at K 80 and 144 (a partial last slice, more slices than one K block) must leave every error
+    where one slice has it: the forward output to fp32 reordering, everything else unchanged."""
+    cases = "K80_V144_T100_mixed,K144_V80_T70_random"
+    for bkc in ("16", "64"):
+        res = _interpret(cases, bkc)
+        for case, errs in res.items():
+            one = interpret_results[case]
+            for name in ("o", "o_no_grad"):
+                assert errs[name] <= 3e-5 and abs(errs[name] - one[name]) <= 1e-6, (bkc, case, errs, one)
+            assert all(errs[n] == one[n] for n in errs if n not in ("o", "o_no_grad")), (bkc, case)
 
 
 # ---- the custom op (the default) against the autograd.Function of the GDR_CUSTOM_OP=0 path ----
@@ -260,4 +282,4 @@ def test_custom_op_equals_the_autograd_function():
 if __name__ == "__main__" and sys.argv[1:3] == ["interpret", "custom_op"]:
     _custom_op_worker()
 elif __name__ == "__main__" and sys.argv[1:2] == ["interpret"]:
-    _interpret_worker(*sys.argv[2:3])
+    _interpret_worker(*sys.argv[2:4])
