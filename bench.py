@@ -502,6 +502,7 @@ if __name__ == "__main__":
             "bwd BV 128": variant(bwd_BV=128),
             "local warps 8": variant(local_num_warps=8),
             "state warps 8": variant(state_num_warps=8),
+            "state BV 128": variant(state_BV=128),
             "prep warps 8": variant(prep_num_warps=8),
             "wy warps 8": variant(wy_num_warps=8),
             "out BV 128": variant(out_BV=128),
@@ -514,7 +515,6 @@ if __name__ == "__main__":
             "prep warps 2": variant(prep_num_warps=2),
             "prep inv tf32": variant(prep_INV="tf32"),
             "out slices 64": variant(out_BKC=64),
-            "out slices 32": variant(out_BKC=32),
             "out one slice": variant(out_BKC=256),
         }, args.sweep_only)
     if not args.no_table:

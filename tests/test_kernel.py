@@ -211,17 +211,35 @@ def test_fp32_workspaces_are_more_accurate(interpret_results):
 
 
 def test_out_kernel_k_slices_match_one_slice(interpret_results):
-    """The out kernel can sum Q K^T and Q H over K in slices (launch_config's BKC). Slices of 16 and
-    64 at K 80 and 144 (a partial last slice, more slices than one K block) must leave every error
-    where one slice has it: the forward output to fp32 reordering, everything else unchanged."""
+    """The out kernel sums Q K^T and Q H over K in slices (launch_config's BKC). Slices of 16 and 64
+    at K 80 and 144 (a partial last slice; K 144 runs 3 slices by default) must leave every error
+    where the default has it: the output's to fp32 reordering, the rest unchanged (the backward
+    does not read O)."""
     cases = "K80_V144_T100_mixed,K144_V80_T70_random"
     for bkc in ("16", "64"):
         res = _interpret(cases, bkc)
         for case, errs in res.items():
             one = interpret_results[case]
-            for name in ("o", "o_no_grad"):
-                assert errs[name] <= 3e-5 and abs(errs[name] - one[name]) <= 1e-6, (bkc, case, errs, one)
-            assert all(errs[n] == one[n] for n in errs if n not in ("o", "o_no_grad")), (bkc, case)
+            for name, err in errs.items():
+                same = abs(err - one[name]) <= 1e-6 if name.startswith("o") else err == one[name]
+                assert err <= 3e-5 and same, (bkc, case, name, errs, one)
+
+
+def test_kernels_compile_for_hopper():
+    """The interpreter runs what the GPU compiler rejects (a loop that re-binds a pointer name to
+    another type passed every interpreted case): compile the seven kernels for sm_90 at
+    launch_config's settings, with triton's own ptxas, at the model's head sizes below, at and above
+    128 (K slices, 1 or 2 stages) and fp32; each must fit an SM's 227 KB of shared memory and spill
+    little (bf16: the forward scan at K > 128 spills 24-40 B; fp32 tiles: the state kernel 272 B)."""
+    if not kernel.HAS_TRITON:
+        pytest.skip("triton not installed")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import kernel_profile
+    for K, V, fp32 in [(96, 192, False), (192, 384, False), (256, 512, False), (128, 128, True)]:
+        rows = kernel_profile.resources(K, V, fp32)
+        assert len(rows) == 7
+        for name, regs, stack, shared, cfg in rows:
+            assert shared <= 227 * 1024 and stack <= (512 if fp32 else 64), (K, V, fp32, name, stack, shared)
 
 
 # ---- the custom op (the default) against the autograd.Function of the GDR_CUSTOM_OP=0 path ----

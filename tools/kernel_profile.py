@@ -32,12 +32,15 @@ import kernel  # noqa: E402
 
 
 def resources(K, V, fp32):
+    """Compiles the seven kernels for sm_90 at launch_config(K, V, fp32); returns
+    [(kernel, registers, stack bytes, shared bytes, its config)]."""
     dt = "fp32" if fp32 else "bf16"
     f32 = {"g", "beta", "G", "A", "h0", "hT", "dhT", "dh0", "dG", "dGp", "dg", "dbeta", "dVn"}
     ws = dt if kernel.WS_HALF else "fp32"
     cfg = kernel.launch_config(K, V, fp32)
     const = dict(H=4, K=K, V=V, BK=max(64, triton.next_power_of_2(K)), HAS_H0=True, HAS_DHT=True)
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    rows = []
     for name, fn in [("prep", kernel._prep_kernel), ("fwd", kernel._fwd_scan_kernel),
                      ("out", kernel._fwd_out_kernel), ("local", kernel._bwd_local_kernel),
                      ("bwd", kernel._bwd_scan_kernel),
@@ -61,8 +64,8 @@ def resources(K, V, fp32):
             f.flush()
             res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
         regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", res).groups()
-        print(f"K={K} V={V} {dt}  {name:6s} regs {regs:>3s}  stack {stack:>4s} B  "
-              f"shared {k.metadata.shared / 1024:5.1f} KB  {cfg[name]}")
+        rows.append((name, int(regs), int(stack), k.metadata.shared, cfg[name]))
+    return rows
 
 
 def profile_op(name, op, shape, iters):
@@ -95,7 +98,9 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if a.resources:
         r = a.resources.split(",")
-        resources(int(r[0]), int(r[1]), r[2:] == ["fp32"])
+        for name, regs, stack, shared, cfg in resources(int(r[0]), int(r[1]), r[2:] == ["fp32"]):
+            print(f"K={r[0]} V={r[1]} {'fp32' if r[2:] else 'bf16'}  {name:6s} regs {regs:3d}  "
+                  f"stack {stack:4d} B  shared {shared / 1024:5.1f} KB  {cfg}")
         sys.exit()
     ops = bench.kernel_ops(False, bench.load_fla() if "fla" in a.ops else None)
     ops = {name: op for name, op in ops.items() if name in a.ops.split(",")}
