@@ -331,7 +331,7 @@ if HAS_TRITON:
                         BV: tl.constexpr, BKC: tl.constexpr):
         """Forward step 3, parallel over (V block, chunk, b, h):
         O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn). Q K^T and Q H are summed over K in
-        slices of BKC columns (launch_config): smaller tiles live in registers, not shared memory."""
+        slices of BKC columns (launch_config): smaller dot operands, less shared memory."""
         vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, h = bh // H, bh % H
         Tp, t0 = N * 64, n * 64
