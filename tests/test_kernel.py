@@ -143,12 +143,8 @@ def _interpret_worker(only=None, out_bkc=None):
     """Runs in a subprocess with TRITON_INTERPRET=1; prints {case: {quantity: rel error}}.
     out_bkc: the out kernel's K slice width instead of launch_config's."""
     if out_bkc:
-        base = kernel.launch_config
-        def sliced(K, V, fp32=False):
-            cfg = base(K, V, fp32)
-            cfg["out"]["BKC"] = int(out_bkc)
-            return cfg
-        kernel.launch_config = sliced
+        import bench  # its launch-config override, as `bench.py --cfg=out_BKC=...` applies it
+        kernel.launch_config = bench.variant(out_BKC=int(out_bkc))
     out = {}
     for i, (name, (B, T, H, K, V, regime, h0, use_state)) in enumerate(INTERPRET_CASES.items()):
         if only and name not in only.split(","):

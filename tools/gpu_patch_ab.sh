@@ -21,6 +21,7 @@ for p in base "$@"; do
     fi
     (cd "$dir" && timeout "${CHECK_SECS:-150}" python3 bench.py --check --all_k --no-table) > "$out/check_$name.log" 2>&1
     echo "$name: $(tail -1 "$out/check_$name.log")"; grep FAIL "$out/check_$name.log" | grep -v "^check:"
+    # --sweep_only=none: no variant's name starts with 'none', so only the default is timed
     (cd "$dir" && timeout "${TIME_SECS:-90}" python3 bench.py --sweep --no-table --shapes="$shapes" \
         --sweep_only=none) > "$out/time_$name.log" 2>&1
     grep "^sweep" "$out/time_$name.log" | sed "s/^sweep/$name/"
