@@ -808,14 +808,16 @@ if HAS_TRITON:
 # heads) are then L2-normalised in groups of K, as F.normalize (eps 1e-12). Tiles of (time, channels) per
 # batch row; the W shifted input tiles are read straight from global memory (they overlap, so all but the
 # first hit the cache); fp32 math, the output in x's dtype. x may be a row-strided view (with
-# model.ONE_PROJ_MATMUL the model's qkv is a column slice of a matmul's output); the state is [B, W - 1, C] contiguous. The backward is two
-# kernels: the first recomputes z (x is read again instead of an fp32 z written and read), writes dz = dy
-# silu'(z) (through the norm's backward where there is one) to an fp32 buffer and per-program partial sums
-# of dw to an fp32 [programs, C, W] workspace that torch sums (deterministic, no atomics); the second forms
-# dx and d state from W shifted reads of dz. (One kernel that recomputed the W shifted dz tiles each dx
-# needs ran 6x over the memory floor on an H200: BENCH.md.) The normalised heads take launches of their
-# own, a tile one head wide (the norm is a sum over it): the q/k L2 norm and its backward were four
-# compiled kernels, 1.4 ms of a 35.5 ms step at width 768 (BENCH.md run 9).
+# model.ONE_PROJ_MATMUL the model's qkv is a column slice of a matmul's output); the state is [B, W - 1, C]
+# contiguous. The backward is two kernels: the first recomputes z (x is read again instead of an fp32 z
+# written and read), writes dz = dy silu'(z) (through the norm's backward where there is one) in x's dtype
+# (dx is rounded to it anyway; an fp32 dz doubled this kernel's writes and the second's reads: conv 3.46 ->
+# 3.09 ms of a width-768 step, BENCH.md run 13) and per-program partial sums of dw to an fp32 [programs, C,
+# W] workspace that torch sums (deterministic, no atomics); the second forms dx and d state from W shifted
+# reads of dz. (One kernel that recomputed the W shifted dz tiles each dx needs ran 6x over the memory
+# floor on an H200: BENCH.md.) The normalised heads take launches of their own, a tile one head wide (the
+# norm is a sum over it): the q/k L2 norm and its backward were four compiled kernels, 1.4 ms of a 35.5 ms
+# step at width 768 (BENCH.md run 9).
 # Block sizes (tools/gpu_check_conv.py times others): a program's tile is [BT, BC]; the dz kernel's
 # program takes NT row blocks in turn (one workspace row of dw per BT * NT rows). The defaults are the
 # fastest of gpu_check_conv.py's sweep on an H200 (BENCH.md run 8); the dz kernel's 16 x 32 tiles on one
@@ -902,7 +904,7 @@ if HAS_TRITON:
                         W: tl.constexpr, WP: tl.constexpr, HAS_STATE: tl.constexpr, NORM: tl.constexpr,
                         A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
         """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy
-        silu'(z) into the fp32 buffer [B, T, C] (dy: the part's [B, T, CY] gradient at dy_ptr), and
+        silu'(z) into the buffer [B, T, C] in x's dtype (dy: the part's [B, T, CY] gradient at dy_ptr), and
         dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its workspace row (the part's
         own workspace, [programs, CE - c0, W])."""
         pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
@@ -917,7 +919,7 @@ if HAS_TRITON:
             t = (pt * NT + i) * BT + tl.arange(0, BT)
             dz = _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, CY, sxt, t, c, c - c0, cm, T, C, W, HAS_STATE, NORM)
             m = (t < T)[:, None] & cm[None, :]
-            tl.store(dz_ptr + ((b * T + t) * C)[:, None] + c[None, :], dz, mask=m)
+            tl.store(dz_ptr + ((b * T + t) * C)[:, None] + c[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m)
             for j in tl.static_range(W):  # the x tiles z was made of, again (cache hits)
                 xs = _conv_xs(x_ptr, s_ptr, sxt, t + j, c, cm, T, C, W, HAS_STATE)
                 dw += tl.where(jw[:, None] == j, tl.sum(dz * xs, 0)[None, :], 0.)
@@ -940,7 +942,7 @@ if HAS_TRITON:
         for k in tl.static_range(W):
             r = u + (W - 1 - k)
             m = (r < T)[:, None] & cm[None, :]
-            dz = tl.load(dz_ptr + (r.to(tl.int64) * C)[:, None] + c[None, :], mask=m, other=0.)
+            dz = tl.load(dz_ptr + (r.to(tl.int64) * C)[:, None] + c[None, :], mask=m, other=0.).to(tl.float32)
             dx += _conv_w(w_ptr, c, cm, k, W) * dz
         m = (u < T)[:, None] & cm[None, :]
         tl.store(dx_ptr + ((b * T + u) * C)[:, None] + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
@@ -951,7 +953,7 @@ if HAS_TRITON:
                 for k in tl.static_range(W):
                     ms = ((rs - k >= 0) & (rs - k < T))[:, None] & cm[None, :]
                     ds += _conv_w(w_ptr, c, cm, k, W) * tl.load(dz_ptr + ((rs - k) * C)[:, None] + c[None, :],
-                                                              mask=ms, other=0.)
+                                                              mask=ms, other=0.).to(tl.float32)
                 ms = (rs < W - 1)[:, None] & cm[None, :]
                 tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :],
                          ds.to(ds_ptr.dtype.element_ty), mask=ms)
@@ -1007,7 +1009,7 @@ if HAS_TRITON:
         B, T, C = x.shape
         W, cx = weight.shape[1], CONV_CONFIG["dx"]
         weight = weight.contiguous()
-        dz = torch.empty(B, T, C, device=x.device, dtype=torch.float32)
+        dz = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
         dw = torch.empty(C, W, device=x.device, dtype=torch.float32)
         a = _conv_align(x, *parts)
         s = x if state is None else state.contiguous()

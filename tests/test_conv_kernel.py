@@ -261,9 +261,9 @@ def test_kernels_compile_for_hopper():
     p, i = "*bf16", "i32"
     specs = {  # kernel: (its runtime arguments' types, its constexprs after them, CONV_CONFIG's part)
         "_conv_fwd_kernel": ([p, p, "*fp32", p] + [i] * 8, ["W", "HAS_STATE", "NORM", "A", "BT", "BC"], "fwd"),
-        "_conv_dz_kernel": ([p, p, p, "*fp32", "*fp32", "*fp32"] + [i] * 8,
+        "_conv_dz_kernel": ([p, p, p, "*fp32", p, "*fp32"] + [i] * 8,
                             ["W", "WP", "HAS_STATE", "NORM", "A", "BT", "BC", "NT"], "bwd"),
-        "_conv_dx_kernel": (["*fp32", "*fp32", p, p, i, i], ["W", "SP", "HAS_STATE", "BT", "BC"], "dx"),
+        "_conv_dx_kernel": ([p, "*fp32", p, p, i, i], ["W", "SP", "HAS_STATE", "BT", "BC"], "dx"),
     }
     for name, (types, consts, part) in specs.items():
         fn = getattr(kernel, name)
