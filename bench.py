@@ -319,22 +319,27 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                     m.reset_parameters(seed=0)
                     flops = flops or m.flops_per_token(T)
                 opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
-                fwd = torch.compile(m) if "compiled" in name else m
+                # "cudagraphs": compile's CUDA graphs (mode reduce-overhead), the step replayed instead of
+                # launched kernel by kernel from Python: is the step bound by the host? (width 768: 34.7
+                # against 35.2 ms, BENCH.md run 13: no, it waits on the GPU)
+                mode = "reduce-overhead" if "cudagraphs" in name else None
+                fwd = torch.compile(m, mode=mode) if "compiled" in name else m
                 x = torch.randint(0, 50304, (batch, T + 1), device="cuda")
 
                 def step():
+                    torch.compiler.cudagraph_mark_step_begin()  # (a no-op without CUDA graphs)
                     with torch.autocast("cuda", dtype=torch.bfloat16):
                         loss = fwd(x[:, :-1], x[:, 1:])[1]
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-                    return loss
+                    return loss.detach().clone()  # a graph's output is overwritten by its next replay
                 losses = [step().item() for _ in range(3)]
                 torch.cuda.synchronize()
                 t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 t0.record()
-                timed = [step().detach() for _ in range(steps)]  # kept on the device: no sync in the loop
+                timed = [step() for _ in range(steps)]  # kept on the device: no sync in the loop
                 t1.record()
                 torch.cuda.synchronize()
                 ms = t0.elapsed_time(t1) / steps
@@ -440,8 +445,9 @@ if __name__ == "__main__":
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--widths", default="768,256,1024,1536", help="--model: the widths (8 layers, B 16 x T 1024)")
     ap.add_argument("--variants", default="", help="--model: a comma list of 'ours compiled', 'ours compiled "
-                    "fused', 'ours compiled fused torch ops', 'ours compiled fused one proj matmul', 'ours eager fused', "
-                    "'ours eager', 'fla eager', 'fla compiled' (default: all)")
+                    "fused', 'ours compiled fused torch ops', 'ours compiled fused one proj matmul', "
+                    "'ours compiled fused cudagraphs', 'ours eager fused', 'ours eager', 'fla eager', 'fla compiled' "
+                    "(default: all but cudagraphs)")
     ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
                     "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
