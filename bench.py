@@ -433,6 +433,11 @@ def variant(**over):
     return fn
 
 
+def parse_cfg(text):
+    """'state_BKS=128,prep_INV=tf32' -> {'state_BKS': 128, 'prep_INV': 'tf32'}, variant's arguments."""
+    return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in (kv.split("=") for kv in text.split(","))}
+
+
 _BASE = kernel.launch_config if kernel.HAS_TRITON else None
 
 if __name__ == "__main__":
@@ -465,8 +470,7 @@ if __name__ == "__main__":
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     fla_gdr = load_fla()
     if args.cfg:
-        over = {k: int(v) if v.lstrip("-").isdigit() else v  # e.g. prep_INV=tf32
-                for k, v in (kv.split("=") for kv in args.cfg.split(","))}
+        over = parse_cfg(args.cfg)
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
     if args.conv_cfg:  # kernel_field=value, or a dotted path for the heads' launches: norm.bwd.NT=2
@@ -509,6 +513,8 @@ if __name__ == "__main__":
             "local warps 8": variant(local_num_warps=8),
             "state warps 8": variant(state_num_warps=8),
             "state BV 128": variant(state_BV=128),
+            "state BK 128": variant(state_BKS=128),
+            "state BK 128 warps 8": variant(state_BKS=128, state_num_warps=8),
             "prep warps 8": variant(prep_num_warps=8),
             "wy warps 8": variant(wy_num_warps=8),
             "out BV 128": variant(out_BV=128),

@@ -417,25 +417,25 @@ if HAS_TRITON:
     @triton.jit
     def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_ptr,
                           dq_ptr, dkp_ptr, dW_ptr, dG_ptr, scale, T, N, H: tl.constexpr,
-                          K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr):
-        """Backward step 3a, parallel over (64-wide K block, chunk, b, h), summing over V blocks:
+                          K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr):
+        """Backward step 3a, parallel over (BKS-wide K block, chunk, b, h), summing over V blocks:
         the grads through the chunk's states (H entering, dH = grad of the state leaving) and its
         intra-chunk attention M = Tril(Q K^T o Gam) with dM = scale dO Vn^T:
         dq = scale diag(e^G) dO H^T + (dM o Gam) K (final), dW = -dVn H^T,
         dk = diag(e^{G_C-G}) Vn dH^T + (dM o Gam)^T Q (partial: 3b adds the WY part), dG parts."""
         kb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, h = bh // H, bh % H
-        Tp, t0, k0 = N * 64, n * 64, kb * 64
+        Tp, t0, k0 = N * 64, n * 64, kb * BKS
         r = tl.arange(0, 64)
-        dq = tl.zeros([64, 64], dtype=tl.float32)
-        dw = tl.zeros([64, 64], dtype=tl.float32)
-        dk = tl.zeros([64, 64], dtype=tl.float32)
+        dq = tl.zeros([64, BKS], dtype=tl.float32)
+        dw = tl.zeros([64, BKS], dtype=tl.float32)
+        dk = tl.zeros([64, BKS], dtype=tl.float32)
         dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
         dGC = 0.
         for c0 in range(0, V, BV):
-            p, m = _state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, 64, BV)
-            HT = tl.load(p, mask=m, other=0.)  # [BV, 64] = H^T
-            p, m = _state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, 64, BV)
+            p, m = _state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV)
+            HT = tl.load(p, mask=m, other=0.)  # [BV, BKS] = H^T
+            p, m = _state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV)
             dHT = tl.load(p, mask=m, other=0.)
             p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
             do = tl.load(p, mask=m, other=0.)
@@ -452,13 +452,13 @@ if HAS_TRITON:
             dGC += tl.sum(tl.sum(HT.to(tl.float32) * dHT.to(tl.float32), 1), 0)
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-        p, m = _rows(q_ptr, b, h, t0, T, H, K, 64, k0)
+        p, m = _rows(q_ptr, b, h, t0, T, H, K, BKS, k0)
         q = tl.load(p, mask=m, other=0.)
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, k0)
+        p, m = _rows(k_ptr, b, h, t0, T, H, K, BKS, k0)
         k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, 64, k0)
+        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BKS, k0)
         qT = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, k0)
+        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BKS, k0)
         kT = tl.load(p, mask=m, other=0.)
         dq = dq * (scale * tl.exp(G))[:, None]   # through e^G Q H
         dk = dk * tl.exp(GC - G)[:, None]        # through e^{G_C - G} K
@@ -481,17 +481,17 @@ if HAS_TRITON:
         Zc = Zt.to(k.dtype)
         dk += tl.dot(Zc, q)
         dq += tl.trans(tl.dot(kT, Zc))           # (Z K)^T computed, transposed for the store only
-        p, m = _rows(dq_ptr, b, h, t0, T, H, K, 64, k0)
+        p, m = _rows(dq_ptr, b, h, t0, T, H, K, BKS, k0)
         tl.store(p, dq.to(dq_ptr.dtype.element_ty), mask=m)
-        p, m = _ws(dkp_ptr, bh, t0, Tp, K, 64, k0)
+        p, m = _ws(dkp_ptr, bh, t0, Tp, K, BKS, k0)
         tl.store(p, dk.to(dkp_ptr.dtype.element_ty), mask=m)
-        p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, k0)
+        p, m = _ws(dW_ptr, bh, t0, Tp, K, BKS, k0)
         tl.store(p, (-dw).to(dW_ptr.dtype.element_ty), mask=m)
         tl.store(dG_ptr + (bh * tl.num_programs(0) + kb) * 2 * Tp + t0 + r, dG)
 
     @triton.jit
     def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_ptr, dGp_ptr,
-                       dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, T, N, H: tl.constexpr, K: tl.constexpr,
+                       dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, T, N, NKS, H: tl.constexpr, K: tl.constexpr,
                        V: tl.constexpr):
         """Backward step 3b, parallel over chunks: through W = A diag(beta e^G) K, U = A diag(beta) V
         (dU = dVn) and A = (I + L)^-1: dA = dW (diag(beta e^G) K)^T + dU (diag(beta) V)^T,
@@ -502,16 +502,15 @@ if HAS_TRITON:
         b, h = bh // H, bh % H
         Tp, t0 = N * 64, n * 64
         r = tl.arange(0, 64)
-        NK: tl.constexpr = (K + 63) // 64
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         eG = tl.exp(G)
         beta = _vec(beta_ptr, b, h, t0, T, H)
         At = tl.load(A_ptr + (bh * Tp + t0 + r[None, :]) * 64 + r[:, None])
         dG = tl.zeros([64], dtype=tl.float32)
         dgd = tl.zeros([64], dtype=tl.float32)   # parts of dg already summed (3a)
-        for kb in range(NK):
-            dG += tl.load(dGp_ptr + (bh * NK + kb) * 2 * Tp + t0 + r)
-            dgd += tl.load(dGp_ptr + ((bh * NK + kb) * 2 + 1) * Tp + t0 + r)
+        for kb in range(NKS):  # the state kernel's K blocks
+            dG += tl.load(dGp_ptr + (bh * NKS + kb) * 2 * Tp + t0 + r)
+            dgd += tl.load(dGp_ptr + ((bh * NKS + kb) * 2 + 1) * Tp + t0 + r)
         dbeta = tl.zeros([64], dtype=tl.float32)
         dA = tl.zeros([64, 64], dtype=tl.float32)
         for c0 in range(0, V, 64):
@@ -577,9 +576,12 @@ if HAS_TRITON:
         # out: Q K^T and Q H in K slices of 64 above K 128 (64 -> 16 KB shared memory, 5% faster at
         # K 192); one slice at K <= 128, where two were 7% slower at K 96 (BENCH.md run 12)
         out = dict(BV=64, BKC=64 if K > 128 else max(64, triton.next_power_of_2(K)), num_warps=4)
+        # state: K in blocks of BKS = 64, each block a program that reads dO, Vn and dVn again; BKS 128
+        # reads them once at K <= 128 (on 8 warps it spills nothing on sm_90; not yet timed: bench.py
+        # --sweep's 'state BK 128 warps 8')
         return dict(prep=dict(num_warps=4, INV="tf32x3"), fwd=fwd, out=out, bwd=bwd,
                     local=dict(BV=64, num_warps=4),
-                    state=dict(BV=64, num_warps=4, num_stages=2), wy=dict(num_warps=4))
+                    state=dict(BV=64, BKS=64, num_warps=4, num_stages=2), wy=dict(num_warps=4))
 
     def _fwd(q, k, v, g, beta, scale, h0):
         """The forward launches. Returns o, the final state and the workspaces the backward needs."""
@@ -615,7 +617,7 @@ if HAS_TRITON:
         B, T, H, K = q.shape
         V = v.shape[-1]
         BH, N, Tp = B * H, Hs.shape[1], G.shape[1]
-        BK, NK = max(64, triton.next_power_of_2(K)), triton.cdiv(K, 64)
+        BK = max(64, triton.next_power_of_2(K))
         do = torch.zeros_like(v) if do is None else do.contiguous()
         f32 = dict(device=q.device, dtype=torch.float32)
         ws = dict(device=q.device, dtype=Vn.dtype)
@@ -631,14 +633,15 @@ if HAS_TRITON:
             scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
         dq = torch.empty_like(q)
         dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
-        dGp = torch.empty(BH, NK, 2, Tp, **f32)  # per K block: dG (reverse-cumsummed), direct dg parts
-        _bwd_state_kernel[(NK, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
-                                       scale, T, N, H, K, V, **cfg["state"])
+        NKS = triton.cdiv(K, cfg["state"]["BKS"])  # the state kernel's K blocks
+        dGp = torch.empty(BH, NKS, 2, Tp, **f32)  # per K block: dG (reverse-cumsummed), direct dg parts
+        _bwd_state_kernel[(NKS, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,
+                                        scale, T, N, H, K, V, **cfg["state"])
         del dHs
         dk, dv, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
         dg = torch.empty(B, T, H, device=q.device, dtype=g_dtype)
         _bwd_wy_kernel[(N, BH)](k, v, beta, G, A, dVn, dW, dkp, dGp, dk, dv, dg, dbeta,
-                                T, N, H, K, V, **cfg["wy"])
+                                T, N, NKS, H, K, V, **cfg["wy"])
         return dq, dk, dv, dg, dbeta, dh0
 
     class _ChunkGDR(torch.autograd.Function):  # the default path (a graph break under torch.compile)

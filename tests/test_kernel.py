@@ -139,12 +139,12 @@ INTERPRET_CASES = {  # name: (B, T, H, K, V, regime, initial state, final state 
 }
 
 
-def _interpret_worker(only=None, out_bkc=None):
+def _interpret_worker(only=None, cfg=None):
     """Runs in a subprocess with TRITON_INTERPRET=1; prints {case: {quantity: rel error}}.
-    out_bkc: the out kernel's K slice width instead of launch_config's."""
-    if out_bkc:
-        import bench  # its launch-config override, as `bench.py --cfg=out_BKC=...` applies it
-        kernel.launch_config = bench.variant(out_BKC=int(out_bkc))
+    cfg: launch-config overrides, as `bench.py --cfg=out_BKC=16` takes them."""
+    if cfg:
+        import bench  # its launch-config override, as bench.py --cfg applies it
+        kernel.launch_config = bench.variant(**bench.parse_cfg(cfg))
     out = {}
     for i, (name, (B, T, H, K, V, regime, h0, use_state)) in enumerate(INTERPRET_CASES.items()):
         if only and name not in only.split(","):
@@ -213,12 +213,25 @@ def test_out_kernel_k_slices_match_one_slice(interpret_results):
     does not read O)."""
     cases = "K80_V144_T100_mixed,K144_V80_T70_random"
     for bkc in ("16", "64"):
-        res = _interpret(cases, bkc)
+        res = _interpret(cases, f"out_BKC={bkc}")
         for case, errs in res.items():
             one = interpret_results[case]
             for name, err in errs.items():
                 same = abs(err - one[name]) <= 1e-6 if name.startswith("o") else err == one[name]
                 assert err <= 3e-5 and same, (bkc, case, name, errs, one)
+
+
+def test_state_kernel_k_blocks_match_default(interpret_results):
+    """The backward's state kernel takes K in blocks of BKS (launch_config; 64 by default, each block
+    a program that reads all of dO, Vn and dVn again). Blocks of 128 at K 80 (one, partial) and 144 (two,
+    the last partial) must leave the forward's errors as they are and the gradients' within fp32
+    reordering of the default's (dq, dk, dg sum over other blocks)."""
+    res = _interpret("K80_V144_T100_mixed,K144_V80_T70_random", "state_BKS=128")
+    for case, errs in res.items():
+        one = interpret_results[case]
+        for name, err in errs.items():
+            same = err == one[name] if name in ("o", "o_no_grad", "state") else abs(err - one[name]) <= 2e-6
+            assert err <= 3e-5 and same, (case, name, errs, one)
 
 
 def test_kernels_compile_for_hopper():
