@@ -719,12 +719,16 @@ def _triton_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
 
 # ---- the cross-entropy of the tied head: one Triton pass over the logits
 # model.py's LinearCrossEntropy calls linear_ce on CUDA. The matmul writes the logits [N, vocab] in x's
-# dtype; one program per row reads them twice (an online max / sum-exp, then the softmax) and overwrites
-# them with their gradient, so no fp32 copy of the logits ever exists. The arithmetic is the torch path's:
+# dtype; one program per row reads them twice (an online max / sum-exp, then the softmax; once when the
+# row is one block, kept in registers) and overwrites them with their gradient, so no fp32 copy of the
+# logits ever exists. The arithmetic is the torch path's:
 # z = logits * mult rounded to the logits' dtype (as a bf16 tensor times a float is in PyTorch), then fp32.
 # The gradient is (softmax(z) - onehot(target)) * mult, without the 1/n of the mean: n is a device value,
 # and the backward's scalar takes it (no host sync).
-CE_LAUNCH = dict(BLOCK=4096, num_warps=8)  # a row's vocabulary in blocks of BLOCK (tools/gpu_check_ce.py)
+# a row's vocabulary in blocks of BLOCK (tools/gpu_check_ce.py's sweep: 4.0 TB/s over the three passes at
+# 16384 x 50304, BENCH.md run 8). A vocabulary up to BLOCK is one block, read once; GPT-2's in one block
+# (65536 on 32 warps, 64 registers a thread) spills 232 B on sm_90 and is not timed yet (the sweep's last rows)
+CE_LAUNCH = dict(BLOCK=4096, num_warps=8)
 
 # the CPU interpreter (tests) rounds fp32 -> bf16 toward zero (its nearest mode loses carries: 1.9999 -> 1);
 # the GPU rounds to nearest even, as torch does, and so does the interpreter with this patch
@@ -745,28 +749,39 @@ if HAS_TRITON:
         return tl.where(cols < V, z.to(ptr.dtype.element_ty).to(tl.float32), float("-inf"))
 
     @triton.jit
-    def _ce_rows_kernel(z_ptr, t_ptr, loss_ptr, mult, V, stride, GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    def _ce_rows_kernel(z_ptr, t_ptr, loss_ptr, mult, V, stride, GRAD: tl.constexpr, BLOCK: tl.constexpr,
+                        ONE_PASS: tl.constexpr):
         """Row r's loss lse(z) - z[t] (0 when t = -1) into loss[r]; with GRAD the row is overwritten by
         (softmax(z) - onehot(t)) * mult (zeros when t = -1)."""
         row = tl.program_id(0).to(tl.int64)  # int64: row * stride passes 2^31 at large N * vocab
         ptr = z_ptr + row * stride
         t = tl.load(t_ptr + row).to(tl.int32)
-        m, s = float("-inf"), 0.  # running max and sum of exp(z - m), fp32
-        for v0 in range(0, V, BLOCK):
-            z = _ce_logits(ptr, v0 + tl.arange(0, BLOCK), V, mult)
-            m_new = tl.maximum(m, tl.max(z, 0))
-            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
-            m = m_new
-        lse = m + tl.log(s)
+        if ONE_PASS:  # the whole row in one block, kept in registers: the logits read once, not twice
+            zr = _ce_logits(ptr, tl.arange(0, BLOCK), V, mult).to(z_ptr.dtype.element_ty)  # (exact: z is)
+            m = tl.max(zr.to(tl.float32), 0)
+            lse = m + tl.log(tl.sum(tl.exp(zr.to(tl.float32) - m), 0))
+        else:
+            m, s = float("-inf"), 0.  # running max and sum of exp(z - m), fp32
+            for v0 in range(0, V, BLOCK):
+                z = _ce_logits(ptr, v0 + tl.arange(0, BLOCK), V, mult)
+                m_new = tl.maximum(m, tl.max(z, 0))
+                s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+                m = m_new
+            lse = m + tl.log(s)
         zt = (tl.load(ptr + tl.maximum(t, 0)).to(tl.float32) * mult).to(z_ptr.dtype.element_ty)
         tl.store(loss_ptr + row, tl.where(t >= 0, lse - zt.to(tl.float32), 0.))
         if GRAD:
             scale = tl.where(t >= 0, mult, 0.)
-            for v0 in range(0, V, BLOCK):
-                cols = v0 + tl.arange(0, BLOCK)
-                p = tl.exp(_ce_logits(ptr, cols, V, mult) - lse)
-                g = (p - tl.where(cols == t, 1., 0.)) * scale
+            if ONE_PASS:
+                cols = tl.arange(0, BLOCK)
+                g = (tl.exp(zr.to(tl.float32) - lse) - tl.where(cols == t, 1., 0.)) * scale
                 tl.store(ptr + cols, g.to(z_ptr.dtype.element_ty), mask=cols < V)
+            else:
+                for v0 in range(0, V, BLOCK):
+                    cols = v0 + tl.arange(0, BLOCK)
+                    p = tl.exp(_ce_logits(ptr, cols, V, mult) - lse)
+                    g = (p - tl.where(cols == t, 1., 0.)) * scale
+                    tl.store(ptr + cols, g.to(z_ptr.dtype.element_ty), mask=cols < V)
 
     def _ce_rows(z, targets, loss, mult, grad):
         """The kernel over the rows of z [n, V] (in place when grad); loss [n] fp32."""
@@ -776,7 +791,7 @@ if HAS_TRITON:
             return
         block = min(CE_LAUNCH["BLOCK"], triton.next_power_of_2(V))
         _ce_rows_kernel[(N,)](z, targets, loss, mult, V, z.stride(0), GRAD=grad, BLOCK=block,
-                              num_warps=CE_LAUNCH["num_warps"])
+                              ONE_PASS=block >= V, num_warps=CE_LAUNCH["num_warps"])
 
     def _linear_ce(x, weight, mult, targets, need_grad, chunk):
         """Sum over rows of the cross-entropy of (x @ weight^T) * mult, and the logits' gradient without

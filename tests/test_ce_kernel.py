@@ -222,14 +222,17 @@ def test_compiled_equals_eager(results):
 
 
 def test_kernel_compiles_for_hopper():
-    """The kernel compiled for sm_90 rounds to nearest even (cvt.rn) and spills nothing."""
-    for dt, grad in (("bf16", True), ("bf16", False), ("fp32", True)):
+    """The kernel compiled for sm_90 rounds to nearest even (cvt.rn) and spills nothing: at CE_LAUNCH's
+    block (a vocabulary in several blocks, two passes) and with a row in one block (a small vocabulary)."""
+    for dt, grad, one_pass in (("bf16", True, False), ("bf16", False, False), ("fp32", True, False),
+                               ("bf16", True, True), ("fp32", True, True)):
         sig = dict(z_ptr="*" + dt, t_ptr="*i64", loss_ptr="*fp32", mult="fp32", V="i32", stride="i32",
-                   GRAD="constexpr", BLOCK="constexpr")
-        k, stack = compile_for_hopper(kernel._ce_rows_kernel, sig, {(6,): grad, (7,): kernel.CE_LAUNCH["BLOCK"]},
+                   GRAD="constexpr", BLOCK="constexpr", ONE_PASS="constexpr")
+        k, stack = compile_for_hopper(kernel._ce_rows_kernel, sig,
+                                      {(6,): grad, (7,): kernel.CE_LAUNCH["BLOCK"], (8,): one_pass},
                                       kernel.CE_LAUNCH["num_warps"])
-        assert dt != "bf16" or "cvt.rn.bf16" in k.asm["ptx"], (dt, grad)
-        assert stack == 0, (dt, grad, stack)
+        assert dt != "bf16" or "cvt.rn.bf16" in k.asm["ptx"], (dt, grad, one_pass)
+        assert stack == 0, (dt, grad, one_pass, stack)
 
 
 def test_torch_path_on_cpu_by_default(monkeypatch):
