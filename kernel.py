@@ -757,9 +757,9 @@ if HAS_TRITON:
         ptr = z_ptr + row * stride
         t = tl.load(t_ptr + row).to(tl.int32)
         if ONE_PASS:  # the whole row in one block, kept in registers: the logits read once, not twice
-            zr = _ce_logits(ptr, tl.arange(0, BLOCK), V, mult).to(z_ptr.dtype.element_ty)  # (exact: z is)
-            m = tl.max(zr.to(tl.float32), 0)
-            lse = m + tl.log(tl.sum(tl.exp(zr.to(tl.float32) - m), 0))
+            zr = _ce_logits(ptr, tl.arange(0, BLOCK), V, mult)
+            m = tl.max(zr, 0)
+            lse = m + tl.log(tl.sum(tl.exp(zr - m), 0))
         else:
             m, s = float("-inf"), 0.  # running max and sum of exp(z - m), fp32
             for v0 in range(0, V, BLOCK):
@@ -774,7 +774,7 @@ if HAS_TRITON:
             scale = tl.where(t >= 0, mult, 0.)
             if ONE_PASS:
                 cols = tl.arange(0, BLOCK)
-                g = (tl.exp(zr.to(tl.float32) - lse) - tl.where(cols == t, 1., 0.)) * scale
+                g = (tl.exp(zr - lse) - tl.where(cols == t, 1., 0.)) * scale
                 tl.store(ptr + cols, g.to(z_ptr.dtype.element_ty), mask=cols < V)
             else:
                 for v0 in range(0, V, BLOCK):
