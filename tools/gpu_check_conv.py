@@ -11,7 +11,7 @@
    the torch path's exactly and everything is finite;
 2. torch.compile: a model-like function (one matmul, split, conv) compiled against eager, Triton path;
 3. timing: forward + backward of CausalConv(fused=True), Triton on / off, eager and compiled (median of
-   --iters CUDA-event timings after warmup), and the memory floor (x read twice, y, dy, dx once each,
+   5 repeats of --iters calls queued back to back, after warmup), and the memory floor (x read twice, y, dy, dx once each,
    at the measured copy rate);
 4. block sizes: kernel.CONV_CONFIG alternatives, each checked against float64, forward and backward timed
    (the model's q, k, v conv: the normalised heads' launches keep their tiles, the rest take the config's).
@@ -62,13 +62,17 @@ SHAPES = {
 TIMED = ["w768", "w768 qkv-slice", "w512", "w1024", "w768 model", "w1024 model", "w1536 model"]
 CONFIGS = {  # forward and dx (BT, BC, warps), dz + dw (BT, BC, NT, warps), the heads' warps; the first: default
     "fwd": [(16, 128, 4), (32, 128, 4), (16, 256, 4), (8, 128, 4), (32, 64, 2)],
-    "bwd": [(16, 32, 8, 1), (16, 64, 8, 2), (16, 32, 16, 1), (32, 32, 8, 2), (16, 128, 8, 4)],
+    # dz: the tiles of 16 elements a thread on one warp take 168 registers on sm_90 (12 warps an SM), on two
+    # warps 80 (ptxas, at the model's launch alignment): more warps a tile, fewer registers
+    "bwd": [(16, 32, 8, 1), (16, 64, 8, 2), (16, 32, 16, 1), (32, 32, 8, 2), (16, 128, 8, 4),
+            (16, 32, 8, 2), (16, 32, 16, 2), (16, 64, 8, 4), (16, 64, 16, 4), (16, 128, 8, 8), (32, 64, 8, 8)],
     # the normalised heads' launches: forward (BT, warps), dz (BT, NT, warps)
     "norm fwd": [(16, 4), (8, 4), (32, 4), (16, 2), (16, 8), (8, 2)],
-    "norm bwd": [(16, 8, 4), (16, 2, 4), (16, 1, 4), (8, 2, 4), (8, 4, 2), (16, 2, 2), (32, 1, 4),
-                 (16, 4, 8), (8, 1, 2), (16, 1, 8), (32, 2, 8), (8, 8, 4)],
+    "norm bwd": [(8, 1, 2), (16, 8, 4), (16, 2, 4), (16, 1, 4), (8, 2, 4), (8, 4, 2), (16, 2, 2), (32, 1, 4),
+                 (16, 4, 8), (16, 1, 8), (32, 2, 8), (8, 8, 4), (8, 1, 4), (8, 4, 4), (16, 2, 8), (4, 1, 2)],
     "dx": [(16, 128, 4), (32, 128, 4), (16, 256, 4), (64, 64, 4), (8, 128, 4)],
 }
+CONFIGS = {part: cfgs + cfgs[:1] for part, cfgs in CONFIGS.items()}  # the default again, last: the spread
 DEFAULT = {k: dict(v) for k, v in kernel.CONV_CONFIG.items()}
 
 
@@ -206,18 +210,22 @@ def compile_check(B=16, T=1024, d=768):
         fail("compile vs eager")
 
 
-def bench_ms(fn, iters):
+def bench_ms(fn, iters, repeats=5):
+    """The GPU's time per call: the median over `repeats` of `iters` calls queued back to back (one call
+    between two events, synchronised each time, also timed the host's launches: the same config read
+    0.558 and 0.818 ms in one sweep, BENCH.md run 13)."""
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
     ts = []
-    for _ in range(iters):
+    for _ in range(repeats):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
+        for _ in range(iters):
+            fn()
         b.record()
         b.synchronize()
-        ts.append(a.elapsed_time(b))
+        ts.append(a.elapsed_time(b) / iters)
     return statistics.median(ts)
 
 
