@@ -924,7 +924,9 @@ if HAS_TRITON:
         """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy
         silu'(z) into the buffer [B, T, C] in x's dtype (dy: the part's [B, T, CY] gradient at dy_ptr), and
         dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its workspace row (the part's
-        own workspace, [programs, CE - c0, W])."""
+        own workspace, [programs, CE - c0, W]). The products dz[t] xs[t + j] are summed into a [WP, BT, BC]
+        block over the NT row blocks and reduced over its rows once, at the end: a sum over the rows for each
+        tap and row block was 45% of the backward at width 768 and 72% at 1536 (BENCH.md run 14)."""
         pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
         c, cm = _conv_channels(c0, CE, G, BC)
         sxb, sxt, CY = sxb * A, sxt * A, CY * A  # passed / A, as in the forward
@@ -932,7 +934,7 @@ if HAS_TRITON:
         x_ptr += b * sxb
         s_ptr += b * (W - 1) * C
         jw = tl.arange(0, WP)
-        dw = tl.zeros([WP, BC], dtype=tl.float32)
+        dwacc = tl.zeros([WP, BT, BC], dtype=tl.float32)
         for i in range(NT):
             t = (pt * NT + i) * BT + tl.arange(0, BT)
             dz = _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, CY, sxt, t, c, c - c0, cm, T, C, W, HAS_STATE, NORM)
@@ -940,7 +942,8 @@ if HAS_TRITON:
             tl.store(dz_ptr + ((b * T + t) * C)[:, None] + c[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m)
             for j in tl.static_range(W):  # the x tiles z was made of, again (cache hits)
                 xs = _conv_xs(x_ptr, s_ptr, sxt, t + j, c, cm, T, C, W, HAS_STATE)
-                dw += tl.where(jw[:, None] == j, tl.sum(dz * xs, 0)[None, :], 0.)
+                dwacc += tl.where(jw[:, None, None] == j, (dz * xs)[None, :, :], 0.)
+        dw = tl.sum(dwacc, 1)
         m = (jw < W)[:, None] & cm[None, :]
         tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * (CE - c0) + (c - c0)[None, :]) * W + jw[:, None],
                  dw, mask=m)

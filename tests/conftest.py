@@ -25,7 +25,7 @@ def interpreted(test_file, *args, **env):
     return json.loads(line[0][len("RESULT"):])
 
 
-def compile_for_hopper(fn, signature, constexprs, num_warps):
+def compile_for_hopper(fn, signature, constexprs, num_warps, divisible=()):
     """The interpreter runs what the GPU compiler may reject: compile a Triton kernel for sm_90 (H100,
     H200) with the ptxas that triton ships, no GPU needed. Returns the compiled kernel (its .asm) and its
     stack (spill) bytes from cuobjdump."""
@@ -36,7 +36,11 @@ def compile_for_hopper(fn, signature, constexprs, num_warps):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-    k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+    # pointers 16-byte aligned, as the launcher marks torch's allocations (its vector loads depend on it)
+    # and the integer arguments named in `divisible` multiples of 16, as the launcher specialises them
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(signature.items())
+             if t.startswith("*") or n in divisible}
+    k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                        target=GPUTarget("cuda", 90, 128), options=dict(num_warps=num_warps))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
