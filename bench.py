@@ -254,15 +254,26 @@ def kernel_kind(name):
     return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, name)), "other")
 
 
-def profile_step(step, steps=3, top=40):
+def profile_step(step, steps=3, top=40, host_top=12):
     """CUDA kernel time of `steps` calls of step(), grouped by KERNEL_KINDS, then the `top` kernels by
-    time: where a training step goes (ms per step and share of the kernel time)."""
+    time: where a training step goes (ms per step and share of the kernel time). Then the host's side:
+    the CPU time per step of the `host_top` ops with the most self time, for a step whose wall time is
+    well above its kernel time (bound by the host: width 256, run 15). Times under the profiler, which
+    adds a few microseconds to every op, so the host's total reads high."""
     from torch.profiler import ProfilerActivity, profile
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    cuda = torch.cuda.is_available()  # (False in the tests: a CPU step, no kernels, the host half)
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-        torch.cuda.synchronize()
+        sync()
+    with profile(activities=[ProfilerActivity.CPU]) as host_prof:  # apart: CPU events' device times would
+        for _ in range(steps):                                      # count the kernels twice
+            step()
+        sync()
+    host = sorted(((e.key, e.self_cpu_time_total / 1e3 / steps) for e in host_prof.key_averages()
+                   if "Synchronize" not in e.key), key=lambda kv: -kv[1])  # (not the waits)
     per = {}
     for e in prof.key_averages():
         if e.device_time_total > 0 and not e.key.startswith(("ProfilerStep", "aten::", "autograd::")):
@@ -277,6 +288,9 @@ def profile_step(step, steps=3, top=40):
         print(f"#   {kind:30s} {ms:7.2f} ms {ms / total:6.1%}")
     for name, ms in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
         print(f"#     {ms:6.2f} ms {ms / total:5.1%}  {name[:110]}")
+    print(f"#   host: {sum(ms for _, ms in host):.1f} ms of CPU self time per step (under the profiler); most:")
+    for name, ms in host[:host_top]:
+        print(f"#     {ms:6.2f} ms  {name[:110]}")
 
 
 def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=None, profile=False):
@@ -299,6 +313,7 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
     for width in widths:
         flops = None  # per token, from the first of our models built at this width (fla's has the same shape)
         curves = {}   # our variants' losses at every step
+        lost = False
         for name in variants:
             if name.startswith("fla") and not fla_ok:
                 continue
@@ -307,6 +322,11 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             try:
+                # "fp32": the reference the bf16 paths are measured against (no autocast, no TF32,
+                # the PyTorch delta rule): "within bf16 noise" = no further from it than the unfused path.
+                # The others as train.py sets them (TF32 on; their matmuls run in bf16 anyway)
+                tf32 = "fp32" not in name
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
                 if name.startswith("fla"):
                     m = fla_lm(width, n_layer, 50304).cuda()
                 else:
@@ -315,7 +335,8 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                     model_mod.TRITON_CONV = model_mod.TRITON_CE = "torch ops" not in name
                     # "one proj matmul": the six input projections in one matmul (model.ONE_PROJ_MATMUL)
                     model_mod.ONE_PROJ_MATMUL = "one proj matmul" in name
-                    m = GDN(GDNConfig(width=width, n_layer=n_layer, fused="fused" in name)).cuda()
+                    m = GDN(GDNConfig(width=width, n_layer=n_layer, fused="fused" in name,
+                                      kernel_backend="torch" if "fp32" in name else "")).cuda()
                     m.reset_parameters(seed=0)
                     flops = flops or m.flops_per_token(T)
                 opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
@@ -328,7 +349,7 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
 
                 def step():
                     torch.compiler.cudagraph_mark_step_begin()  # (a no-op without CUDA graphs)
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled="fp32" not in name):
                         loss = fwd(x[:, :-1], x[:, 1:])[1]
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
@@ -355,14 +376,23 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                     profile_step(step)
             except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
                 print(f"{width:5d} {name:29s} failed: {type(e).__name__}: {str(e)[:160]}")
+                # a faulted kernel (illegal address: fla 0.6 at width 256 on Triton 3.6, run 15) is sticky:
+                # every later CUDA call of this process fails, so the rest needs a new process
+                lost = isinstance(e, torch.AcceleratorError)
             sys.stdout.flush()
             m = opt = fwd = None
-        ref = next(iter(curves), None)
-        for name, c in curves.items():
-            if name != ref:
-                d = [abs(a - b) for a, b in zip(c, curves[ref])]
-                print(f"{width:5d} {name:29s} vs {ref}: max |loss difference| {max(d):.4f} over {len(d)} steps "
-                      f"(step {d.index(max(d))}); last losses {c[-1]:.4f} / {curves[ref][-1]:.4f}")
+            if lost:
+                print(f"# the CUDA context is lost: run the variants after {name!r} in a new process")
+                break
+        names = list(curves)
+        for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise
+            for name in names[i + 1:]:
+                c, d = curves[name], [abs(a - b) for a, b in zip(curves[name], curves[ref])]
+                print(f"{width:5d} {name:29s} vs {ref}: max |loss difference| {max(d):.4f} (step "
+                      f"{d.index(max(d))}), mean {sum(d) / len(d):.4f} over {len(d)} steps; last losses "
+                      f"{c[-1]:.4f} / {curves[ref][-1]:.4f}")
+        if lost:
+            return
 
 
 def compiled_check(widths=(256, 768), B=2, T=300):
@@ -451,8 +481,8 @@ if __name__ == "__main__":
     ap.add_argument("--widths", default="768,256,1024,1536", help="--model: the widths (8 layers, B 16 x T 1024)")
     ap.add_argument("--variants", default="", help="--model: a comma list of 'ours compiled', 'ours compiled "
                     "fused', 'ours compiled fused torch ops', 'ours compiled fused one proj matmul', "
-                    "'ours compiled fused cudagraphs', 'ours eager fused', 'ours eager', 'fla eager', 'fla compiled' "
-                    "(default: all but cudagraphs)")
+                    "'ours compiled fused cudagraphs', 'ours eager fused', 'ours eager', 'ours eager fp32' (the reference "
+                    "for the losses: put it first), 'fla eager', 'fla compiled' (default: all but cudagraphs and fp32)")
     ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
                     "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
     ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")

@@ -1,4 +1,6 @@
-"""bench.py's profile grouping: kernel names as the CUDA profiler reports them land in the right kind."""
+"""bench.py's profile: kernel names as the CUDA profiler reports them land in the right kind; the host side."""
+import torch
+
 import bench
 
 
@@ -24,3 +26,13 @@ def test_kernel_kinds():
     }
     for name, kind in cases.items():
         assert bench.kernel_kind(name) == kind, name
+
+
+def test_profile_step_names_the_host_ops(capsys):
+    """profile_step's host half: the op with the most CPU self time per step comes first (a CPU step)."""
+    a = torch.randn(384, 384)
+    bench.profile_step(lambda: torch.relu(a @ a), steps=2)
+    out = capsys.readouterr().out
+    host = out.split("#   host:")[1].splitlines()
+    assert "aten::mm" in host[1], out
+    assert float(host[0].split()[0]) > 0

@@ -2,6 +2,7 @@
 
     python tools/kernel_profile.py                         # ours and fla at the first and third DESIGN shape
     python tools/kernel_profile.py --shapes=16,1024,6,96,192 --ops=ours
+    python tools/kernel_profile.py --shapes=16,1024,6,96,192 --ops=ours --cfg=state_BKS=128,state_num_warps=8
 
 Prints, per op and shape, every CUDA kernel's total time over `--iters` fwd+bwd passes divided by
 the number of passes (ms per pass), largest first. Complements bench.py, which times the whole op.
@@ -94,8 +95,12 @@ if __name__ == "__main__":
     ap.add_argument("--shapes", default="8,2048,16,128,128;4,4096,6,256,512")
     ap.add_argument("--ops", default="ours,fla")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--cfg", default="", help="launch-config overrides as bench.py's, e.g. state_BKS=128")
     ap.add_argument("--resources", default="", help="K,V[,fp32]: compile for sm_90, no GPU needed")
     a = ap.parse_args()
+    if a.cfg:
+        kernel.launch_config = bench.variant(**bench.parse_cfg(a.cfg))
+        print(f"# launch config overrides: {a.cfg}")
     if a.resources:
         r = a.resources.split(",")
         for name, regs, stack, shared, cfg in resources(int(r[0]), int(r[1]), r[2:] == ["fp32"]):
