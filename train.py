@@ -74,6 +74,9 @@ min_lr = 5e-5
 device = ''                  # '' = cuda if available, else cpu; or 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = ''                   # '' = bfloat16 on CUDA, float32 elsewhere; or 'float32', 'bfloat16', 'float16'
 compile = True               # torch.compile the model (CUDA only; ignored elsewhere)
+compile_mode = ''            # torch.compile's mode: '' (its default) or 'reduce-overhead' (CUDA graphs: the
+                             # step replayed, not launched op by op from Python; for small widths, where the
+                             # host bounds the step: 33.6 ms for 12.2 ms of kernels at 256, BENCH.md run 15)
 seed = 1337
 peak_flops = 989e12          # for MFU: H100 SXM dense bf16
 # -----------------------------------------------------------------------------
@@ -101,6 +104,12 @@ master = rank == 0
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
 dtype = dtype or ('bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32')
 compile = compile and device_type == 'cuda'
+if compile_mode not in ('', 'reduce-overhead'):
+    raise SystemExit(f"error: compile_mode={compile_mode!r}: use '' (torch.compile's default) or "
+                     "'reduce-overhead' (CUDA graphs)")
+if ddp and compile and compile_mode:
+    raise SystemExit("error: compile_mode='reduce-overhead' (CUDA graphs) is not tested under DDP: "
+                     "use compile_mode='' with torchrun")
 tokens_per_iter = gradient_accumulation_steps * world * batch_size * block_size
 torch.manual_seed(seed)
 torch.backends.cuda.matmul.allow_tf32 = True
@@ -177,7 +186,7 @@ checkpoint = None
 scaler = torch.amp.GradScaler(enabled=(dtype == 'float16'))
 raw_model = model
 if compile:
-    model = torch.compile(model)
+    model = torch.compile(model, mode=compile_mode or None)
 if ddp:
     model = DDP(model, device_ids=[int(os.environ['LOCAL_RANK'])] if device_type == 'cuda' else None)
 

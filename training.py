@@ -119,6 +119,8 @@ def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullco
         if ddp:  # sync gradients only on the last micro-step
             model.require_backward_grad_sync = micro == batches.accum - 1
         x, y = batches.get('train', it, micro)
+        if x.is_cuda:  # a new iteration for CUDA graphs (compile_mode='reduce-overhead'), else a no-op;
+            torch.compiler.cudagraph_mark_step_begin()  # (it imports the inductor: not on the CPU)
         with autocast:
             _, loss = model(x, y)
             loss = loss / batches.accum

@@ -124,6 +124,8 @@ def test_bad_config_fails_clearly(tmp_path, data_dir):
     assert r.returncode != 0 and "'width'" in r.stderr and 'Traceback' not in r.stderr
     r = train(tmp_path, data_dir, '--max_iters=two', check=False)
     assert r.returncode != 0 and 'max_iters' in r.stderr and 'Traceback' not in r.stderr
+    r = train(tmp_path, data_dir, '--compile_mode=cudagraphs', check=False)
+    assert r.returncode != 0 and "'reduce-overhead'" in r.stderr and 'Traceback' not in r.stderr
 
 
 def test_ddp_two_processes_match_one(tmp_path, data_dir):
