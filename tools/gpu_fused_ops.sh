@@ -8,7 +8,12 @@
 #             same with the torch ops (compile fuses them; the A/B), and the fla-built LM (eager) last;
 #   widths    ours compiled fused at the paper's widths 256, 1024, 1536; then at 1024 beside fla eager;
 #   proj, kernels   the input projections' grouping A/B (profiled), the delta rule alone against fla
-#             at bench.py's shapes (see each step below).
+#             at bench.py's shapes (see each step below);
+#   host      width 256, where the host bounds the step (BENCH.md run 15): the step launched and as CUDA
+#             graphs (bench.py, profiled: kernel time and the host's CPU time by op), then train.py with
+#             compile_mode '' and 'reduce-overhead';
+#   fla       the fla-built LM beside ours at the paper's widths (FLA_WIDTHS, default 1024 1536 256), fla
+#             first, each width its own process and deadline; fla's tunings saved after each width.
 # fla travels as wheels in .whl, its autotunings in .carry (gpu_throughput.sh): carry both.
 #   bash tools/gpu_fused_ops.sh OUTDIR [STEP ...]     # default: all four
 set -uo pipefail
@@ -42,6 +47,22 @@ for s in $steps; do
     kernels) # the delta rule alone against fla's at bench.py's shapes (fla autotunes at each new K: last)
           PYTHONPATH=${FLA_PATH:-} timeout ${KERNEL_SECS:-240} python3 bench.py --quick > "$out/kernels.log" 2>&1
           grep -v -i warn "$out/kernels.log" | tail -30 ;;
+    host) timeout ${HOST_SECS:-200} python3 bench.py --model --profile --no-table --widths=256 \
+          --variants='ours compiled fused,ours compiled fused cudagraphs' > "$out/host256.log" 2>&1
+          grep -v -i warn "$out/host256.log" | grep -v "^#     [ 0-9.]* ms [ 0-9.]*%" | tail -40
+          python3 prepare_data.py --dataset=gutenberg > /dev/null
+          for mode in "" reduce-overhead; do
+              timeout ${TRAIN_SECS:-100} python3 train.py --dataset=gutenberg --width=256 --mup=True \
+                  --batch_size=16 --block_size=1024 --max_iters=60 --eval_interval=1000 --eval_iters=2 \
+                  --log_interval=10 --compile_mode=$mode --out_dir=/tmp/host_train$mode > "$out/train256_$mode.log" 2>&1
+              echo "compile_mode '$mode':"; grep "tok/s" "$out/train256_$mode.log" | tail -3
+          done ;;
+    fla)  for w in ${FLA_WIDTHS:-1024 1536 256}; do
+              PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-280} python3 bench.py --model --profile --no-table \
+                  --widths=$w --variants='fla eager,ours compiled fused' > "$out/model${w}_fla.log" 2>&1
+              grep -v -i warn "$out/model${w}_fla.log" | grep -v "^#     " | tail -24
+              (cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
+          done ;;
     *) echo "unknown step $s" ;;
     esac
 done
