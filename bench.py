@@ -297,8 +297,9 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
     """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run:
     ours compiled (fused ops off / on), ours eager, and the fla-built LM eager and compiled. ms, tokens/s,
     MFU against the measured matmul peak and the spec sheet, peak memory, the first three losses; then,
-    per width, the largest loss difference of each of our variants from the first, over all 3 + steps
-    steps (same init, same batch: the fused ops must match the reference path within bf16 noise).
+    per width, the largest and mean loss difference of every pair of our variants over all 3 + steps
+    steps (same init, same batch: the fused ops must match the reference path within bf16 noise, i.e. be
+    no further from 'ours eager fp32' than the unfused bf16 path is).
     Each compiled row compiles for about a minute: run a width or two per call (--widths)."""
     import model as model_mod
     from model import GDN, GDNConfig
