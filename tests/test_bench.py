@@ -29,10 +29,13 @@ def test_kernel_kinds():
 
 
 def test_profile_step_names_the_host_ops(capsys):
-    """profile_step's host half: the op with the most CPU self time per step comes first (a CPU step)."""
-    a = torch.randn(384, 384)
-    bench.profile_step(lambda: torch.relu(a @ a), steps=2)
+    """profile_step's host half on a CPU step: the step's ops by name, most CPU self time first."""
+    a, b = torch.randn(384, 384), torch.randn(8)
+    bench.profile_step(lambda: (a @ a, torch.relu(b)), steps=2)
     out = capsys.readouterr().out
     host = out.split("#   host:")[1].splitlines()
-    assert "aten::mm" in host[1], out
-    assert float(host[0].split()[0]) > 0
+    rows = [(float(line.split()[1]), line.split()[3]) for line in host[1:]]
+    names = [n for _, n in rows]
+    assert "aten::mm" in names and "aten::relu" in names, out
+    assert [t for t, _ in rows] == sorted((t for t, _ in rows), reverse=True), out
+    assert float(host[0].split()[0]) >= sum(t for t, _ in rows) - 0.05 - 0.005 * len(rows)  # (rounding)
