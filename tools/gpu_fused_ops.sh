@@ -52,7 +52,7 @@ for s in $steps; do
           grep -v -i warn "$out/host256.log" | grep -v "^#     [ 0-9.]* ms [ 0-9.]*%" | tail -40
           python3 prepare_data.py --dataset=gutenberg > /dev/null
           for mode in "" reduce-overhead; do
-              timeout ${TRAIN_SECS:-100} python3 train.py --dataset=gutenberg --width=256 --mup=True \
+              timeout ${TRAIN_SECS:-130} python3 train.py --dataset=gutenberg --width=256 --mup=True \
                   --batch_size=16 --block_size=1024 --max_iters=60 --eval_interval=1000 --eval_iters=2 \
                   --log_interval=10 --compile_mode=$mode --out_dir=/tmp/host_train$mode > "$out/train256_$mode.log" 2>&1
               echo "compile_mode '$mode':"; grep "tok/s" "$out/train256_$mode.log" | tail -3
