@@ -61,6 +61,21 @@ for s in $steps; do
               PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-280} python3 bench.py --model --profile --no-table \
                   --widths=$w --variants='fla eager,ours compiled fused' > "$out/model${w}_fla.log" 2>&1
               grep -v -i warn "$out/model${w}_fla.log" | grep -v "^#     " | tail -24
+              if grep -q "illegal memory access" "$out/model${w}_fla.log"; then  # (fla at 256, run 15): which
+                  # kernel faults? launches made synchronous, so the traceback names the launch (not timed)
+                  CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-280} python3 -c "
+import traceback, torch, bench
+m = bench.fla_lm($w, 8, 50304).cuda()
+x = torch.randint(0, 50304, (16, 1025), device='cuda')
+try:
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        loss = m(x[:, :-1], x[:, 1:])[1]
+    loss.backward()
+    print('no fault')
+except Exception:
+    traceback.print_exc()" > "$out/model${w}_fla_fault.log" 2>&1
+                  grep -n "fla/\|Error" "$out/model${w}_fla_fault.log" | tail -12
+              fi
               (cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
           done ;;
     *) echo "unknown step $s" ;;
