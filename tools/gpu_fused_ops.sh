@@ -23,6 +23,9 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 source tools/fla_env.sh  # fla's wheels and autotunings (FLA_PATH, TRITON_CACHE_DIR)
+save_tunings() {  # Triton's autotunings so far (fla's: minutes to redo) to OUTDIR, for .carry
+    (cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
+}
 for s in $steps; do
     case $s in
     conv) timeout ${CONV_SECS:-150} python3 tools/gpu_check_conv.py > "$out/check_conv.log" 2>&1
@@ -76,9 +79,9 @@ except Exception:
     traceback.print_exc()" > "$out/model${w}_fla_fault.log" 2>&1
                   grep -n "fla/\|Error" "$out/model${w}_fla_fault.log" | tail -12
               fi
-              (cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
+              save_tunings
           done ;;
     *) echo "unknown step $s" ;;
     esac
 done
-(cd $TRITON_CACHE_DIR && find . -name "*.autotune.json" | tar czf "$out/triton_autotune.tgz" -T -)
+save_tunings
