@@ -39,10 +39,24 @@ def load_fla():
         import fla.ops.common.chunk_o as fla_chunk_o
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_gdr
         fla_chunk_o.TRITON_ABOVE_3_7_1 = True  # timing only: see the module docstring
+        skip_faulting_configs(os.environ.get("FLA_SKIP_CONFIGS", ""))
         return fla_gdr
     except Exception as e:  # noqa: BLE001
         print(f"# fla not available ({type(e).__name__}: {e})")
         return None
+
+
+def skip_faulting_configs(path):
+    """Leave out of every Triton autotuner's list the configs named in the file at path, one
+    "kernel config" a line: those that tools/fla_warm.py saw fault (illegal memory access) on this card
+    (fla 0.6 at head size 32, BENCH.md run 16). A config that faults cannot be the one autotuning picks,
+    so the picks are otherwise fla's own."""
+    if not os.path.exists(path):
+        return
+    from triton.runtime.autotuner import Autotuner
+    bad, prune = set(open(path).read().splitlines()), Autotuner.prune_configs
+    Autotuner.prune_configs = lambda self, kw: [c for c in prune(self, kw)
+                                                if f"{self.base_fn.__name__} {c}" not in bad]
 
 
 def inputs(B, T, H, K, V, regime="model", dtype=torch.bfloat16, h0=False, seed=0):
@@ -377,13 +391,15 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
                     profile_step(step)
             except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
                 print(f"{width:5d} {name:29s} failed: {type(e).__name__}: {str(e)[:160]}")
-                # a faulted kernel (illegal address: fla 0.6 at width 256 on Triton 3.6, run 15) is sticky:
-                # every later CUDA call of this process fails, so the rest needs a new process
+                # a faulted kernel (illegal address: fla 0.6's dq/dk kernel at width 256 on Triton 3.6 while
+                # autotuning, runs 15-16) is sticky: every later CUDA call of this process fails
                 lost = isinstance(e, torch.AcceleratorError)
             sys.stdout.flush()
             m = opt = fwd = None
             if lost:
-                print(f"# the CUDA context is lost: run the variants after {name!r} in a new process")
+                print(f"# the CUDA context is lost: run the variants after {name!r} in a new process"
+                      + ("; for fla, tools/fla_warm.py first names the configs that fault, and bench.py then"
+                         " leaves them out (FLA_SKIP_CONFIGS)" if name.startswith("fla") else ""))
                 break
         names = list(curves)
         for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise

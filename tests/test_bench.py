@@ -39,3 +39,28 @@ def test_profile_step_names_the_host_ops(capsys):
     assert "aten::mm" in names and "aten::relu" in names, out
     assert [t for t, _ in rows] == sorted((t for t, _ in rows), reverse=True), out
     assert float(host[0].split()[0]) >= sum(t for t, _ in rows) - 0.05 - 0.005 * len(rows)  # (rounding)
+
+
+def test_skip_faulting_configs_leaves_out_exactly_the_named(tmp_path, monkeypatch):
+    """The configs tools/fla_warm.py saw fault are left out of that kernel's autotuning and no other's;
+    a missing file changes nothing."""
+    import triton
+    import triton.language as tl
+    from triton.runtime.autotuner import Autotuner
+    monkeypatch.setattr(Autotuner, "prune_configs", Autotuner.prune_configs)  # undone after the test
+
+    def tuned(name):
+        def k(x, n, B: tl.constexpr):
+            pass
+        k.__name__ = name
+        return triton.autotune([triton.Config({"B": b}, num_warps=w) for b in (16, 32) for w in (2, 4)],
+                               key=["n"])(triton.jit(k))
+    a, b = tuned("kernel_a"), tuned("kernel_b")
+    a.nargs = b.nargs = {}
+    everything = [str(c) for c in a.configs]
+    bench.skip_faulting_configs(str(tmp_path / "none.txt"))
+    assert [str(c) for c in a.prune_configs({})] == everything
+    (tmp_path / "skip.txt").write_text(f"kernel_a {a.configs[1]}\nkernel_a {a.configs[3]}\nkernel_c {a.configs[0]}\n")
+    bench.skip_faulting_configs(str(tmp_path / "skip.txt"))
+    assert [str(c) for c in a.prune_configs({})] == [everything[0], everything[2]]
+    assert [str(c) for c in b.prune_configs({})] == everything

@@ -5,6 +5,6 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl > /dev/null 2>&1 && export FLA_PATH=/tmp/site
 fi
-export TRITON_CACHE_DIR=/tmp/triton_cache
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache}  # (a path of its own keeps it between calls)
 mkdir -p $TRITON_CACHE_DIR
 [ -d .carry/triton_autotune ] && cp -r .carry/triton_autotune/. $TRITON_CACHE_DIR/

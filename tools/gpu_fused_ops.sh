@@ -12,7 +12,8 @@
 #   host      width 256, where the host bounds the step (BENCH.md run 15): the step launched and as CUDA
 #             graphs (bench.py, profiled: kernel time and the host's CPU time by op), then train.py with
 #             compile_mode '' and 'reduce-overhead';
-#   fla       the fla-built LM beside ours at the paper's widths (FLA_WIDTHS, default 1024 1536 256), fla
+#   fla       the fla-built LM beside ours at the paper's widths (FLA_WIDTHS, default 1024 1536 256): fla's
+#             configs compiled in parallel (WARM_SECS; 0: not) and those that fault left out; then fla
 #             first, each width its own process and deadline; fla's tunings saved after each width.
 # fla travels as wheels in .whl, its autotunings in .carry (gpu_throughput.sh): carry both.
 #   bash tools/gpu_fused_ops.sh OUTDIR [STEP ...]     # default: all four
@@ -60,25 +61,18 @@ for s in $steps; do
                   --log_interval=10 --compile_mode=$mode --out_dir=/tmp/host_train$mode > "$out/train256_$mode.log" 2>&1
               echo "compile_mode '$mode':"; grep "tok/s" "$out/train256_$mode.log" | tail -3
           done ;;
-    fla)  for w in ${FLA_WIDTHS:-1024 1536 256}; do
+    fla)  widths=${FLA_WIDTHS:-1024 1536 256}; set -- $widths
+          # fla's configs compiled in parallel first (15 workers over the widths), so each width's timed
+          # run only loads and benchmarks them; the configs that fault are named in FLA_SKIP_CONFIGS and
+          # left out of the timed run too (tools/fla_warm.py)
+          export FLA_SKIP_CONFIGS=${FLA_SKIP_CONFIGS:-$out/fla_skip_configs.txt}
+          [ "${WARM_SECS:-240}" != 0 ] && PYTHONPATH=${FLA_PATH:-} python3 tools/fla_warm.py \
+              --widths=${widths// /,} --procs=$((15 / $#)) --secs=${WARM_SECS:-240} > "$out/fla_warm.log" 2>&1 \
+              && grep -v "worker .*: done" "$out/fla_warm.log"
+          for w in $widths; do
               PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-280} python3 bench.py --model --profile --no-table \
                   --widths=$w --variants='fla eager,ours compiled fused' > "$out/model${w}_fla.log" 2>&1
               grep -v -i warn "$out/model${w}_fla.log" | grep -v "^#     " | tail -24
-              if grep -q "illegal memory access" "$out/model${w}_fla.log"; then  # (fla at 256, run 15): which
-                  # kernel faults? launches made synchronous, so the traceback names the launch (not timed)
-                  CUDA_LAUNCH_BLOCKING=1 PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-280} python3 -c "
-import traceback, torch, bench
-m = bench.fla_lm($w, 8, 50304).cuda()
-x = torch.randint(0, 50304, (16, 1025), device='cuda')
-try:
-    with torch.autocast('cuda', dtype=torch.bfloat16):
-        loss = m(x[:, :-1], x[:, 1:])[1]
-    loss.backward()
-    print('no fault')
-except Exception:
-    traceback.print_exc()" > "$out/model${w}_fla_fault.log" 2>&1
-                  grep -n "fla/\|Error" "$out/model${w}_fla_fault.log" | tail -12
-              fi
               save_tunings
           done ;;
     *) echo "unknown step $s" ;;
