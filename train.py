@@ -76,7 +76,8 @@ dtype = ''                   # '' = bfloat16 on CUDA, float32 elsewhere; or 'flo
 compile = True               # torch.compile the model (CUDA only; ignored elsewhere)
 compile_mode = ''            # torch.compile's mode: '' (its default) or 'reduce-overhead' (CUDA graphs: the
                              # step replayed, not launched op by op from Python; for small widths, where the
-                             # host bounds the step: 33.6 ms for 12.2 ms of kernels at 256, BENCH.md run 15)
+                             # host bounds the step: at 256, 12.6 against 26.4 ms a step;
+                             # at 768 the same 34-35 ms, BENCH.md run 16)
 seed = 1337
 peak_flops = 989e12          # for MFU: H100 SXM dense bf16
 # -----------------------------------------------------------------------------
