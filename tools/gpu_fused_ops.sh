@@ -6,7 +6,7 @@
 #             settings swept;
 #   model768  bench.py --model --profile at width 768: the fused compiled step with the Triton ops, the
 #             same with the torch ops (compile fuses them; the A/B), and the fla-built LM (eager) last;
-#   widths    ours compiled fused at the paper's widths 256, 1024, 1536; then at 1024 beside fla eager;
+#   widths    ours compiled fused at the paper's widths 256, 1024, 1536 (the fla LM there: the fla step);
 #   proj, kernels   the input projections' grouping A/B (profiled), the delta rule alone against fla
 #             at bench.py's shapes (see each step below);
 #   host      width 256, where the host bounds the step (BENCH.md run 15): the step launched and as CUDA
@@ -37,11 +37,8 @@ for s in $steps; do
           --widths=768 --variants='ours compiled fused,ours compiled fused torch ops,fla eager' > "$out/model768.log" 2>&1
           grep -v -i warn "$out/model768.log" | grep -v "^#     " | tail -40 ;;
     widths) timeout ${WIDTHS_SECS:-150} python3 bench.py --model --no-table --widths=256,1024,1536 \
-          --variants='ours compiled fused' > "$out/model_widths.log" 2>&1
-          # fla autotunes again at each new head size (minutes): one width, last
-          PYTHONPATH=${FLA_PATH:-} timeout ${FLA_SECS:-150} python3 bench.py --model --no-table --widths=1024 \
-          --variants='ours compiled fused,fla eager' > "$out/model1024_fla.log" 2>&1
-          grep -v -i warn "$out/model_widths.log" "$out/model1024_fla.log" | tail -14 ;;
+          --variants='ours compiled fused' > "$out/model_widths.log" 2>&1  # (fla beside it: the fla step)
+          grep -v -i warn "$out/model_widths.log" | tail -8 ;;
     proj) # the input projections in one matmul or three (model.ONE_PROJ_MATMUL), profiled; Inductor's
           # generated kernels saved (OUTDIR/inductor.tgz) to read what each compiled fusion does
           TORCHINDUCTOR_CACHE_DIR=/tmp/inductor timeout ${PROJ_SECS:-240} python3 bench.py --model --profile \
