@@ -11,6 +11,42 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CUDA (python -m pytest -m gpu tests); skipped without it")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def patch_interpreter():
+    """Two fixes to Triton's CPU interpreter, applied in the TRITON_INTERPRET=1 workers: with numpy >= 2.3
+    int(tensor) fails on its 1-element arrays, which breaks `range(runtime_int)` (index via the data);
+    and it rounds fp32 -> bf16 toward zero, where the GPU and torch round to nearest even."""
+    import torch
+    import triton.language as tl
+    import triton.runtime.interpreter as ti
+    patch = ti._patch_lang_tensor
+
+    def patch_lang_tensor(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+    ti._patch_lang_tensor = patch_lang_tensor
+    convert = ti._convert_float
+
+    def convert_float(data, src, dst, rounding_mode):
+        if src == tl.float32 and dst == tl.bfloat16:
+            return torch.from_numpy(data.astype("float32")).bfloat16().view(torch.int16).numpy()
+        return convert(data, src, dst, rounding_mode)
+    ti._convert_float = convert_float
+
+
 def interpreted(test_file, *args, **env):
     """Runs `python test_file *args` with TRITON_INTERPRET=1 (Triton on the CPU; the flag must be set
     before triton is imported, hence a subprocess) and returns the dict its worker printed after RESULT."""
@@ -47,3 +83,26 @@ def compile_for_hopper(fn, signature, constexprs, num_warps, divisible=()):
         f.flush()
         res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
     return k, int(re.search(r"STACK:(\d+)", res).group(1))
+
+
+def hopper_resources(fn, signature, constexprs, num_warps, num_stages=None, divisible=()):
+    """compile_for_hopper's compile for sm_90, with the launch's num_stages too. Returns the compiled
+    kernel's registers a thread, stack (spill) bytes a thread (cuobjdump) and shared memory a block."""
+    import kernel
+    if not kernel.HAS_TRITON:
+        pytest.skip("triton not installed")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(signature.items())
+             if t.startswith("*") or n in divisible}
+    options = dict(num_warps=num_warps, **({} if num_stages is None else dict(num_stages=num_stages)))
+    k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                       target=GPUTarget("cuda", 90, 128), options=options)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+    regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", res).groups()
+    return dict(regs=int(regs), stack=int(stack), shared=k.metadata.shared)

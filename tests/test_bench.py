@@ -42,7 +42,7 @@ def test_profile_step_names_the_host_ops(capsys):
 
 
 def test_skip_faulting_configs_leaves_out_exactly_the_named(tmp_path, monkeypatch):
-    """The configs tools/fla_warm.py saw fault are left out of that kernel's autotuning and no other's;
+    """The configs experiments/fla_comparison/fla_warm.py saw fault are left out of that kernel's autotuning and no other's;
     a missing file changes nothing."""
     import triton
     import triton.language as tl
