@@ -1,37 +1,38 @@
 """
-Every width-scaling rule of the Maximal Update Parametrization (μP) for Gated DeltaNet, in one file.
+Every scaling rule of the Maximal Update Parametrization (μP) for Gated DeltaNet, as data, in one file.
 
-The model (model.py) asks this file three things: how to initialise a parameter, which constant
-multipliers to put in the forward pass, and how to split the parameters into optimizer groups (LR
-multiplier, weight decay). `grep -n mup model.py train.py` shows the whole difference between μP and
-standard parametrization (SP).
+The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers
+to put in the forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight
+decay per group), and how much each residual branch counts. `grep -n mup model.py train.py` shows the whole
+difference from standard parametrization (SP).
 
-Parametrizations:
+Width. m = width / base_width. Parametrizations:
   'sp'                standard parametrization: every matrix N(0, init_std²), one LR, readout 1/sqrt(d_k).
-  'mup'               μP as published by Liu & Gu (arXiv 2606.04048, §4), the default: the q/k/state
-                      readout multiplier, gates initialised like hidden weights and, under SGD, the
-                      paper's correction: W_alpha, W_beta LR ∝ m^-1/2, A_log and dt_bias LR ∝ m^+1/2.
-  'mup_fixed_fanout'  the same μP, but under SGD the gates and their scalars get TP5's rows for an
-                      output layer of fixed fan-out (n_head) and its biases: LR ∝ m^-1 and m^0. Under
-                      AdamW it is 'mup'. Why it exists: see LR_EXP.
-  'mup_nogdn'         "standard μP" without the GDN treatment of the gates (gates as hidden weights,
-                      A_log/dt_bias as plain vector-like parameters): the paper's SGD ablation.
-m = width / base_width. At width == base_width all four are the same model with the same LRs.
+  'mup'               μP as published by Liu & Gu (arXiv 2606.04048, §4): the q/k/state readout multiplier,
+                      gates initialised like hidden weights and, under SGD, the paper's correction: W_alpha,
+                      W_beta LR ∝ m^-1/2, A_log and dt_bias LR ∝ m^+1/2.
+  'mup_fixed_fanout'  the same μP, but under SGD the gates and their scalars get the rows of an output layer
+                      of fixed fan-out (n_head) and its biases: LR ∝ m^-1 and m^0 (see LR_EXP).
+  'mup_nogdn'         "standard μP" without the GDN treatment of the gates: the paper's SGD ablation.
 
-Base hyper-parameters (μTransfer, Tensor Programs V §1): what a small model is tuned on and a wide one
-inherits. Each is the value AT THE BASE WIDTH; SP uses it as it is at every width, μP scales it by the
-rule below, so that its optimum is meant to stay put as the width grows (sweep.py can sweep each):
+Depth. m_L = n_layer / base_depth. Depth rules (DEPTH_ALPHA) scale each residual branch by m_L^-alpha and
+adjust the LR and Adam's epsilon of the parameters inside the branches; 'none' is width-only μP.
+
+Weight decay. PyTorch's AdamW decays by lr_group * weight_decay a step, so under μP the hidden matrices'
+decay timescale grows with width. WEIGHT_DECAY_RULES say how the decay of each group scales instead.
+
+At width == base_width and n_layer == base_depth every combination is SP, parameter by parameter.
+
+Base hyper-parameters (μTransfer, Tensor Programs V §1) are the values AT THE BASE SHAPE: SP uses them as
+they are at every width, μP scales them by the rules below, so that their optimum stays put:
   output_mult     the logits multiplier (μP: output_mult / m)
   init_std        the init std of the matrices (μP: init_std / sqrt(m) for the hidden and gate matrices)
   embed_lr_mult   the embedding's LR relative to the base LR (μP: times the embedding's LR rule)
   gate_lr_mult    the LR of the gates and their scalars (W_alpha, W_beta, A_log, dt_bias) relative to the
-                  base LR (μP: times those groups' LR rules). Why it exists: under SGD the three μP
-                  variants differ only in how these LRs grow with width, so an untuned base value
-                  could favour whichever raises them most; in the paper's architecture it moved no
-                  loss above the seed spread (README, "SGD and gradient clipping").
+                  base LR (μP: times those groups' LR rules)
 At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
 
-    python mup.py --width=1024 --optimizer=sgd --parametrization=mup   # print the rules as numbers
+    python mup.py --width=1024 --n_layer=32 --optimizer=sgd   # print every rule as numbers
 """
 import math
 
@@ -59,6 +60,11 @@ def group_of(name):
         return 'vector'
     return 'hidden'
 
+def in_branch(name):
+    """Parameters inside a residual branch (a block's mixer or MLP, with its pre-norm): the depth rules' domain."""
+    return name.startswith('blocks.')
+
+# ---- width ----------------------------------------------------------------------------------------------
 # Init std = init_std * m**INIT_EXP[group]; None = the group's own width-independent init (model.py).
 INIT_EXP = {
     'sp':  {'embedding': 0, 'hidden': 0, 'gate': 0, 'scalar': None, 'vector': None},
@@ -75,31 +81,23 @@ LR_EXP = {
     'mup': {
         # Adam normalises each coordinate, so an update of size lr moves a fan-in-d matrix's output by
         # lr*d: hidden and gate LRs scale 1/m; vector-like and embedding LRs stay (TP5, Table 3).
-        # Adam makes the GDN gate corrections unnecessary (paper §4).
-        # vector: LR m^0 (standard μP), not the authors' code's 1/m, settled by coord_check.py: with m^0
-        # the gains' and conv taps' own change is flat in width (exponent +0.02 / -0.01, H100, widths
-        # 128..2048, step 10, assets/v1/coord_check.json); with 1/m it is -1.00 / -1.00 (CPU, widths 64..512,
-        # 5 steps) while no activation's exponent moves by more than 0.15: they just stop learning.
+        # Adam makes the GDN gate corrections unnecessary (paper §4). vector: m^0 (standard μP), not the
+        # authors' code's 1/m: the coordinate check shows the gains and conv taps stop learning with 1/m
+        # (docs/rules.md).
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
-        # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding,
-        # vectors) gradients are Θ(1/d) for Θ(1) params, so LR ∝ m (TP5, Table 3).
-        # gate, scalar: the paper's correction (§4). With head dims ∝ d the signal reaching the gate
-        # pre-activations is Θ(1/sqrt d) rather than Θ(1/d), so W_alpha, W_beta get m^-1/2 and the
-        # per-head A_log, dt_bias m^+1/2.
-        # vector: LR m (standard μP), not the authors' code's 1: with m the gains' and conv taps' change
-        # is flat over the first steps (-0.04 / -0.06, steps 1-2, H100); with 1 it is -1.06 / -1.05
-        # (CPU, widths 64..512).
+        # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding, vectors)
+        # gradients are Θ(1/d) for Θ(1) params, so LR ∝ m (TP5, Table 3). gate, scalar: the paper's
+        # correction (§4): with head dims ∝ d the signal reaching the gate pre-activations is Θ(1/sqrt d),
+        # not Θ(1/d), so W_alpha, W_beta get m^-1/2 and A_log, dt_bias m^+1/2. vector: m (standard μP),
+        # not the authors' code's 1, by the coordinate check (docs/rules.md).
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -0.5, 'scalar': 0.5, 'vector': 1},
     },
     'mup_fixed_fanout': {
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # gate, scalar: W_alpha/W_beta map the width to n_head outputs, a fixed fan-out: TP5's output
-        # weights (SGD LR η/fan_in, m^-1); A_log/dt_bias act on those n_head pre-activations: biases of
-        # a fixed fan-out (LR η, m^0). The paper's m^∓1/2 sizes the first step from the gate signal's
-        # incoherent Θ(1/sqrt d) value at init; from step 2 that gradient is coherent and Θ(1), and the
-        # coordinate check then sees the A_log/dt_bias change grow like width^+0.52 (H100, widths
-        # 128..2048, step 10) where this rule gives -0.04; its price is a first update of these
-        # parameters that shrinks like m^-1/2 (README, "Coordinate check"; tools/SGD_DRIFT.md).
+        # weights (SGD LR η/fan_in, m^-1); A_log/dt_bias act on those n_head pre-activations: the biases of
+        # a fixed fan-out (m^0). The paper's m^∓1/2 sizes the first step from the gate signal's incoherent
+        # Θ(1/sqrt d) value at init; later the gradient is coherent and Θ(1) (docs/rules.md).
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -1, 'scalar': 0, 'vector': 1},
     },
     'mup_nogdn': {
@@ -109,9 +107,48 @@ LR_EXP = {
     },
 }
 
-# Weight decay only on matrices whose scale is learned against the data; never on the embedding,
-# gains, conv taps or the decay/step-size scalars (same rule in SP and μP, so they agree at base).
+# Weight decay only on matrices whose scale is learned against the data; never on the embedding, gains,
+# conv taps or the decay/step-size scalars (same rule in SP and μP, so they agree at base).
 DECAY = {'embedding': False, 'hidden': True, 'gate': True, 'scalar': False, 'vector': False}
+
+# How a group's decay coefficient scales, as the exponent applied to its LR multiplier (lr_mult / its base
+# value): lambda_group = weight_decay * (lr ratio) ** WEIGHT_DECAY_RULES[rule].
+WEIGHT_DECAY_RULES = {
+    # the paper's and the authors' code's: lambda unscaled, so the decay per step lr_group * lambda shrinks
+    # like the group's LR (PyTorch AdamW; Liu & Gu; microsoft/mup)
+    'paper': 0.0,
+    # lr_group * lambda_group held at its base value, i.e. a width- and depth-independent decay timescale
+    # (Wang & Aitchison, ICML 2025; CompleteP, arXiv 2505.01618)
+    'fixed_timescale': -1.0,
+    # lambda ∝ sqrt(m) for the hidden matrices under μP-AdamW (Fan, Liu et al., arXiv 2510.15262): half the
+    # timescale correction. Width only: the depth part of the LR ratio is left out (depth_lr_exp below)
+    'sqrt_width': -0.5,
+}
+
+# ---- depth ----------------------------------------------------------------------------------------------
+# Residual branch multiplier m_L**-alpha (x = x + m_L**-alpha * branch(x)); alpha by rule.
+DEPTH_ALPHA = {
+    'none': 0.0,        # width-only μP: depth changes nothing (the paper's setting)
+    'depth_mup': 0.5,   # depth-μP (Yang, Yu, Zhu, Hayou, Tensor Programs VI, 2023)
+    'completep': 1.0,   # CompleteP (Dey et al., arXiv 2505.01618): the one alpha where no layer is lazy
+}
+
+def depth_lr_exp(optimizer, rule):
+    """The exponent of m_L in the LR of every parameter inside a residual branch (0 without a depth rule). Each
+    block's contribution to the residual stream should change by Θ(1/L) a step (so the L blocks together move
+    it by Θ(1)). A branch scaled by b = m_L^-alpha sees gradients scaled by b and moves the stream by b times its
+    own change: Adam's update ignores the gradient's size, so the move is η b and η ∝ m_L^(alpha-1) (CompleteP,
+    Table 1); SGD's update carries it, so the move is η b² and η ∝ m_L^(2 alpha - 1) (Bordelon et al., 2024).
+    The GDN gates and scalars sit inside the branch like the hidden matrices, so the same factor applies on top
+    of their width rule (docs/depth.md)."""
+    if rule == 'none':
+        return 0.0
+    alpha = DEPTH_ALPHA[rule]
+    return alpha - 1 if optimizer == 'adamw' else 2 * alpha - 1
+
+# Adam's epsilon inside the branches ∝ m_L^-alpha: the gradients there shrink by the branch multiplier, and a
+# fixed epsilon would grow relative to them (CompleteP, eq. 40)
+DEPTH_EPS_EXP = -1.0   # times alpha
 
 
 def check(param):
@@ -119,77 +156,115 @@ def check(param):
         raise ValueError(f"parametrization={param!r}: choose from {', '.join(PARAMETRIZATIONS)}")
     return param
 
-def init_std(group, param, width, base_width, std=BASE_HPARAMS['init_std']):
-    """The init std of a group's matrices (std: the base width's); None = the group's own init."""
-    exp = INIT_EXP[param][group]
-    return None if exp is None else std * (width / base_width) ** exp
+def check_depth_rule(rule):
+    if rule not in DEPTH_ALPHA:
+        raise ValueError(f"depth_rule={rule!r}: choose from {', '.join(DEPTH_ALPHA)}")
+    return rule
 
-def multipliers(param, width, base_width, head_k, output_mult=BASE_HPARAMS['output_mult']):
+def check_weight_decay_rule(rule):
+    if rule not in WEIGHT_DECAY_RULES:
+        raise ValueError(f"weight_decay_rule={rule!r}: choose from {', '.join(WEIGHT_DECAY_RULES)}")
+    return rule
+
+def init_std(c, group):
+    """The init std of a group's matrices for config c (model.GDNConfig); None = the group's own init."""
+    exp = INIT_EXP[c.parametrization][group]
+    return None if exp is None else c.init_std * (c.width / c.base_width) ** exp
+
+def multipliers(c):
     """Constant multipliers in the forward pass."""
-    m = width / base_width
-    if param == 'sp':
-        return {'logits': output_mult, 'readout': 1 / math.sqrt(head_k)}
+    m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
+    branch = m_L ** -DEPTH_ALPHA[c.depth_rule]
+    if c.parametrization == 'sp':
+        return {'logits': c.output_mult, 'readout': 1 / math.sqrt(c.head_k), 'branch': branch}
     return {
         # Tied embedding: Θ(1) entries, so W x has Θ(d) correlated terms: scale logits by 1/m
         # (TP5 Table 3, output weights in the multiplier form, which lets them stay tied).
-        'logits': output_mult / m,
-        # L2-normalised q, k have Θ(1/sqrt d) entries, so the state S and the readout S q are
-        # Θ(1/sqrt d): multiply by sqrt(m) before the head RMSNorm, i.e. keep the readout scale
-        # at its base-width value 1/sqrt(d_k0), or the norm hides the size and breaks the
-        # gradient scaling (paper §4).
-        # Settled by coord_check.py against the other reading of §4, m/sqrt(d_k) ("S q stays
-        # Θ(1/sqrt d), so multiply it by sqrt d"): readout change at step 10, H100, widths 128..2048:
-        # sqrt(m): -0.17 (AdamW), -0.02 (SGD); m: +0.38, +0.54 (assets/v1/coord_check_readout_x_m.json).
-        # Training aligns q with the keys, so S q becomes Θ(1) and sqrt(m) keeps o_t Θ(1). Below width
-        # 128 (d_k <= 16) the random q.k overlap ~1/sqrt(d_k) dominates and o_t shrinks (-0.4 at widths
-        # 64..512). The scale reaches the model only through the RMSNorm's eps (norm(c u) =
-        # u / sqrt(mean u^2 + eps/c^2)): the rule keeps o_t >> sqrt(eps) = 1e-3 as width grows.
-        'readout': math.sqrt(m) / math.sqrt(head_k),
+        'logits': c.output_mult / m,
+        # L2-normalised q, k have Θ(1/sqrt d) entries, so the state S and the readout S q are Θ(1/sqrt d):
+        # multiply by sqrt(m) before the head RMSNorm, i.e. keep the readout scale at its base-width value
+        # 1/sqrt(d_k0), or the norm hides the size and breaks the gradient scaling (paper §4). The
+        # coordinate check picked sqrt(m) over the other reading of §4, m (docs/rules.md).
+        'readout': math.sqrt(m) / math.sqrt(c.head_k),
+        'branch': branch,
     }
 
-def lr_mult(group, param, optimizer, width, base_width, embed_lr_mult=BASE_HPARAMS['embed_lr_mult'],
-            gate_lr_mult=BASE_HPARAMS['gate_lr_mult']):
-    base = {'embedding': embed_lr_mult, 'gate': gate_lr_mult, 'scalar': gate_lr_mult}.get(group, 1.0)
-    return base * (width / base_width) ** LR_EXP[param][optimizer][group]
+def lr_mult(c, optimizer, group, branch=True):
+    """A group's LR relative to the base LR: its base value (embed_lr_mult, gate_lr_mult), the width rule and,
+    inside the residual branches, the depth rule."""
+    base = {'embedding': c.embed_lr_mult, 'gate': c.gate_lr_mult, 'scalar': c.gate_lr_mult}.get(group, 1.0)
+    m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
+    depth = m_L ** depth_lr_exp(optimizer, c.depth_rule) if branch else 1.0
+    return base * m ** LR_EXP[c.parametrization][optimizer][group] * depth
 
-def param_groups(model, param, optimizer, width, base_width, weight_decay,
-                 embed_lr_mult=BASE_HPARAMS['embed_lr_mult'], gate_lr_mult=BASE_HPARAMS['gate_lr_mult']):
-    """Optimizer groups: dicts with params, lr_mult (the trainer sets lr = lr_mult * schedule) and weight_decay."""
-    assert param in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (param, optimizer)
+def decay(c, optimizer, group, branch, weight_decay, rule='paper'):
+    """A group's decoupled decay coefficient (PyTorch's: the decay a step is lr_group * this)."""
+    if not DECAY[group]:
+        return 0.0
+    m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
+    width_exp = LR_EXP[c.parametrization][optimizer][group]
+    depth_exp = depth_lr_exp(optimizer, c.depth_rule) if branch and rule != 'sqrt_width' else 0
+    return weight_decay * (m ** width_exp * m_L ** depth_exp) ** WEIGHT_DECAY_RULES[rule]
+
+def eps_mult(c, branch=True):
+    """Adam's epsilon relative to its base value."""
+    return (c.n_layer / c.base_depth) ** (DEPTH_EPS_EXP * DEPTH_ALPHA[c.depth_rule]) if branch else 1.0
+
+def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
+    """Optimizer groups: dicts with params, lr_mult (the trainer sets lr = lr_mult * schedule), weight_decay
+    and, for AdamW, eps. One group per (group, inside a branch or not)."""
+    c = model.config
+    assert c.parametrization in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (c.parametrization, optimizer)
+    check_weight_decay_rule(weight_decay_rule)
     groups = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault(group_of(name), []).append(p)
-    return [{'name': g, 'params': ps,
-             'lr_mult': lr_mult(g, param, optimizer, width, base_width, embed_lr_mult, gate_lr_mult),
-             'weight_decay': weight_decay if DECAY[g] else 0.0}
-            for g, ps in groups.items()]
+            groups.setdefault((group_of(name), in_branch(name)), []).append(p)
+    first = list(dict.fromkeys(g for g, _ in groups))  # a group's two halves side by side: the parameters keep
+    out = []                                           # the order of one group per name (clipping sums them)
+    for (g, branch), ps in sorted(groups.items(), key=lambda kv: (first.index(kv[0][0]), not kv[0][1])):
+        d = {'name': g if branch or g == 'embedding' else f'{g} (outside the blocks)', 'params': ps,
+             'lr_mult': lr_mult(c, optimizer, g, branch),
+             'weight_decay': decay(c, optimizer, g, branch, weight_decay, weight_decay_rule)}
+        if optimizer == 'adamw':
+            d['eps'] = eps * eps_mult(c, branch)
+        out.append(d)
+    return out
 
 
 if __name__ == '__main__':
     import argparse
+    from types import SimpleNamespace
     ap = argparse.ArgumentParser(description='print the μP rules as numbers')
     ap.add_argument('--width', type=int, default=768)
     ap.add_argument('--base_width', type=int, default=256)
+    ap.add_argument('--n_layer', type=int, default=8)
+    ap.add_argument('--base_depth', type=int, default=8)
     ap.add_argument('--optimizer', choices=OPTIMIZERS, default='adamw')
     ap.add_argument('--parametrization', choices=PARAMETRIZATIONS, default='mup')
+    ap.add_argument('--depth_rule', choices=list(DEPTH_ALPHA), default='none')
     ap.add_argument('--weight_decay', type=float, default=0.1)
+    ap.add_argument('--weight_decay_rule', choices=list(WEIGHT_DECAY_RULES), default='paper')
     for k, v in BASE_HPARAMS.items():
         ap.add_argument(f'--{k}', type=float, default=v, help='at the base width')
     a = ap.parse_args()
+    c = SimpleNamespace(**vars(a), head_k=a.width // 8)
     wd = 0.0 if a.optimizer == 'sgd' else a.weight_decay  # the paper's SGD runs use no weight decay
-    m = a.width / a.base_width
-    head_k = a.width // 8
-    print(f"{a.parametrization}, {a.optimizer}, width {a.width}, base width {a.base_width} (m = {m:g}); "
-          + ', '.join(f'{k} {getattr(a, k):g}' for k in BASE_HPARAMS) + ' at the base width')
-    print(f"{'group':10s} {'parameters':52s} {'init std':>9s} {'LR mult':>8s} {'wd':>5s}")
+    m, m_L = a.width / a.base_width, a.n_layer / a.base_depth
+    print(f"{a.parametrization}, {a.optimizer}, width {a.width} (m = {m:g}), depth {a.n_layer} (m_L = {m_L:g}), "
+          f"depth rule {a.depth_rule}, weight decay {wd:g} by rule {a.weight_decay_rule}; "
+          + ', '.join(f'{k} {getattr(a, k):g}' for k in BASE_HPARAMS) + ' at the base shape')
+    print(f"{'group':10s} {'parameters':52s} {'init std':>9s} {'LR mult':>8s} {'wd':>7s} {'eps mult':>8s}")
     for g, what in GROUPS.items():
-        std = init_std(g, a.parametrization, a.width, a.base_width, a.init_std)
-        std = 'own' if std is None else f'{std:.5f}'
-        lrm = lr_mult(g, a.parametrization, a.optimizer, a.width, a.base_width, a.embed_lr_mult, a.gate_lr_mult)
-        print(f"{g:10s} {what:52s} {std:>9s} {lrm:8.4f} {wd if DECAY[g] else 0.0:5.2f}")
-    mult = multipliers(a.parametrization, a.width, a.base_width, head_k, a.output_mult)
+        for branch in ([False] if g == 'embedding' else [True, False] if g == 'vector' else [True]):
+            std = init_std(c, g)
+            std = 'own' if std is None else f'{std:.5f}'
+            name = g if branch or g == 'embedding' else 'final norm'
+            what = what if branch or g == 'embedding' else 'the final RMSNorm gain (outside the blocks)'
+            print(f"{name:10s} {what:52s} {std:>9s} {lr_mult(c, a.optimizer, g, branch):8.4f} "
+                  f"{decay(c, a.optimizer, g, branch, wd, a.weight_decay_rule):7.4f} {eps_mult(c, branch):8.4f}")
+    mult = multipliers(c)
     print(f"forward: logits x {mult['logits']:.4f}; readout scale {mult['readout']:.4f} "
-          f"(SP: 1/sqrt(d_k) = {1 / math.sqrt(head_k):.4f}, d_k = {head_k})")
+          f"(SP: 1/sqrt(d_k) = {1 / math.sqrt(c.head_k):.4f}, d_k = {c.head_k}); residual branches x {mult['branch']:.4f}")
     print("'own' init: A_log = log U(0,16), dt_bias = softplus^-1(dt), dt ~ logU(1e-3,1e-1); "
           "gains 1; conv taps U(+-1/2) (fan-in 4)")
