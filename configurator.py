@@ -17,7 +17,7 @@ Arguments are applied in command-line order, so later ones win:
 The config keys are the globals whose values are int, float, bool, str or None (and whose names do not
 start with '_'). Each key keeps the type of its default: an int is accepted where a float is expected,
 an integral float such as 1e4 where an int is expected, bools are True/False, and a str key takes the
-text as written (quotes optional). `--help` lists the keys and their current values.
+text as written (quotes optional; a number in a config file becomes its text). `--help` lists the keys.
 
 Mistakes (unknown key, wrong type, missing file) end the program with a one-line message naming the
 problem and the closest valid keys, not a traceback.
@@ -57,6 +57,8 @@ def _convert(key, value, default, origin):
     expected = type(default)
     if default is None or type(value) is expected:
         return value
+    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)  # a number for a text key (sweep.py's comma lists): a list of one
     # bool is a subclass of int, so test it first: True must not pass as an int, nor 1 as a bool
     if expected is not bool and not isinstance(value, bool):
         if expected is float and isinstance(value, int):

@@ -25,6 +25,7 @@ Python API, for train.py, sample.py and the tests:
 """
 import bisect
 import functools
+import glob
 import gzip
 import hashlib
 import io
@@ -394,6 +395,12 @@ def prepare(dataset='shakespeare', data_dir='data', input='', name='', tokenizer
                      f"gutenberg_char, fineweb_edu, or give --input=PATH")
 
 
+def read_meta(dataset_dir):
+    """A prepared dataset's meta.json (vocab_size, tokenizer, ...)."""
+    with open(os.path.join(dataset_dir, 'meta.json')) as f:
+        return json.load(f)
+
+
 def is_prepared(out_dir):
     """meta.json is written last, and names every file the preparation made."""
     meta_path = os.path.join(out_dir, 'meta.json')
@@ -491,17 +498,20 @@ def tokenize_stream(open_texts, num_proc, docs_per_batch=256):
 
 
 def open_source(source, source_config='', text_key='text'):
-    """Iterate over the texts of `source`: a Hugging Face hub dataset streamed with `datasets`
-    (e.g. HuggingFaceFW/fineweb-edu, config sample-10BT), or local .jsonl/.json/.parquet files (a path
-    or glob), read through `datasets` the same way."""
+    """Iterate over the texts of `source`: local .jsonl/.json files (a path or glob, optionally .gz), read line
+    by line; or local .parquet files, or a Hugging Face hub dataset streamed (e.g. HuggingFaceFW/fineweb-edu,
+    config sample-10BT), both through the optional `datasets` package."""
+    if source.endswith(('.json', '.jsonl', '.json.gz', '.jsonl.gz')):
+        return (json.loads(line)[text_key] for path in sorted(glob.glob(source))
+                for line in (gzip.open(path, 'rt', encoding='utf-8') if path.endswith('.gz') else
+                             open(path, encoding='utf-8')) if line.strip())
     try:
         import datasets
     except ImportError:
-        raise SystemExit("error: preparing fineweb_edu needs the `datasets` package: pip install datasets") from None
-    local = source.split('.')[-1] if source.endswith(('.json', '.jsonl', '.json.gz', '.jsonl.gz', '.parquet')) else ''
-    if local:
-        builder = 'parquet' if local == 'parquet' else 'json'
-        ds = datasets.load_dataset(builder, data_files=source, split='train', streaming=True)
+        raise SystemExit(f"error: reading {source} needs the `datasets` package (FineWeb-Edu, parquet): "
+                         "pip install datasets") from None
+    if source.endswith('.parquet'):
+        ds = datasets.load_dataset('parquet', data_files=source, split='train', streaming=True)
     else:
         ds = datasets.load_dataset(source, name=source_config or None, split='train', streaming=True)
     return (row[text_key] for row in ds)

@@ -49,6 +49,10 @@ class Batches:
     def n_windows(self, split):
         return (len(self.data[split]) - self.T) // self.T  # leaves room for any offset < block_size
 
+    def steps_per_epoch(self):
+        """Optimizer steps in one pass over the training split (at least 1)."""
+        return max(1, self.n_windows('train') // (self.B * self.accum * self.world))
+
     def order(self, split, n_pass):
         """(offset, permutation of the window indices) of pass n_pass through a split; pass -1: evaluation."""
         key = (split, n_pass)

@@ -18,3 +18,7 @@ eval_iters = 10
 log_interval = 20
 learning_rate = 1e-2
 min_lr = 1e-3
+# SP's base values (train.py's defaults are the ones tuned for the GPT-2-BPE corpus data/gutenberg)
+output_mult = 1.0
+init_std = 0.02
+weight_decay = 0.1

@@ -1,4 +1,4 @@
-# The paper's SGD setup (DESIGN.md §3): Nesterov momentum 0.98, no weight decay; otherwise as
+# The paper's SGD setup: Nesterov momentum 0.98, no weight decay; otherwise as
 # paper_adamw.py. Widths in the paper: 256, 512, 768, 1024; LR grid 0.1 ... 1.
 #   torchrun --standalone --nproc_per_node=8 train.py config/paper_sgd.py --width=768
 #   ... --parametrization=mup_fixed_fanout   # μP with the gates as an output layer of fixed fan-out

@@ -2,5 +2,5 @@
 # best for this 200-step run (1.693 vs 1.913), where 0.98's ~50-step gradient memory leaves every SGD curve flat in
 # the LR (README, "The quick default"). Only the SGD rows differ from the default's; its AdamW rows are the same runs.
 #   python sweep.py config/sweep_quick_momentum09.py          # resumable; --plot redraws the figure
-out = 'assets/lr_sweep_momentum09.csv'
+out = 'out/lr_sweep_momentum09.csv'
 momentum = 0.9

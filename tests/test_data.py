@@ -1,5 +1,5 @@
 """prepare_data.py: the embedded corpus offline (token count, round trip), char level, --input, the loader,
-FineWeb-Edu-style sharded preparation with resume (through `datasets` on a local jsonl file), and the
+FineWeb-Edu-style sharded preparation with resume (on a local jsonl file, no `datasets` needed), and the
 gutenberg books (a tiny archive built here; the shipped archive against its manifest)."""
 import hashlib
 import io
@@ -136,13 +136,12 @@ def test_load_split_single_file(data_dir):
 
 
 # ---------------------------------------------------------------------------------------------------
-# FineWeb-Edu-style preparation, on a local jsonl file through `datasets` (no network)
+# FineWeb-Edu-style preparation, on a local jsonl file (no network, no `datasets`)
 
 @pytest.fixture(scope='module')
 def docs_jsonl(tmp_path_factory, text):
     os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # never reach for the hub in tests
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    pytest.importorskip('datasets')
     rng = np.random.default_rng(0)
     docs = []
     for _ in range(120):

@@ -1,10 +1,13 @@
-"""train.py end to end on CPU: every parametrization x optimizer learns; resume is exact; DDP (gloo)
-matches one process; bad input fails clearly and never destroys a checkpoint."""
+"""train.py end to end on CPU: every parametrization x optimizer learns; resume is exact, also after Ctrl-C, a
+kill and a damaged checkpoint; DDP (gloo) matches one process; bad input fails clearly and never destroys a
+checkpoint; the defaults are the tuned base values for the default corpus."""
 import csv
 import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -89,7 +92,7 @@ def test_csv_has_a_row_per_step(tmp_path, data_dir):
     with open(tmp_path / 'log.csv') as f:
         rows = [r for r in csv.DictReader(f) if r['loss']]
     assert [int(r['iter']) for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r['iter'] for r in rows if r['ms']] == ['4', '6']  # speed on the log steps
+    assert [r['iter'] for r in rows if r['ms']] == ['1', '4', '6']  # speed on the log steps and the first
 
 
 def test_resume_refuses_another_config(tmp_path, data_dir):
@@ -115,6 +118,89 @@ def test_config_file_then_overrides(tmp_path, data_dir):
     assert "Overriding config with config/demo.py" in r.stdout and 'width 64, 4 layers' in r.stdout
 
 
+def rows(out):
+    with open(os.path.join(out, 'log.csv')) as f:
+        return list(csv.DictReader(f))
+
+
+def test_damaged_newest_checkpoint_is_skipped(tmp_path, data_dir):
+    """A newest checkpoint cut short (a full disk, an unfinished copy): resume says so, loads the one before
+    it, says which, and the run goes on exactly as the uninterrupted one."""
+    whole, part = tmp_path / 'whole', tmp_path / 'part'
+    train(whole, data_dir, '--max_iters=6', '--eval_interval=3')
+    train(part, data_dir, '--max_iters=6', '--eval_interval=3')
+    newest = sorted(glob.glob(str(part / 'ckpt_*.pt')))[-1]
+    with open(newest, 'r+b') as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    r = train(part, data_dir, '--max_iters=9', '--eval_interval=3', '--init_from=resume')
+    assert f'skipping {newest}' in r.stdout and 'resuming from' in r.stdout and '(iter 3)' in r.stdout, r.stdout
+    train(whole, data_dir, '--max_iters=9', '--eval_interval=3', '--init_from=resume')
+    a, b = losses(whole), losses(part)
+    assert [a[i] for i in range(4, 10)] == [b[i] for i in range(4, 10)]
+
+
+def test_log_has_each_step_once_after_a_resume(tmp_path, data_dir):
+    """Killed after step 5 with the last checkpoint at 3 (as kill -9 leaves it): the resumed run trains 4 and 5
+    again, and log.csv holds each step once, in order, with the resumed run's values."""
+    train(tmp_path, data_dir, '--max_iters=5', '--eval_interval=3')
+    os.remove(tmp_path / 'ckpt_0000005.pt')
+    train(tmp_path, data_dir, '--max_iters=6', '--eval_interval=3', '--init_from=resume')
+    steps = [int(r['iter']) for r in rows(tmp_path) if r['loss']]
+    assert steps == [1, 2, 3, 4, 5, 6], steps
+
+
+def test_ctrl_c_stops_cleanly_and_resumes_exactly(tmp_path, data_dir):
+    """Ctrl-C: the step in flight finishes, a checkpoint of it is written, log.csv has every step to it, no
+    traceback; resuming gives what an uninterrupted run gives. On a CPU the first log line comes after the first
+    step and, for a run of hours, points to the demo."""
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *TINY, f'--out_dir={tmp_path / "a"}',
+           f'--data_dir={data_dir}', '--max_iters=10000000', '--eval_interval=10000000', '--log_interval=100']
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    lines = []
+    while not any(ln.startswith('iter 1:') for ln in lines):
+        lines.append(p.stdout.readline())
+        assert lines[-1] or p.poll() is None, ''.join(lines) + p.stderr.read()
+    time.sleep(2)  # a few more steps
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    out = ''.join(lines) + out
+    assert p.returncode == 0 and 'Traceback' not in err, err[-2000:]
+    assert 'config/demo.py' in out and 'stopped' in out
+    (ckpt,) = glob.glob(str(tmp_path / 'a' / 'ckpt_*.pt'))
+    n = int(ckpt[-10:-3])
+    assert n >= 2 and [int(r['iter']) for r in rows(tmp_path / 'a') if r['loss']] == list(range(1, n + 1))
+    train(tmp_path / 'a', data_dir, f'--max_iters={n + 2}', '--init_from=resume')
+    train(tmp_path / 'b', data_dir, f'--max_iters={n + 2}')
+    a, b = losses(tmp_path / 'a'), losses(tmp_path / 'b')
+    assert a == b
+
+
+def test_defaults_are_the_tuned_base_values():
+    """`python train.py --width=768 --mup=True` is the μTransfer the repo shows: its defaults are the values
+    config/tuned_gutenberg.py holds (the gutenberg corpus, the base width's tuned LR and multipliers), at the
+    paper's context, for one epoch."""
+    tuned = {}
+    exec(open(os.path.join(ROOT, 'config', 'tuned_gutenberg.py')).read(), tuned)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    shown = dict(ln.split('(')[0].split('=', 1) for ln in r.stdout.splitlines()[1:] if '=' in ln)
+    shown = {k.strip(): v.strip() for k, v in shown.items()}
+    for key in ('dataset', 'base_width', 'learning_rate', 'output_mult', 'init_std', 'weight_decay'):
+        assert shown[key] == repr(tuned[key]), (key, shown[key], tuned[key])
+    assert shown['block_size'] == '1024' and shown['max_iters'] == '0'
+
+
+def test_one_epoch_by_default(tmp_path, data_dir):
+    """max_iters = 0 runs one pass over the training split: no token read twice."""
+    import training
+    from prepare_data import load_split
+    d = os.path.join(data_dir, 'shakespeare_char')
+    epoch = training.Batches({'train': load_split(d, 'train')}, 256, 512, 0).steps_per_epoch()
+    r = train(tmp_path, data_dir, '--max_iters=0', '--batch_size=256', '--block_size=512', '--eval_only=True')
+    assert f'{epoch} steps of' in r.stdout, r.stdout
+
+
 def test_bad_config_fails_clearly(tmp_path, data_dir):
     r = train(tmp_path, data_dir, '--parametrization=mupp', check=False)
     assert r.returncode != 0 and 'mup_fixed_fanout' in r.stderr and 'Traceback' not in r.stderr
@@ -126,6 +212,13 @@ def test_bad_config_fails_clearly(tmp_path, data_dir):
     assert r.returncode != 0 and 'max_iters' in r.stderr and 'Traceback' not in r.stderr
     r = train(tmp_path, data_dir, '--compile_mode=cudagraphs', check=False)
     assert r.returncode != 0 and "'reduce-overhead'" in r.stderr and 'Traceback' not in r.stderr
+    for arg, word in [('--width=0', 'width=0'), ('--batch_size=0', 'batch_size=0'), ('--n_layer=0', 'n_layer=0'),
+                      ('--block_size=-4', 'block_size=-4'), ('--learning_rate=0', 'learning_rate'),
+                      ('--depth_rule=deep', 'completep'), ('--weight_decay_rule=x', 'fixed_timescale'),
+                      ('--kernel_backend=triton --width=72', 'multiples of 16')]:
+        r = train(tmp_path, data_dir, *arg.split(), check=False)
+        assert r.returncode != 0 and word in r.stderr and 'Traceback' not in r.stderr, (arg, r.stderr[-2000:])
+        assert len(r.stderr.strip().splitlines()) == 1, (arg, r.stderr)
 
 
 def test_ddp_two_processes_match_one(tmp_path, data_dir):

@@ -70,11 +70,8 @@ def test_a_sweep_row_is_a_train_py_run(tmp_path):
                init_std='0.03', max_iters=8, warmup_iters=2, n_layer=2, n_head=2, batch_size=3, block_size=24,
                eval_iters=2, workers=0, device='cpu', check_interval=100)
     sweep.sweep(cfg)
-    rows = {r['optimizer']: r for r in csv.DictReader(open(out))}
-    for opt, r in rows.items():
-        run = dict(width=int(r['width']), lr=float(r['lr']), parametrization=r['parametrization'],
-                   optimizer=opt, seed=int(r['seed']), steps=int(r['steps']),
-                   **{h: float(r[h]) for h in sweep.HPARAMS})
+    rows = {r['optimizer']: r for r in sweep.load_results(out)}
+    for opt, run in rows.items():
         args = sweep.train_py_args(cfg, run)
         p = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args, f'--out_dir={tmp_path / opt}',
                             '--device=cpu', '--log_interval=1'],
@@ -84,5 +81,5 @@ def test_a_sweep_row_is_a_train_py_run(tmp_path):
         val = [float(x['val_loss']) for x in log if x['val_loss']]
         train = [float(x['train_loss']) for x in log if x['train_loss']]
         assert len(val) == 1 and math.isfinite(val[0])
-        assert val[0] == pytest.approx(float(r['final_val_loss']), abs=2e-5), (opt, val, r)
-        assert train[0] == pytest.approx(float(r['final_train_loss']), abs=2e-5), (opt, train, r)
+        assert val[0] == pytest.approx(run['val'], abs=2e-5), (opt, val, run)
+        assert train[0] == pytest.approx(run['train'], abs=2e-5), (opt, train, run)

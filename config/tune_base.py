@@ -1,0 +1,23 @@
+# μTransfer, step 1: tune the base values at the base width on the default corpus, at train.py's settings
+# (T 1024, 16 sequences a step, one epoch), one key at a time with the LR, and write them as the config that
+# train.py reads as its defaults. On a GPU machine (about 40 runs of width 256):
+#   python sweep.py config/tune_base.py                  # resumable; writes config/tuned_gutenberg.py
+#   python train.py --width=768 --mup=True               # step 2: any width, the same values
+out = 'out/tune_gutenberg.csv'
+tuned_out = 'config/tuned_gutenberg.py'
+tune = 'output_mult,init_std,weight_decay'   # in this order; the keys not yet tuned sit mid-list
+dataset = 'gutenberg'
+widths = '256'
+base_width = 256
+n_layer = '8'
+optimizers = 'adamw'
+adamw_params = 'sp'                          # at the base width μP is SP
+adamw_lrs = '-10:-6:0.5'
+output_mult = '2,4,8'
+init_std = '0.01,0.02,0.04'
+weight_decay = '0,0.1,0.2'
+batch_size = 16
+block_size = 1024
+max_iters = 0                                # one epoch, as train.py
+warmup_iters = -1                            # a tenth of the run, as train.py
+min_lr = 5e-5
