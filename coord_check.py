@@ -1,16 +1,23 @@
 """
 Coordinate check: does every activation, and its change under training, keep a width-independent size?
+And, with --dim=depth, a depth-independent one?
 
-For each width and each run in {SP, μP} x {AdamW, SGD} (under SGD the paper's μP 'mup', the fixed-fan-out
-gate rule 'mup_fixed_fanout' and the ablation 'mup_nogdn', μP without the GDN gate/scalar corrections),
-build the model, train `steps` steps at a constant LR on real batches (training.train_step, as train.py),
-and after every step run one fixed batch through it, recording the RMS of each probed quantity
-(model.py's probes, averaged over layers) and the RMS of its change since step 0. Under μP the curves
-against width are flat; under SP the logits and the updates grow with width (Yang et al., Tensor
-Programs V, §D; microsoft/mup's coord_check is the original).
+For each width (or depth) and each run in {SP, μP} x {AdamW, SGD} (under SGD the paper's μP 'mup', the
+fixed-fan-out gate rule 'mup_fixed_fanout' and the ablation 'mup_nogdn', μP without the GDN gate/scalar
+corrections), build the model, train `steps` steps at a constant LR on real batches (training.train_step, as
+train.py), and after every step run one fixed batch through it, recording the RMS of each probed quantity
+(model.py's probes, averaged over layers) and the RMS of its change since step 0. Under μP the curves against
+width are flat; under SP the logits and the updates grow with width (Yang et al., Tensor Programs V, §D;
+microsoft/mup's coord_check is the original). A run named 'mup-adamw-completep' adds a depth rule (mup.py).
 
-    python coord_check.py                                    # full check (widths to 2048: a GPU), writes assets/
-    python coord_check.py --widths=64,128,256,512 --steps=3 --device=cpu --out=out-coord
+Across depth (--dim=depth, at the base width) the mixer's own quantities (q, k, v, the gates, the
+state, the readout, the branch outputs before their multiplier) and the residual stream are compared over
+`depths`: under CompleteP their change is flat in depth (every layer learns, none lazily), under depth-μP the
+layers' own change shrinks like depth^-1/2, and without a depth rule the residual stream's change grows.
+
+    python coord_check.py --out=assets                       # the published check (widths to 2048: a GPU)
+    python coord_check.py --dim=depth --out=assets/depth     # the depth check (depths 2..32 at width 256)
+    python coord_check.py --widths=64,128,256,512 --steps=3 --device=cpu      # a quick one, -> out/coord_check
 
 Outputs in `out`: coord_check.png (size of each quantity), coord_check_delta.png (size of its change
 since step 0), coord_check.json (every value, per seed-average and per layer, and the fitted log-log
@@ -47,13 +54,17 @@ QUANTITIES = [
 PARAM_KINDS = {'norm_gain': lambda n: 'norm' in n, 'conv': lambda n: 'conv' in n,
                'A_log': lambda n: n.endswith('A_log'), 'dt_bias': lambda n: n.endswith('dt_bias')}
 RUNS = ('sp-adamw', 'mup-adamw', 'sp-sgd', 'mup-sgd', 'mup_fixed_fanout-sgd', 'mup_nogdn-sgd')
+DEPTH_RUNS = ('mup-adamw-none', 'mup-adamw-depth_mup', 'mup-adamw-completep', 'mup-sgd-none', 'mup-sgd-completep')
 
 DEFAULTS = dict(
+    dim='width',             # the dimension that varies: 'width' (over widths) or 'depth' (over depths)
     widths='128,256,512,1024,2048',
-    runs=','.join(RUNS),
+    depths='2,4,8,16,32',    # --dim=depth: at base_width, against base_depth
+    runs='',                 # '' = RUNS (width) or DEPTH_RUNS (depth); a run is param-optimizer[-depth rule]
     steps=10,                # training steps; measured after each one and at init
     seeds=3,                 # averaged (the RMS values are averaged over seeds, then fitted)
     n_layer=2,               # the smallest depth where a block reads another block's trained output
+    base_depth=8,
     n_head=6,
     base_width=256,          # μP == SP here
     batch_size=8,
@@ -68,7 +79,7 @@ DEFAULTS = dict(
     data_dir='data',
     device='auto',           # auto: cuda if available
     kernel_backend='torch',  # the exact PyTorch chunked kernel; '' = best available (Triton on CUDA)
-    out='assets',
+    out='out/coord_check',
     flat_tol=0.15,           # |slope| at or below this counts as flat in the summary
     plot=True,
 )
@@ -129,14 +140,21 @@ def share_head_scalars(model, seed):
                 p.copy_(twin[name])
 
 
-def run_one(run, width, seed, cfg, batches, vocab, device):
+def parse_run(run):
+    """'mup-adamw' or 'mup-adamw-completep' -> (parametrization, optimizer, depth rule)."""
+    param, optimizer, *rule = run.split('-')
+    return param, optimizer, rule[0] if rule else 'none'
+
+
+def run_one(run, width, n_layer, seed, cfg, batches, vocab, device):
     """Train one model; return {quantity: {'value': [steps+1][layers], 'delta': [...]}} and the losses."""
-    param, optimizer = run.split('-')
+    param, optimizer, rule = parse_run(run)
     backend = cfg['kernel_backend']
     if backend != 'torch' and (width // 8) % 16:
         backend = 'torch'  # the Triton kernel needs head dims that are multiples of 16
-    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=cfg['n_layer'], n_head=cfg['n_head'],
-                          parametrization=param, base_width=cfg['base_width'], kernel_backend=backend))
+    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'],
+                          parametrization=param, base_width=cfg['base_width'], depth_rule=rule,
+                          base_depth=cfg['base_depth'], kernel_backend=backend))
     model.reset_parameters(seed)
     share_head_scalars(model, seed)
     model.to(device)
@@ -162,7 +180,7 @@ def run_one(run, width, seed, cfg, batches, vocab, device):
 
 
 def slope(widths, values):
-    """Least-squares slope of log(values) against log(widths): the width exponent."""
+    """Least-squares slope of log(values) against log(widths): the width (or depth) exponent."""
     v = np.asarray(values, dtype=np.float64)
     if np.any(~np.isfinite(v)) or np.any(v <= 0):
         return float('nan')
@@ -171,11 +189,17 @@ def slope(widths, values):
 
 def coord_check(cfg, verbose=True):
     """Run the check described by cfg (DEFAULTS' keys); return the results dict (also what the JSON holds)."""
-    widths = [int(w) for w in str(cfg['widths']).split(',')]
-    runs = [r.strip() for r in cfg['runs'].split(',')]
+    import mup
+    depth = cfg['dim'] == 'depth'
+    if cfg['dim'] not in ('width', 'depth'):
+        raise ValueError(f"dim={cfg['dim']!r}: use 'width' or 'depth'")
+    sizes = [int(v) for v in str(cfg['depths' if depth else 'widths']).split(',')]
+    runs = [r.strip() for r in (cfg['runs'] or ','.join(DEPTH_RUNS if depth else RUNS)).split(',')]
     for r in runs:
-        if r not in RUNS:
-            raise ValueError(f"unknown run {r!r}: choose from {', '.join(RUNS)}")
+        param, optimizer, rule = parse_run(r)
+        if param not in mup.PARAMETRIZATIONS or optimizer not in mup.OPTIMIZERS or rule not in mup.DEPTH_ALPHA:
+            raise ValueError(f"unknown run {r!r}: param-optimizer[-depth rule], e.g. {', '.join(RUNS[:2])}, "
+                             f"{DEPTH_RUNS[2]}")
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if cfg['device'] == 'auto'
                           else cfg['device'])
     if device.type == 'cuda':
@@ -183,36 +207,37 @@ def coord_check(cfg, verbose=True):
         torch.backends.cudnn.allow_tf32 = False
     data, vocab = load_data(cfg['dataset'], cfg['data_dir'])
     steps, seeds = cfg['steps'], cfg['seeds']
-    res = {'config': dict(cfg), 'widths': widths, 'runs': runs, 'vocab_size': vocab,
+    res = {'config': dict(cfg), 'dim': cfg['dim'], 'widths': sizes, 'runs': runs, 'vocab_size': vocab,
            'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
            'units': {n: ('RMS x sqrt(d_k)' if u else 'RMS') for n, _, u in QUANTITIES},
            'loss': {}, 'value': {}, 'delta': {}, 'per_layer': {}, 'slope': {}}
     t0 = time.time()
     for run in runs:
         acc = {}
-        loss = np.zeros((len(widths), steps))
+        loss = np.zeros((len(sizes), steps))
         for seed in range(seeds):
             # the same batches for every width and run with this seed
             batches = Batches(data, cfg['batch_size'], cfg['block_size'], 1000 + seed, device)
-            for i, width in enumerate(widths):
-                stats, losses = run_one(run, width, seed, cfg, batches, vocab, device)
+            for i, size in enumerate(sizes):
+                width, n_layer = (cfg['base_width'], size) if depth else (size, cfg['n_layer'])
+                stats, losses = run_one(run, width, n_layer, seed, cfg, batches, vocab, device)
                 for n in stats:
                     for kind in ('value', 'delta'):
-                        a = acc.setdefault(n, {}).setdefault(
-                            kind, np.zeros((len(widths),) + np.shape(stats[n][kind])))
-                        a[i] += np.asarray(stats[n][kind]) / seeds
+                        v = np.asarray(stats[n][kind])  # [steps + 1, layers]: layers differ across depths
+                        a = acc.setdefault(n, {}).setdefault(kind, [None] * len(sizes))
+                        a[i] = v / seeds if a[i] is None else a[i] + v / seeds
                 loss[i] += np.asarray(losses) / seeds
         res['loss'][run] = loss.tolist()
-        res['per_layer'][run] = {n: {k: acc[n][k].tolist() for k in acc[n]} for n in acc}
-        res['value'][run] = {n: acc[n]['value'].mean(-1).tolist() for n in acc}
-        res['delta'][run] = {n: acc[n]['delta'].mean(-1).tolist() for n in acc}
+        res['per_layer'][run] = {n: {k: [a.tolist() for a in acc[n][k]] for k in acc[n]} for n in acc}
+        res['value'][run] = {n: [a.mean(-1).tolist() for a in acc[n]['value']] for n in acc}
+        res['delta'][run] = {n: [a.mean(-1).tolist() for a in acc[n]['delta']] for n in acc}
         res['slope'][run] = {
-            kind: {n: [slope(widths, [res[kind][run][n][i][s] for i in range(len(widths))])
+            kind: {n: [slope(sizes, [res[kind][run][n][i][s] for i in range(len(sizes))])
                        for s in range(steps + 1)] for n in acc}
             for kind in ('value', 'delta')}
         if verbose:
-            print(f"{run}: done in {time.time() - t0:.0f}s; final loss by width "
-                  + ' '.join(f'{w}:{l[-1]:.3f}' for w, l in zip(widths, loss)), flush=True)
+            print(f"{run}: done in {time.time() - t0:.0f}s; final loss by {cfg['dim']} "
+                  + ' '.join(f'{w}:{l[-1]:.3f}' for w, l in zip(sizes, loss)), flush=True)
     res['seconds'] = time.time() - t0
     return res
 
@@ -220,7 +245,7 @@ def coord_check(cfg, verbose=True):
 def summary(res, tol):
     """Text table: per quantity, the width exponent of its size at the last step and of its change."""
     runs, steps = res['runs'], res['config']['steps']
-    lines = [f"width exponents (fitted log-log slope over widths {res['widths']}) at step {steps}; "
+    lines = [f"{res['dim']} exponents (fitted log-log slope over {res['dim']}s {res['widths']}) at step {steps}; "
              f"value / change since step 0; |slope| <= {tol} counts as flat",
              f"{'quantity':10s} " + ' '.join(f'{r:>15s}' for r in runs)]
     for n, _, _ in QUANTITIES:
@@ -268,7 +293,7 @@ def plot(res, path, kind):
                 ax.annotate(run, (0.5, 1.35), xycoords='axes fraction', ha='center', fontsize=11,
                             weight='bold')
             if i == len(names) - 1:
-                ax.set_xlabel('width', fontsize=7)
+                ax.set_xlabel(res['dim'], fontsize=7)
     for i, n in enumerate(names):
         # one y range per row, spanning at least a factor 30, so flat looks flat and columns compare
         vals = np.concatenate([np.asarray(res[kind][r][n])[:, first:].ravel() for r in runs])
@@ -282,9 +307,10 @@ def plot(res, path, kind):
                 ax.set_ylim(lo, hi)
     axes[0][-1].legend(fontsize=5, loc='best')
     what = 'RMS' if kind == 'value' else 'RMS of the change since step 0'
-    fig.suptitle(f"GDN coordinate check: {what} vs width ({res['config']['n_layer']} layers, "
-                 f"{res['config']['seeds']} seeds, lines = steps {first}..{steps}); "
-                 f"slope at step {steps}", fontsize=11)
+    shape = f"width {res['config']['base_width']}" if res['dim'] == 'depth' else \
+        f"{res['config']['n_layer']} layers"
+    fig.suptitle(f"GDN coordinate check: {what} vs {res['dim']} ({shape}, {res['config']['seeds']} seeds, "
+                 f"lines = steps {first}..{steps}); slope at step {steps}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -1,33 +1,32 @@
 """
-Learning-rate transfer across widths: SP vs μP, AdamW vs SGD, on one GPU (the paper's central claim).
+Learning-rate transfer: SP vs μP across widths (and depths), AdamW vs SGD, and the base values that μP carries.
 
-A grid of widths x learning rates x parametrizations x optimizers (x base hyper-parameters), each run a
-short train.py run: the same batches, schedule, step and evaluation (training.py), the same seed
-everywhere. Every finished run appends one row to the results CSV, flushed at once: a re-run skips what
-is done, an interrupted sweep loses nothing. Several worker processes share the GPU; each keeps its
-model (compiled once) and re-initialises it in place from one run to the next.
+A grid of widths x depths x learning rates x parametrizations x optimizers x base hyper-parameters x seeds,
+each run a short train.py run: the same batches, schedule, step and evaluation (training.py). Every finished
+run appends one row to the results CSV, flushed at once: a re-run skips what is done, an interrupted sweep
+loses nothing. On a GPU several worker processes share the device; each keeps its model (compiled once) and
+re-initialises it in place from one run to the next. On a CPU the runs go one by one in this process.
 
-    python sweep.py                              # the quick default grid (character level, 2 layers)
+    python sweep.py                              # the quick default grid (character level, 2 layers) -> out/
     python sweep.py config/sweep_paper.py        # the paper's architecture (8 layers, GPT-2 BPE, T 512)
-    python sweep.py --plot [--out=...]           # figure + per-panel optimum and its spread, from the CSV
-                                                 # (all of it, seeds averaged, unless keys select a part)
-    python sweep.py --widths=256,1024 --output_mult=1,4,16 --axis=output_mult --adamw_lrs=-8
+    python sweep.py config/tune_base.py          # tune the base values at the base width -> config/tuned_*.py
+    python sweep.py --plot [--out=...]           # figures + fitted optima with seed intervals, from the CSV
     python sweep.py --help                       # every key and its value
 
-Learning-rate grids are log2 exponents: '-12:-5' is 2^-12, 2^-11, ..., 2^-5; '-12:-5:0.5' adds half
-steps; '-12,-9,-6' lists them. The LR is the base LR: mup.py's per-group multipliers apply on top, so
-under μP (and at the base width under SP) it is the LR of the width-independent groups.
+Learning-rate grids are log2 exponents: '-12:-5' is 2^-12, 2^-11, ..., 2^-5; '-12:-5:0.5' adds half steps;
+'-12,-9,-6' lists them. The LR is the base LR: mup.py's per-group multipliers apply on top. Every other grid
+key takes a comma list, and each list is an axis: widths, n_layer, depth_rule, seeds, the base
+hyper-parameters (output_mult, init_std, embed_lr_mult, gate_lr_mult), weight_decay and weight_decay_rule.
+`axis` says which one the figure and the summary put on x (the best over the other axes is taken at each x).
 
-Base hyper-parameters (mup.BASE_HPARAMS: output_mult, init_std, embed_lr_mult, gate_lr_mult) take comma lists of plain
-values; each list is an axis of the grid. `axis` says which one the figure and the summary put on x
-(the best over the other axes is taken at each x); the optimum of that axis per width is the transfer test.
+Judging an optimum. At long horizons the loss is flat near its minimum and the argmin of single runs is noise,
+so every curve's optimum is a fit: a parabola in log2(x) through the points within one octave of the lowest
+(at least three), least squares where there are more. Its seed interval comes from a bootstrap over the seeds
+(resampled jointly for every curve, as a seed fixes the data order at every width), and so does the interval
+of the optimum's shift across widths or depths. With one seed there is no interval.
 
-Parametrizations: 'sp', 'mup' (the paper's rules), 'mup_fixed_fanout' (SGD gates m^-1, scalars m^0), and
-'mup_nogdn' (μP without the GDN gate/scalar rules). At the base width they are one model with one set of
-LRs (tested), so only SP is trained there and its row stands for every μP variant too.
-
-Each row also records the median pre-clip gradient norm, the fraction of steps clipped, and (with
-eval_interval) the validation loss along the run, to tell when the ranking of widths settles.
+Runs that are one model with one set of LRs (μP variants at the base width, depth rules at the base depth,
+weight-decay rules where no LR is scaled) are trained once; the row stands for all of them (tested).
 """
 import csv
 import math
@@ -38,71 +37,80 @@ import time
 import mup
 
 HPARAMS = list(mup.BASE_HPARAMS)
-CSV_COLUMNS = ['width', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', *HPARAMS, 'tokens',
-               'final_train_loss', 'final_val_loss', 'diverged', 'grad_norm_median', 'clip_frac',
-               'val_curve', 'seconds']
+AXES = ['width', 'n_layer', 'depth_rule', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', *HPARAMS,
+        'weight_decay', 'weight_decay_rule']
+CSV_COLUMNS = AXES + ['tokens', 'final_train_loss', 'final_val_loss', 'diverged', 'grad_norm_median', 'clip_frac',
+                      'val_curve', 'seconds']
+COLUMN_DEFAULTS = dict(mup.BASE_HPARAMS, depth_rule='none', weight_decay_rule='paper')  # for older CSVs
 
 DEFAULTS = dict(
     # output
-    out='assets/lr_sweep.csv',   # results CSV; its run settings go to <out stem>_config.csv beside it
-    plot=False,                  # --plot: draw <out stem>.png from the CSV and print the optima (no training)
-    axis='lr',                   # x of the figure and the summary: 'lr' or a base hyper-parameter
+    out='out/lr_sweep.csv',      # results CSV; its run settings go to <out stem>_config.csv beside it
+    plot=False,                  # --plot: draw the figures from the CSV and print the optima (no training)
+    axis='lr',                   # x of the figure and the summary: 'lr' or another grid key
+    tune='',                     # comma list of base hyper-parameters to tune one at a time with the LR
+    tuned_out='',                # with tune: the config file to write (e.g. config/tuned_gutenberg.py)
     # data
     dataset='shakespeare_char',  # char level: vocab 84, so the width-scaled hidden layers dominate
     data_dir='data',
     # grid
     widths='128,256,512,1024',
+    n_layer='2',                 # depth does not enter the width rules; 2 keeps the default grid short
+    depth_rule='none',           # mup.DEPTH_ALPHA: 'none', 'depth_mup', 'completep'
     optimizers='adamw,sgd',
     adamw_params='sp,mup',
     sgd_params='sp,mup,mup_fixed_fanout',
     adamw_lrs='-12:-5',          # log2 of the base LR
     sgd_lrs='-6:1',
+    learning_rate=0.0,           # a tuned base LR (config/tuned_*.py): added to the AdamW grid, and the summary
+                                 # says how far its loss is from the fitted best
     seeds='1337',
-    output_mult='2',             # base hyper-parameters at the base width (comma lists: grid axes); 2: the
-                                 # base width's best for this grid (README, "The quick default")
+    output_mult='2',             # base hyper-parameters at the base width; 2: the base width's best for this
+                                 # grid (docs/transfer.md)
     init_std='0.02',
     embed_lr_mult='1',
     gate_lr_mult='1',
+    weight_decay='0.1',          # AdamW; the paper's SGD runs have none
+    weight_decay_rule='paper',   # mup.WEIGHT_DECAY_RULES: 'paper', 'fixed_timescale', 'sqrt_width'
     # model
-    n_layer=2,                   # depth does not enter the width rules; 2 keeps the default grid short
     n_head=6,
     base_width=256,
+    base_depth=8,
     kernel_backend='',           # '' = best available (Triton on CUDA), 'torch' or 'triton'
-    fused=True,                  # the fused projections, conv and cross-entropy (model.GDNConfig.fused), as
-                                 # train.py; the CSVs in assets/ made before commit 9e1a1f0 ran with False
-                                 # (same math within bf16 noise, as compiled vs eager: BENCH.md, run 6)
     # training (each run: train.py's keys and meaning)
-    max_iters=200,
+    max_iters=200,               # 0 = one epoch of the training split
     batch_size=32,
     block_size=256,
-    warmup_iters=20,             # linear warmup, then cosine to min_lr at max_iters (training.lr_at)
+    gradient_accumulation_steps=1,
+    warmup_iters=20,             # linear warmup, then cosine to min_lr at max_iters; -1 = a tenth of the run
     min_lr=5e-5,
-    weight_decay=0.1,            # AdamW only; the paper's SGD runs have none
     beta1=0.9,
     beta2=0.95,
     momentum=0.98,               # SGD, Nesterov: the paper's (made for 20k steps; on this 200-step grid the base
-                                 # width prefers 0.9: config/sweep_quick_momentum09.py, README "The quick default")
+                                 # width prefers 0.9: config/sweep_quick_momentum09.py, docs/transfer.md)
     grad_clip=1.0,               # 0 = no clipping
     eval_iters=10,               # fixed batches for the final train and val loss
     eval_interval=0,             # also record the val loss every this many steps (0: only at the end)
     diverge_factor=1.5,          # diverged: loss not finite, or above this factor x the step-0 loss
     check_interval=10,           # how often (steps) the loss is read back to check for divergence
     # system
-    workers=8,                   # processes sharing the device; 0 = run in this process
+    workers=-1,                  # processes sharing the device; 0 = run in this process; -1 = 8 on a GPU, 0 on a CPU
     gpu_mem_gb=0.0,              # the runs in flight together stay under this (0: 90% of the device's memory)
     device='',                   # '' = cuda if available, else cpu
     dtype='',                    # '' = bfloat16 on CUDA, float32 elsewhere
     compile=True,                # torch.compile each worker's model once (CUDA only), reused across runs
+    compile_mode='',             # '' or 'reduce-overhead' (CUDA graphs: for the small widths the host bounds)
     max_runs=0,                  # stop after this many new runs (0 = all)
 )
 # what must agree between a results CSV and the settings that extend it (the CSV rows carry the rest)
-RUN_KEYS = ['dataset', 'n_layer', 'n_head', 'base_width', 'batch_size', 'block_size', 'warmup_iters',
-            'min_lr', 'weight_decay', 'beta1', 'beta2', 'momentum', 'grad_clip', 'eval_iters',
-            'diverge_factor']
+RUN_KEYS = ['dataset', 'n_head', 'base_width', 'base_depth', 'batch_size', 'block_size',
+            'gradient_accumulation_steps', 'warmup_iters', 'min_lr', 'beta1', 'beta2', 'momentum', 'grad_clip',
+            'eval_iters', 'diverge_factor']
 LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-out gates',
           'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW', 'sgd': 'SGD (Nesterov)',
           'lr': 'learning rate', 'output_mult': 'output multiplier', 'init_std': 'init std',
-          'embed_lr_mult': 'embedding LR multiplier', 'gate_lr_mult': 'gate LR multiplier'}
+          'embed_lr_mult': 'embedding LR multiplier', 'gate_lr_mult': 'gate LR multiplier',
+          'weight_decay': 'weight decay', 'n_layer': 'depth', 'width': 'width'}
 
 
 def parse_exponents(spec):
@@ -120,30 +128,87 @@ def csv_list(spec, cast=str):
     return [cast(s.strip()) for s in str(spec).split(',') if s.strip()]
 
 
-def grid(cfg):
-    """Every run of the sweep as a dict, the most expensive (widest) first so the workers finish together."""
-    runs = []
-    hp_values = {h: csv_list(cfg[h], float) for h in HPARAMS}
+def check_grid(cfg):
+    """Every grid value valid, or one line that says which is not."""
+    def bad(msg):
+        raise SystemExit(f"error: {msg}")
+    for key in ('widths', 'n_layer', 'seeds'):
+        try:
+            vals = csv_list(cfg[key], int)
+        except ValueError:
+            bad(f"{key}={cfg[key]!r}: a comma list of whole numbers")
+        if not vals or (key != 'seeds' and min(vals) <= 0):
+            bad(f"{key}={cfg[key]!r}: positive whole numbers")
+    for opt in csv_list(cfg['optimizers']):
+        if opt not in mup.OPTIMIZERS:
+            bad(f"optimizers: {opt!r} is not 'adamw' or 'sgd'")
+        for p in csv_list(cfg[f'{opt}_params']):
+            if p not in mup.PARAMETRIZATIONS:
+                bad(f"{opt}_params: {p!r} is not one of {', '.join(mup.PARAMETRIZATIONS)}")
+    for key, names in (('depth_rule', mup.DEPTH_ALPHA), ('weight_decay_rule', mup.WEIGHT_DECAY_RULES)):
+        for v in csv_list(cfg[key]):
+            if v not in names:
+                bad(f"{key}: {v!r} is not one of {', '.join(names)}")
+    for key in HPARAMS + ['weight_decay']:
+        try:
+            csv_list(cfg[key], float)
+        except ValueError:
+            bad(f"{key}={cfg[key]!r}: a comma list of numbers")
+    for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_iters', 'check_interval'):
+        if cfg[key] <= 0:
+            bad(f"{key}={cfg[key]}: must be a positive whole number")
+    if cfg['axis'] not in ('lr', 'width', 'n_layer', *HPARAMS, 'weight_decay'):
+        bad(f"axis={cfg['axis']!r}: use 'lr', 'n_layer', 'weight_decay' or one of {', '.join(HPARAMS)}")
+
+
+def canonical(r, base_width, base_depth):
+    """The run that trains the same model with the same LRs as run r (the one the sweep trains): μP variants
+    are SP at the base width, depth rules nothing at the base depth, and the weight-decay rules all 'paper'
+    where no group's LR is scaled."""
+    r = dict(r)
+    if r['width'] == base_width:
+        r['parametrization'] = 'sp'
+    if r['n_layer'] == base_depth:
+        r['depth_rule'] = 'none'
+    if r['parametrization'] == 'sp' and r['depth_rule'] == 'none' or r['optimizer'] == 'sgd':
+        r['weight_decay_rule'] = 'paper'
+    return r
+
+
+def grid(cfg, steps=None):
+    """Every run of the sweep as a dict, the most expensive (widest, deepest) first so the workers finish
+    together. steps: the run length (cfg['max_iters'], or one epoch where it is 0)."""
+    check_grid(cfg)
+    steps = steps or cfg['max_iters']
+    runs, seen = [], set()
+    values = {h: csv_list(cfg[h], float) for h in HPARAMS}
     for width in sorted(csv_list(cfg['widths'], int), reverse=True):
-        for opt in csv_list(cfg['optimizers']):
-            if opt not in mup.OPTIMIZERS:
-                raise SystemExit(f"error: optimizers: {opt!r} is not 'adamw' or 'sgd'")
-            params = csv_list(cfg[f'{opt}_params'])
-            for param in params:
-                if param not in mup.PARAMETRIZATIONS:
-                    raise SystemExit(f"error: {opt}_params: {param!r} is not one of {list(mup.PARAMETRIZATIONS)}")
-            if width == cfg['base_width']:  # one model there: SP's row stands for every μP variant
-                params = ['sp']
-            for param in params:
-                for e in parse_exponents(cfg[f'{opt}_lrs']):
-                    for hp in hp_combinations(hp_values):
-                        for seed in csv_list(cfg['seeds'], int):
-                            runs.append(dict(width=width, lr=2.0 ** e, parametrization=param, optimizer=opt,
-                                             seed=seed, steps=cfg['max_iters'], **hp))
+        for n_layer in sorted(csv_list(cfg['n_layer'], int), reverse=True):
+            for opt in csv_list(cfg['optimizers']):
+                lrs = [2.0 ** e for e in parse_exponents(cfg[f'{opt}_lrs'])]
+                if opt == 'adamw' and cfg['learning_rate'] > 0 and not any(
+                        math.isclose(cfg['learning_rate'], lr) for lr in lrs):
+                    lrs.append(cfg['learning_rate'])
+                decays = csv_list(cfg['weight_decay'], float) if opt == 'adamw' else [0.0]
+                for param in csv_list(cfg[f'{opt}_params']):
+                    for rule in csv_list(cfg['depth_rule']):
+                        for wd_rule in csv_list(cfg['weight_decay_rule']):
+                            for lr in lrs:
+                                for hp in combinations(values):
+                                    for wd in decays:
+                                        for seed in csv_list(cfg['seeds'], int):
+                                            r = canonical(dict(
+                                                width=width, n_layer=n_layer, depth_rule=rule, lr=lr,
+                                                parametrization=param, optimizer=opt, seed=seed, steps=steps,
+                                                **hp, weight_decay=wd, weight_decay_rule=wd_rule),
+                                                cfg['base_width'], cfg['base_depth'])
+                                            if run_key(r) not in seen:
+                                                seen.add(run_key(r))
+                                                runs.append(r)
     return runs
 
 
-def hp_combinations(values):
+def combinations(values):
     combos = [{}]
     for h in HPARAMS:
         combos = [dict(c, **{h: v}) for c in combos for v in values[h]]
@@ -151,52 +216,86 @@ def hp_combinations(values):
 
 
 def run_key(r):
-    return (int(r['width']), round(math.log2(float(r['lr'])), 6), r['parametrization'], r['optimizer'],
-            int(r['seed']), int(r['steps']),
-            *(round(float(r.get(h) or mup.BASE_HPARAMS[h]), 9) for h in HPARAMS))
+    """A run's identity: its axes, with numbers rounded so a CSV's text and a fresh grid compare equal."""
+    def num(k):
+        v = r.get(k)
+        return round(float(COLUMN_DEFAULTS.get(k, 0.0) if v in (None, '') else v), 9)
+    return (int(r['width']), int(r['n_layer']), r.get('depth_rule') or 'none', round(math.log2(float(r['lr'])), 6),
+            r['parametrization'], r['optimizer'], int(r['seed']), int(r['steps']), *(num(h) for h in HPARAMS),
+            num('weight_decay'), r.get('weight_decay_rule') or 'paper')
 
 
 def config_path(out):
     return os.path.splitext(out)[0] + '_config.csv'
 
 
+def run_settings(cfg):
+    """The settings a results CSV was made with (its _config.csv), else cfg's."""
+    run = {k: str(cfg[k]) for k in RUN_KEYS}
+    if os.path.exists(config_path(cfg['out'])):
+        with open(config_path(cfg['out']), newline='') as f:
+            run.update({r['key']: r['value'] for r in csv.DictReader(f)})
+    return run
+
+
 def read_rows(out):
+    """The CSV's finished rows (a torn last line is skipped), with the columns an older sweep.py did not write
+    filled in: from its _config.csv (n_layer, weight_decay were run settings once), else their defaults."""
     if not os.path.exists(out):
         return []
+    settings = {}
+    if os.path.exists(config_path(out)):
+        with open(config_path(out), newline='') as f:
+            settings = {r['key']: r['value'] for r in csv.DictReader(f)}
+    rows = []
     with open(out, newline='') as f:
-        return [r for r in csv.DictReader(f) if r.get('diverged') in ('True', 'False')]  # skip a torn line
+        for r in csv.DictReader(f):
+            if r.get('diverged') not in ('True', 'False'):
+                continue
+            for k in AXES:
+                if r.get(k) in (None, ''):
+                    r[k] = settings.get(k, COLUMN_DEFAULTS.get(k, ''))
+            if r['optimizer'] == 'sgd':
+                r['weight_decay'] = '0.0'  # SGD runs never took the decay
+            rows.append(r)
+    return rows
 
 
 def check_run_config(cfg):
     """The CSV's rows only make sense together if they share these settings: keep them beside it."""
     path = config_path(cfg['out'])
     want = {k: str(cfg[k]) for k in RUN_KEYS}
-    if os.path.exists(path):
-        with open(path, newline='') as f:
-            have = {r['key']: r['value'] for r in csv.DictReader(f)}
-        differ = [f"{k}: {have.get(k)!r} there, {want[k]!r} now" for k in RUN_KEYS if have.get(k) != want[k]]
-        if differ and read_rows(cfg['out']):
+    if os.path.exists(path) and read_rows(cfg['out']):
+        have = run_settings(cfg)
+        differ = [f"{k}: {have.get(k)!r} there, {want[k]!r} now" for k in RUN_KEYS if have.get(k, want[k]) != want[k]]
+        if differ:
             raise SystemExit(f"error: {cfg['out']} was made with other settings ({path}):\n  "
                              + "\n  ".join(differ) + "\nuse those settings or another --out")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
+    with open(path + '.tmp', 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['key', 'value'])
-        w.writerows(want.items())
+        w.writerows({**run_settings(cfg), **want}.items())  # an older sweep's keys stay: its rows need them
+    os.replace(path + '.tmp', path)
 
 
 def train_py_args(cfg, r):
     """The `python train.py` arguments that make the same run as sweep row r (tests/test_training.py)."""
-    wd = 0.0 if r['optimizer'] == 'sgd' else cfg['weight_decay']
-    keys = dict(dataset=cfg['dataset'], data_dir=cfg['data_dir'], n_layer=cfg['n_layer'], n_head=cfg['n_head'],
-                base_width=cfg['base_width'], batch_size=cfg['batch_size'], block_size=cfg['block_size'],
-                width=r['width'], parametrization=r['parametrization'], optimizer=r['optimizer'],
-                learning_rate=r['lr'], seed=r['seed'], max_iters=r['steps'], lr_decay_iters=r['steps'],
-                warmup_iters=cfg['warmup_iters'], min_lr=cfg['min_lr'], weight_decay=wd, beta1=cfg['beta1'],
-                beta2=cfg['beta2'], momentum=cfg['momentum'], grad_clip=cfg['grad_clip'],
-                eval_iters=cfg['eval_iters'], eval_interval=r['steps'], fused=cfg['fused'],
-                **{h: r[h] for h in HPARAMS})
+    keys = dict(dataset=cfg['dataset'], data_dir=cfg['data_dir'], n_layer=r['n_layer'], n_head=cfg['n_head'],
+                base_width=cfg['base_width'], base_depth=cfg['base_depth'], depth_rule=r['depth_rule'],
+                batch_size=cfg['batch_size'], block_size=cfg['block_size'],
+                gradient_accumulation_steps=cfg['gradient_accumulation_steps'], width=r['width'],
+                parametrization=r['parametrization'], optimizer=r['optimizer'], learning_rate=r['lr'],
+                seed=r['seed'], max_iters=r['steps'], lr_decay_iters=r['steps'],
+                warmup_iters=warmup(cfg, r['steps']), min_lr=cfg['min_lr'], weight_decay=r['weight_decay'],
+                weight_decay_rule=r['weight_decay_rule'], beta1=cfg['beta1'], beta2=cfg['beta2'],
+                momentum=cfg['momentum'], grad_clip=cfg['grad_clip'], eval_iters=cfg['eval_iters'],
+                eval_interval=r['steps'], **{h: r[h] for h in HPARAMS})
     return [f'--{k}={v}' for k, v in keys.items()]
+
+
+def warmup(cfg, steps):
+    return steps // 10 if cfg['warmup_iters'] < 0 else cfg['warmup_iters']
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,13 +306,12 @@ class Trainer:
     through training.py, as train.py does."""
 
     def __init__(self, cfg):
-        import json
         from contextlib import nullcontext
 
         import numpy as np
         import torch
         from model import padded_vocab
-        from prepare_data import ensure_prepared, load_split
+        from prepare_data import ensure_prepared, load_split, read_meta
         self.cfg, self.torch = cfg, torch
         self.device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
         self.device_type = 'cuda' if self.device.startswith('cuda') else self.device.split(':')[0]
@@ -225,8 +323,7 @@ class Trainer:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         data_dir = ensure_prepared(cfg['dataset'], cfg['data_dir'])
-        with open(os.path.join(data_dir, 'meta.json')) as f:
-            self.vocab_size = padded_vocab(json.load(f)['vocab_size'])
+        self.vocab_size = padded_vocab(read_meta(data_dir)['vocab_size'])
         # the whole split on the device: a batch is one gather, no host work per step
         self.data = {s: torch.from_numpy(load_split(data_dir, s)[:].astype(np.int32)).to(self.device)
                      for s in ('train', 'val')}
@@ -241,23 +338,23 @@ class Trainer:
             self.raw = self.fwd = None  # one model per worker: the driver budgets device memory per run
             if self.device_type == 'cuda':
                 self.torch.cuda.empty_cache()
-            # drop the old model's compiled graphs: they share GDN.forward's cache, and after 8 of them
-            # (recompile_limit: 4 models x train/eval) dynamo silently runs every later model eagerly
+            # drop the old model's compiled graphs: they share GDN.forward's cache, and once it is full
+            # (recompile_limit) dynamo silently runs every later model eagerly
             self.torch._dynamo.reset()
             c = self.cfg
-            raw = GDN(GDNConfig(width=r['width'], n_layer=c['n_layer'], n_head=c['n_head'],
-                                vocab_size=self.vocab_size, parametrization=r['parametrization'],
-                                base_width=c['base_width'], output_mult=r['output_mult'],
-                                kernel_backend=c['kernel_backend'], fused=c['fused'])).to(self.device)
+            raw = GDN(GDNConfig(width=r['width'], n_layer=r['n_layer'], n_head=c['n_head'], vocab_size=self.vocab_size,
+                                parametrization=r['parametrization'], base_width=c['base_width'],
+                                depth_rule=r['depth_rule'], base_depth=c['base_depth'], output_mult=r['output_mult'],
+                                kernel_backend=c['kernel_backend'])).to(self.device)
             self.raw = raw
-            self.fwd = self.torch.compile(raw) if c['compile'] and self.device_type == 'cuda' else raw
+            compiled = c['compile'] and self.device_type == 'cuda'
+            self.fwd = self.torch.compile(raw, mode=c['compile_mode'] or None) if compiled else raw
             self.model_key = key
         return self.raw, self.fwd
 
     def initialise(self, raw, r):
-        """reset_parameters(seed), drawn once per model, seed, parametrization and base hyper-parameters
-        (all the init depends on) and copied for the other LRs: the draws run on the CPU, 0.5 s at width
-        1024 with GPT-2's vocabulary, an eighth of a 150-step run (BENCH.md run 9)."""
+        """reset_parameters(seed), drawn once per model, seed, parametrization and base hyper-parameters (all the
+        init depends on) and copied for the other LRs: the draws run on the CPU, a large part of a short run."""
         key = (self.model_key, r['seed'], r['parametrization']) + tuple(r[h] for h in HPARAMS)
         if key == self.init_key:
             with self.torch.no_grad():
@@ -273,24 +370,22 @@ class Trainer:
         from training import Batches, evaluate, lr_at, train_step
         torch, c = self.torch, self.cfg
         raw, model = self.model(r)
-        # the μP variants are one network (same init, same forward); they differ in optimizer groups, and
-        # the base hyper-parameters but output_mult (part of the model's key) only in the init and the
-        # groups: set them all on the reused model
+        # runs with one model key differ only in the init and the optimizer groups: set them on the model
         raw.config.parametrization = r['parametrization']
         for h in HPARAMS:
             setattr(raw.config, h, r[h])
         self.initialise(raw, r)
         raw.train()
-        sgd = r['optimizer'] == 'sgd'
-        optim = raw.configure_optimizer(r['optimizer'], r['lr'], 0.0 if sgd else c['weight_decay'],
-                                        (c['beta1'], c['beta2']), c['momentum'], self.device_type)
-        batches = Batches(self.data, c['batch_size'], c['block_size'], r['seed'], self.device)
+        optim = raw.configure_optimizer(r['optimizer'], r['lr'], r['weight_decay'], (c['beta1'], c['beta2']),
+                                        c['momentum'], self.device_type, r['weight_decay_rule'])
+        batches = Batches(self.data, c['batch_size'], c['block_size'], r['seed'], self.device,
+                          c['gradient_accumulation_steps'])
         steps, diverged, init_loss, last = r['steps'], False, None, float('nan')
         losses = torch.zeros(steps, device=self.device)
         norms = torch.zeros(steps, device=self.device)
         curve, done = [], 0
         for it in range(steps):
-            lr = lr_at(it, r['lr'], c['warmup_iters'], steps, c['min_lr'])
+            lr = lr_at(it, r['lr'], warmup(c, steps), steps, c['min_lr'])
             losses[it], norms[it] = train_step(model, optim, batches, it, lr, c['grad_clip'], self.autocast)
             done = it + 1
             if it == 0 or done % c['check_interval'] == 0 or done == steps:
@@ -311,8 +406,9 @@ class Trainer:
         else:
             train_loss = last
         n = norms[:done].float()
-        return dict(r, tokens=done * c['batch_size'] * c['block_size'], final_train_loss=train_loss,
-                    final_val_loss=val_loss, diverged=diverged, grad_norm_median=n.median().item(),
+        tokens = done * c['batch_size'] * c['block_size'] * c['gradient_accumulation_steps']
+        return dict(r, tokens=tokens, final_train_loss=train_loss, final_val_loss=val_loss, diverged=diverged,
+                    grad_norm_median=n.median().item(),
                     clip_frac=(n > c['grad_clip']).float().mean().item() if c['grad_clip'] else 0.0,
                     val_curve=';'.join(curve))
 
@@ -334,7 +430,7 @@ class Trainer:
 
 def model_key(r):
     """Runs with the same key share a worker's (compiled) model: the forward depends on these only."""
-    return (r['width'], r['parametrization'] == 'sp', float(r['output_mult']))
+    return (r['width'], r['n_layer'], r['depth_rule'], r['parametrization'] == 'sp', float(r['output_mult']))
 
 
 def is_oom(e):
@@ -358,7 +454,12 @@ def run_job(trainer, r):
 
 
 def worker_main(wid, cfg, jobs, results):
-    """A worker process: runs the jobs the driver sends until it gets None; reports each result."""
+    """A worker process: runs the jobs the driver sends until it gets None; reports each result. It ends
+    when the driver ends, however that happens (a kill -9 leaves nobody to send the None)."""
+    import multiprocessing
+    import threading
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
     try:
         trainer = Trainer(cfg)
     except BaseException as e:  # noqa: BLE001 - reported to the driver, which stops the sweep
@@ -371,23 +472,21 @@ def worker_main(wid, cfg, jobs, results):
         results.put((wid, *run_job(trainer, r)))
 
 
-def mem_estimate_gb(cfg, width, vocab_size):
-    """Device memory of one run, from the model and batch it builds (bf16 autocast, Triton kernel):
-    fp32 weights, grads and AdamW moments (16 bytes a parameter); activations kept for the backward,
-    ~160 bytes per token, layer and unit of width (6.7 GB measured on an H100 for width 1024, 4 layers,
-    32 x 256 tokens, with the heavier PyTorch kernel: an upper bound); the logits, ~14 bytes per token
-    and vocabulary entry (bf16 logits, their fp32 copy, softmax and gradient), or with `fused` 2 (their
-    bf16 gradient, kept for the backward) plus, on the torch path, one fp32 chunk of them (model.CE_CHUNK
-    logits, ~12 bytes each; the Triton path writes the gradient in place); and the CUDA context and
-    the compiler's workspace, ~1.5 GB. Measured peaks replace it once a run of that width has finished."""
-    from model import CE_CHUNK, GDNConfig
+def mem_estimate_gb(cfg, width, vocab_size, n_layer=None):
+    """Device memory of one run, from the model and batch it builds (bf16 autocast, Triton kernels): fp32
+    weights, grads and AdamW moments (16 bytes a parameter); activations kept for the backward, ~160 bytes per
+    token, layer and unit of width (measured with the heavier PyTorch kernel: an upper bound); the logits'
+    bf16 gradient kept by the fused cross-entropy (2 bytes per token and vocabulary entry) plus one fp32 chunk
+    of them on the PyTorch path; and the CUDA context and the compiler's workspace, ~1.5 GB. Measured peaks
+    replace it once a run of that width has finished."""
+    from fused_ops import CE_CHUNK
+    from model import GDNConfig
+    n_layer = n_layer or max(csv_list(cfg['n_layer'], int))
     c = GDNConfig(width=width, n_head=cfg['n_head'])  # the model's own head and MLP sizes
-    d, L = width, cfg['n_layer']
-    params = vocab_size * d + L * d * (c.n_head * (2 * c.head_k + 3 * c.head_v) + 3 * c.mlp_hidden)
+    params = vocab_size * width + n_layer * width * (c.n_head * (2 * c.head_k + 3 * c.head_v) + 3 * c.mlp_hidden)
     tokens = cfg['batch_size'] * cfg['block_size']
-    logits = tokens * vocab_size * (2 if cfg['fused'] else 14)
-    logits += 12 * min(tokens * vocab_size, CE_CHUNK) if cfg['fused'] else 0
-    return 1.5 + (16 * params + 160 * tokens * L * d + logits) / 2**30
+    logits = 2 * tokens * vocab_size + 12 * min(tokens * vocab_size, CE_CHUNK)
+    return 1.5 + (16 * params + 160 * tokens * n_layer * width + logits) / 2**30
 
 
 # ------------------------------------------------------------------------------------------------
@@ -397,35 +496,26 @@ def fmt_lr(lr):
     return f"2^{math.log2(lr):g}"
 
 
-def upgrade_csv(out):
-    """Rewrite a results CSV in today's columns, a missing base hyper-parameter at its default (atomic)."""
-    with open(out, newline='') as f:
-        rows = list(csv.DictReader(f))
-    with open(out + '.tmp', 'w', newline='') as f:
-        w = csv.DictWriter(f, CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] if k in r else mup.BASE_HPARAMS[k] for k in CSV_COLUMNS})
-    os.replace(out + '.tmp', out)
-
-
 class ResultWriter:
     def __init__(self, out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        new = not os.path.exists(out) or os.path.getsize(out) == 0
-        if not new:
+        if os.path.exists(out) and os.path.getsize(out) > 0:
             with open(out, newline='') as f:
                 header = next(csv.reader(f), [])
-            if header != CSV_COLUMNS and set(header) | set(HPARAMS) == set(CSV_COLUMNS):
-                upgrade_csv(out)  # made before a base hyper-parameter existed: add its column (its default)
-            elif header != CSV_COLUMNS:  # appended rows would not line up with its columns
-                raise SystemExit(f"error: {out} has other columns (an older sweep.py made it): use another --out")
-            with open(out, 'rb') as f:  # a torn last line (the process killed mid-write) would glue onto the next row
+            if header != CSV_COLUMNS:  # an older sweep.py's columns: rewrite it in today's (atomic)
+                rows = read_rows(out)
+                with open(out + '.tmp', 'w', newline='') as f:
+                    w = csv.DictWriter(f, CSV_COLUMNS, extrasaction='ignore')
+                    w.writeheader()
+                    w.writerows(rows)
+                os.replace(out + '.tmp', out)
+            with open(out, 'rb') as f:  # a torn last line (killed mid-write) would glue onto the next row
                 f.seek(-1, os.SEEK_END)
                 torn = f.read(1) != b'\n'
             if torn:
                 with open(out, 'a') as f:
                     f.write('\n')
+        new = not os.path.exists(out) or os.path.getsize(out) == 0
         self.f = open(out, 'a', newline='')
         self.w = csv.DictWriter(self.f, CSV_COLUMNS)
         if new:
@@ -486,74 +576,86 @@ class ProcessPool:
                 p.terminate()
 
 
+def device_of(cfg):
+    import torch
+    return cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
 def device_memory_gb(cfg):
     if cfg['gpu_mem_gb']:
         return cfg['gpu_mem_gb']
     import torch
-    device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = device_of(cfg)
     if not device.startswith('cuda'):
         return float('inf')
     return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
 
 
-def vocab_of(cfg):
-    import json
+def data_facts(cfg):
+    """(padded vocabulary, steps in one epoch) of the sweep's dataset, prepared first if it is embedded."""
     from model import padded_vocab
-    from prepare_data import ensure_prepared
-    with open(os.path.join(ensure_prepared(cfg['dataset'], cfg['data_dir']), 'meta.json')) as f:
-        return padded_vocab(json.load(f)['vocab_size'])
+    from prepare_data import ensure_prepared, load_split, read_meta
+    from training import Batches
+    path = ensure_prepared(cfg['dataset'], cfg['data_dir'])
+    split = load_split(path, 'train')
+    epoch = Batches({'train': split}, cfg['batch_size'], cfg['block_size'], 0,
+                    accum=cfg['gradient_accumulation_steps']).steps_per_epoch()
+    return padded_vocab(read_meta(path)['vocab_size']), epoch
 
 
-def sweep(cfg):
+def sweep(cfg, runs=None):
+    """Train the grid's runs that the CSV lacks (runs: a list of them instead of the whole grid)."""
+    check_grid(cfg)
     check_run_config(cfg)
-    runs = grid(cfg)
+    vocab, epoch = data_facts(cfg)  # prepares the data once, before the workers start
+    runs = grid(cfg, cfg['max_iters'] or epoch) if runs is None else runs
     done = {run_key(r) for r in read_rows(cfg['out'])}
     todo = [r for r in runs if run_key(r) not in done]
     if cfg['max_runs']:
         todo = todo[:cfg['max_runs']]
-    n_done = sum(run_key(r) in done for r in runs)
-    print(f"sweep: {len(runs)} runs in the grid, {n_done} already in {cfg['out']}, {len(todo)} to run now; "
-          f"{cfg['workers'] or 'no'} worker processes")
+    on_gpu = device_of(cfg).startswith('cuda')
+    workers = cfg['workers'] if cfg['workers'] >= 0 else (8 if on_gpu else 0)
+    print(f"sweep: {len(runs)} runs in the grid, {len(runs) - len(todo)} already in {cfg['out']}, {len(todo)} "
+          f"to run now ({'in this process' if not workers else f'{workers} worker processes'}, "
+          f"{'GPU' if on_gpu else 'CPU'})", flush=True)
     if not todo:
         return 0
-    vocab = vocab_of(cfg)  # prepares the data once, before the workers start
     budget = device_memory_gb(cfg)
-    estimate = {w: mem_estimate_gb(cfg, w, vocab) for w in {r['width'] for r in todo}}
+    estimate = {(r['width'], r['n_layer']): mem_estimate_gb(cfg, r['width'], vocab, r['n_layer']) for r in todo}
     writer = ResultWriter(cfg['out'])
     t_start, n, tokens = time.time(), 0, 0
-    wave = {}  # time and tokens when the first wave of runs (one per worker: each compiles) had finished
-    cost = {r['width']: r['width'] ** 2 + r['width'] * vocab / 8 for r in todo}  # ~ FLOPs per token
-    total = left = sum(cost[r['width']] for r in todo)
+    cost = lambda r: r['n_layer'] * r['width'] ** 2 + r['width'] * vocab / 8  # noqa: E731  ~ FLOPs a token
+    total = left = float(sum(cost(r) for r in todo))  # the ETA weighs the runs left by it
 
     def report(row, secs):
         nonlocal n, left, tokens
         writer.write(row)
         n, tokens = n + 1, tokens + row['tokens']
-        if n == nw:
-            wave.update(t=time.time(), tokens=tokens)
-        left -= cost[row['width']]
+        left -= cost(row)
         el = time.time() - t_start
-        eta = el / max(1e-9, 1 - left / total) - el if left > 0 else 0
+        eta = el / max(1e-9, 1 - left / total) - el if left > 1e-6 * total else 0
         status = 'DIVERGED' if row['diverged'] else f"val {row['final_val_loss']:.4f}"
         hp = ''.join(f" {h} {row[h]:g}" for h in HPARAMS if float(row[h]) != mup.BASE_HPARAMS[h])
-        print(f"[{n}/{len(todo)}] width {row['width']:5d} {row['parametrization']:16s} {row['optimizer']:5s} "
-              f"lr {fmt_lr(row['lr']):>6s}{hp}: train {row['final_train_loss']:.4f} {status}, grad norm "
-              f"{row['grad_norm_median']:.3g} ({secs:.1f}s) | {el / 60:.1f} min, ~{eta / 60:.1f} min left, "
-              f"{tokens / el:,.0f} tok/s", flush=True)
+        print(f"[{n}/{len(todo)}] width {row['width']} x {row['n_layer']} {row['parametrization']} "
+              f"{row['depth_rule'] if row['depth_rule'] != 'none' else ''} {row['optimizer']} lr {fmt_lr(row['lr'])}"
+              f"{hp} wd {row['weight_decay']:g} {row['weight_decay_rule']} seed {row['seed']}: train "
+              f"{row['final_train_loss']:.4f} {status}, grad norm {row['grad_norm_median']:.3g} ({secs:.1f}s) | "
+              f"{el / 60:.1f} min, ~{eta / 60:.1f} min left", flush=True)
 
-    nw = min(cfg['workers'], len(todo)) if cfg['workers'] > 0 else 1
-    pool = ProcessPool(cfg, nw) if cfg['workers'] > 0 else InlinePool(cfg)
-    # The driver hands out the runs, widest first, keeping the sum of their memory estimates under the
-    # budget (narrow runs fill in while a wide one waits for room). A worker gets a run for the model it
-    # holds when there is one (no rebuild, no recompile). A run that runs out of memory goes back to the
-    # queue, its width's estimate is raised, and it waits until it has the room.
+    nw = min(workers, len(todo)) if workers > 0 else 1
+    pool = ProcessPool(cfg, nw) if workers > 0 else InlinePool(cfg)
+    # The driver hands out the runs, largest first, keeping the sum of their memory estimates under the budget
+    # (small runs fill in while a large one waits for room). A worker gets a run for the model it holds when
+    # there is one (no rebuild, no recompile). A run that runs out of memory goes back to the queue, its
+    # shape's estimate is raised, and it waits until it has the room.
     pending, idle, busy, held = list(todo), list(range(nw)), {}, {}
     oom_count, skipped = {}, []
+    shape = lambda r: (r['width'], r['n_layer'])  # noqa: E731
     try:
         while pending or busy:
             while pending and idle:
                 room = budget - sum(busy.values())
-                fits = [j for j, r in enumerate(pending) if estimate[r['width']] <= room]
+                fits = [j for j, r in enumerate(pending) if estimate[shape(r)] <= room]
                 if not fits:
                     if busy:
                         break
@@ -561,7 +663,7 @@ def sweep(cfg):
                 wid = idle.pop(0)
                 same = [j for j in fits if model_key(pending[j]) == held.get(wid)]
                 r = pending.pop((same or fits)[0])
-                busy[wid] = estimate[r['width']]
+                busy[wid] = estimate[shape(r)]
                 held[wid] = model_key(r)
                 pool.submit(wid, r)
             wid, kind, row, info = pool.result()
@@ -571,215 +673,372 @@ def sweep(cfg):
             if kind == 'ok':
                 secs, peak = info
                 if peak:  # measured: replaces the estimate (with a margin for fragmentation)
-                    estimate[row['width']] = max(1.1 * peak, 0.5 * estimate[row['width']])
+                    estimate[shape(row)] = max(1.1 * peak, 0.5 * estimate[shape(row)])
                 report(row, secs)
             elif kind == 'oom':
                 held[wid] = None
                 k = run_key(row)
                 oom_count[k] = oom_count.get(k, 0) + 1
-                estimate[row['width']] = max(estimate[row['width']] * 1.5, 1.0)
+                estimate[shape(row)] = max(estimate[shape(row)] * 1.5, 1.0)
                 if (alone and oom_count[k] >= 2) or oom_count[k] >= 4:
                     skipped.append(row)
-                    print(f"out of memory {'twice with nothing else on the device' if alone else 'four times'}: width "
-                          f"{row['width']} {row['parametrization']} lr {fmt_lr(row['lr'])} skipped (lower "
-                          f"batch_size or block_size for it); {info}", flush=True)
+                    print(f"out of memory {'twice with nothing else on the device' if alone else 'four times'}: "
+                          f"width {row['width']} x {row['n_layer']} {row['parametrization']} lr {fmt_lr(row['lr'])} "
+                          f"skipped (lower batch_size or block_size for it); {info}", flush=True)
                 else:
                     pending.insert(0, row)
                     print(f"out of memory: width {row['width']} lr {fmt_lr(row['lr'])} goes back to the queue, "
-                          f"its estimate now {estimate[row['width']]:.1f} GB", flush=True)
+                          f"its estimate now {estimate[shape(row)]:.1f} GB", flush=True)
             else:
                 raise RuntimeError(f"a worker failed{' on ' + str(row) if row else ''}:\n{info}")
     except KeyboardInterrupt:
-        print(f"interrupted: {n} runs written to {cfg['out']}; run the same command again to go on")
-        raise
+        raise SystemExit(f"interrupted: {n} runs written to {cfg['out']}; run the same command again to go on")
     finally:
         pool.close()
         writer.close()
     el = time.time() - t_start
-    steady = ''
-    if wave and n > nw:  # the rate once every worker has its model (built, compiled), to compare with train.py's;
-        # it counts the later runs whole, a slight overestimate unless each worker does several runs
-        steady = f", ~{(tokens - wave['tokens']) / max(time.time() - wave['t'], 1e-9):,.0f} after the first {nw} runs"
-    print(f"sweep: {n} runs in {el / 60:.1f} min -> {cfg['out']} ({tokens / max(el, 1e-9):,.0f} tokens/s in all"
-          + steady + ')' + (f"; {len(skipped)} skipped for memory" if skipped else ''))
+    print(f"sweep: {n} runs in {el / 60:.1f} min -> {cfg['out']} ({tokens / max(el, 1e-9):,.0f} tokens/s in all)"
+          + (f"; {len(skipped)} skipped for memory" if skipped else ''))
     return n
 
 
 # ------------------------------------------------------------------------------------------------
-# summary and plot
+# results: the fitted optimum of every curve, its seed interval, the figures
 
 def load_results(out):
+    """The CSV's rows, typed."""
     rows = []
     for r in read_rows(out):
-        rows.append(dict(width=int(r['width']), lr=float(r['lr']), parametrization=r['parametrization'],
-                         optimizer=r['optimizer'], seed=int(r['seed']), steps=int(r['steps']),
-                         val=float(r['final_val_loss']), train=float(r['final_train_loss']),
-                         diverged=r['diverged'] == 'True',
-                         **{h: float(r.get(h) or mup.BASE_HPARAMS[h]) for h in HPARAMS},
-                         grad_norm=float(r.get('grad_norm_median') or 'nan'),
+        rows.append(dict(width=int(r['width']), n_layer=int(r['n_layer']), depth_rule=r['depth_rule'],
+                         lr=float(r['lr']), parametrization=r['parametrization'], optimizer=r['optimizer'],
+                         seed=int(r['seed']), steps=int(r['steps']), weight_decay=float(r['weight_decay']),
+                         weight_decay_rule=r['weight_decay_rule'], val=float(r['final_val_loss']),
+                         train=float(r['final_train_loss']), diverged=r['diverged'] == 'True',
+                         **{h: float(r[h]) for h in HPARAMS}, grad_norm=float(r.get('grad_norm_median') or 'nan'),
                          clip_frac=float(r.get('clip_frac') or 'nan'), curve=r.get('val_curve') or ''))
     return rows
 
 
-def select(rows, cfg, assigned=None):
-    """The rows to summarise and draw. After a sweep (assigned=None): the grid cfg describes, i.e. its
-    optimizers, run length, seeds and base hyper-parameter values (every value of the `axis` one). For
-    --plot, only the keys the command line or config file set filter (assigned); otherwise a CSV is drawn
-    whole (all seeds averaged), at its most common run length."""
-    def given(k):
-        return assigned is None or k in assigned
-    if not given('max_iters') and rows:
-        steps = [r['steps'] for r in rows]
-        cfg = dict(cfg, max_iters=max(set(steps), key=steps.count))
-    keep = {h: csv_list(cfg[h], float) for h in HPARAMS}
-    seeds = csv_list(cfg['seeds'], int)
-    return [r for r in rows if r['steps'] == cfg['max_iters']
-            and (not given('optimizers') or r['optimizer'] in csv_list(cfg['optimizers']))
-            and (not given('seeds') or r['seed'] in seeds)
-            and all(h == cfg['axis'] or not given(h) or any(math.isclose(r[h], v) for v in keep[h])
-                    for h in HPARAMS)]
-
-
-def with_base_rows(rows, base_width):
-    """At the base width every μP variant is SP (sweep.py trains SP only there): SP's rows stand for them."""
+def expand(rows, base_width, base_depth):
+    """Each row once for every label it stands for (canonical()'s converse): at the base width for every
+    parametrization of its optimizer in the results, at the base depth for every depth rule, and where no LR
+    is scaled for every weight-decay rule."""
+    present = {k: {r[k] for r in rows} for k in ('depth_rule', 'weight_decay_rule')}
     params = {}
     for r in rows:
         params.setdefault(r['optimizer'], set()).add(r['parametrization'])
-    extra = [dict(r, parametrization=p) for r in rows if r['width'] == base_width and r['parametrization'] == 'sp'
-             for p in params[r['optimizer']] - {'sp'}]
-    have = {(r['optimizer'], r['parametrization'], r['width']) for r in rows}
-    return rows + [r for r in extra if (r['optimizer'], r['parametrization'], r['width']) not in have]
+    out, seen = [], set()
+    for r in rows:
+        for p in (params[r['optimizer']] if r['width'] == base_width else [r['parametrization']]):
+            for d in (present['depth_rule'] if r['n_layer'] == base_depth else [r['depth_rule']]):
+                plain = (p == 'sp' or r['width'] == base_width) and (d == 'none' or r['n_layer'] == base_depth)
+                for w in (present['weight_decay_rule'] if plain or r['optimizer'] == 'sgd' else [r['weight_decay_rule']]):
+                    e = dict(r, parametrization=p, depth_rule=d, weight_decay_rule=w)
+                    k = run_key(e)
+                    if k not in seen:
+                        seen.add(k)
+                        out.append(e)
+    return out
 
 
-def panels(rows, axis='lr', base_width=None):
-    """{(optimizer, parametrization): {width: {x: (val loss, diverged)}}}, x the value of `axis`. The loss
-    of a setting is its mean over seeds (nan if any seed diverged: that setting is not usable there);
-    at each x the best setting of the other axes is taken."""
-    cells = {}
-    for r in with_base_rows(rows, base_width):
-        others = tuple(r[h] for h in ['lr', *HPARAMS] if h != axis)
-        cells.setdefault((r['optimizer'], r['parametrization']), {}).setdefault(r['width'], {}) \
-             .setdefault(r[axis], {}).setdefault(others, []).append(r)
+def select(rows, cfg, assigned=None):
+    """The rows to summarise and draw, expanded. After a sweep (assigned=None): the grid cfg describes. For
+    --plot, only the keys the command line or config file set filter (assigned); otherwise a CSV is drawn
+    whole, at its most common run length."""
+    def given(k):
+        return assigned is None or k in assigned
+    run = run_settings(cfg)
+    rows = expand(rows, int(run['base_width']), int(run['base_depth']))
+    steps = [r['steps'] for r in rows]
+    length = cfg['max_iters'] if given('max_iters') and cfg['max_iters'] else max(set(steps), key=steps.count, default=0)
+    keep = {k: csv_list(cfg[k], float) for k in HPARAMS + ['weight_decay']}
+    lists = {'width': csv_list(cfg['widths'], int), 'n_layer': csv_list(cfg['n_layer'], int),
+             'seed': csv_list(cfg['seeds'], int), 'depth_rule': csv_list(cfg['depth_rule']),
+             'weight_decay_rule': csv_list(cfg['weight_decay_rule']), 'optimizer': csv_list(cfg['optimizers'])}
+    keys = {'width': 'widths', 'seed': 'seeds', 'optimizer': 'optimizers'}
+
+    def ok(r):
+        if r['steps'] != length:
+            return False
+        if given(f"{r['optimizer']}_params") and r['parametrization'] not in csv_list(cfg[f"{r['optimizer']}_params"]):
+            return False
+        if r['optimizer'] == 'adamw' and 'weight_decay' != cfg['axis'] and given('weight_decay') and \
+                not any(math.isclose(r['weight_decay'], v) for v in keep['weight_decay']):
+            return False
+        if any(k != cfg['axis'] and given(keys.get(k, k)) and r[k] not in v for k, v in lists.items()):
+            return False
+        return all(h == cfg['axis'] or not given(h) or any(math.isclose(r[h], v) for v in keep[h]) for h in HPARAMS)
+    return [r for r in rows if ok(r)]
+
+
+PANEL = ('optimizer', 'parametrization', 'depth_rule', 'weight_decay_rule')
+
+
+def cells(rows, axis):
+    """{panel: {(width, n_layer): {x: {others: {seed: (val loss, diverged)}}}}}: x the axis' value, others the
+    values of the remaining axes (the best of them is taken at each x)."""
+    free = [k for k in ('lr', *HPARAMS, 'weight_decay') if k != axis]
     out = {}
-    for key, widths in cells.items():
-        for w, xs in widths.items():
-            for x, settings in xs.items():
-                vals = [(sum(r['val'] for r in rs) / len(rs) if not any(r['diverged'] for r in rs) else float('nan'),
-                         any(r['diverged'] for r in rs)) for rs in settings.values()]
-                finite = [v for v, _ in vals if math.isfinite(v)]
-                out.setdefault(key, {}).setdefault(w, {})[x] = \
-                    (min(finite), False) if finite else (float('nan'), any(d for _, d in vals))
-    order = {(o, p): i for i, (o, p) in enumerate((o, p) for o in mup.OPTIMIZERS for p in mup.PARAMETRIZATIONS)}
-    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], 99)))
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in PANEL), {}).setdefault((r['width'], r['n_layer']), {}) \
+           .setdefault(r[axis], {}).setdefault(tuple(r[k] for k in free), {})[r['seed']] = (r['val'], r['diverged'])
+    order = {k: i for i, k in enumerate((o, p) for o in mup.OPTIMIZERS for p in mup.PARAMETRIZATIONS)}
+    return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0][:2], 99), kv[0][2:])))
 
 
-def optimum(cells):
-    """(best x, best loss, at grid edge) over the finite cells of one width, or None."""
-    finite = {x: v for x, (v, _) in cells.items() if math.isfinite(v)}
+def curve(xs, seeds):
+    """{x: mean val loss} of one curve (xs: cells()'s {x: {others: {seed: ...}}}), the best over the other axes
+    at each x. The mean is over `seeds` (a bootstrap's resample, repeats counted) where a setting has them,
+    else over the seeds it has: grids often add seeds only near the optima. A diverged seed makes it nan."""
+    out = {}
+    for x, settings in xs.items():
+        vals = []
+        for by_seed in settings.values():
+            got = [by_seed[s] for s in seeds if s in by_seed] or list(by_seed.values())
+            if not any(d or not math.isfinite(v) for v, d in got):
+                vals.append(sum(v for v, _ in got) / len(got))
+        out[x] = min(vals) if vals else float('nan')
+    return out
+
+
+def log2x(axis, x):
+    return math.log2(x) if x > 0 else float('-inf')
+
+
+def fit_optimum(points):
+    """The optimum of one curve, {x: loss} with x in log2 units: (x*, loss at x*, at the grid's edge). A parabola
+    through the points within one octave of the lowest (at least its three nearest points; least squares where
+    there are more): near its minimum the loss is quadratic in log LR, and farther out a curve turns
+    asymmetric (it diverges on the right), which a wider fit would read as a shift. At the grid's edge, or with
+    no curvature, the lowest point itself."""
+    import numpy as np
+    finite = {x: y for x, y in points.items() if math.isfinite(y) and math.isfinite(x)}
     if not finite:
         return None
-    x = min(finite, key=finite.get)
-    return x, finite[x], len(cells) > 1 and x in (min(cells), max(cells))
+    x0 = min(finite, key=finite.get)
+    xs = sorted(points)
+    if x0 in (xs[0], xs[-1]) or len(finite) < 3:
+        return x0, finite[x0], x0 in (xs[0], xs[-1]) and len(xs) > 1
+    near = sorted(finite, key=lambda x: abs(x - x0))
+    near = [x for x in near if abs(x - x0) <= 1 + 1e-9] if sum(abs(x - x0) <= 1 + 1e-9 for x in near) >= 3 else near[:3]
+    a, b, c = np.polyfit(near, [finite[x] for x in near], 2)
+    if a <= 0:
+        return x0, finite[x0], False
+    xv = min(max(-b / (2 * a), min(near)), max(near))
+    return float(xv), float(np.polyval([a, b, c], xv)), False
+
+
+def optima(panel_cells, axis, seeds):
+    """{curve: fit_optimum of its seed-mean curve} for one panel and one choice of seeds."""
+    out = {}
+    for key, xs in panel_cells.items():
+        c = curve(xs, seeds)
+        fit = fit_optimum({log2x(axis, x): y for x, y in c.items()} if axis != 'weight_decay' or min(c) > 0 else
+                          {x: y for x, y in c.items()})
+        if fit:
+            out[key] = fit
+    return out
+
+
+def bootstrap(panel_cells, axis, seeds, n=1000):
+    """Seed-bootstrap replicates of optima(): each resamples the seeds with replacement, jointly for every
+    curve (one seed is one data order at every width). [] with a single seed."""
+    import random
+    if len(seeds) < 2:
+        return []
+    rng = random.Random(0)
+    return [optima(panel_cells, axis, [rng.choice(seeds) for _ in seeds]) for _ in range(n)]
+
+
+def interval(values, lo=0.05, hi=0.95):
+    v = sorted(x for x in values if math.isfinite(x))
+    if not v:
+        return float('nan'), float('nan')
+    return v[int(lo * (len(v) - 1))], v[int(round(hi * (len(v) - 1)))]
+
+
+def curve_label(key, keys):
+    widths, depths = {k[0] for k in keys}, {k[1] for k in keys}
+    if len(depths) == 1:
+        return f"width {key[0]}"
+    if len(widths) == 1:
+        return f"depth {key[1]}"
+    return f"{key[0]} x {key[1]}"
 
 
 def fmt_x(axis, x):
-    return fmt_lr(x) if axis == 'lr' else f"{x:g}"
+    if axis in ('lr', *HPARAMS) or (axis == 'weight_decay' and x != float('-inf')):
+        return f"2^{x:.2f}" if axis in ('lr',) else f"{2 ** x:.3g}"
+    return f"{x:g}"
 
 
-def run_settings(cfg):
-    """The settings a results CSV was made with (its _config.csv), else cfg's."""
-    run = {k: str(cfg[k]) for k in RUN_KEYS}
-    if os.path.exists(config_path(cfg['out'])):
-        with open(config_path(cfg['out']), newline='') as f:
-            run.update({r['key']: r['value'] for r in csv.DictReader(f)})
-    return run
+def panel_title(key):
+    opt, param, depth, wd = key
+    extra = ([f"depth rule {depth}"] if depth != 'none' else []) + ([f"wd {wd}"] if wd != 'paper' and opt == 'adamw' else [])
+    return f"{LABELS[opt]}, {LABELS[param]}" + (f" ({', '.join(extra)})" if extra else '')
 
 
-def summarize(rows, axis='lr', base_width=None):
-    """Print, per panel, the optimum of `axis` at each width, its spread and whether wider is better; return it."""
+def summarize(rows, axis='lr', tuned_lr=0.0):
+    """Print, per panel, every curve's fitted optimum of `axis` with its seed interval, and the optimum's shift
+    across the curves with its interval; return {panel: {'best': {curve: (x*, loss, edge)}, 'interval':
+    {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi), 'better': bool}}."""
     summary = {}
-    for (opt, param), widths in panels(rows, axis, base_width).items():
-        print(f"\n{LABELS[opt]}, {LABELS[param]}:")
-        best = {}
-        for w in sorted(widths):
-            o = optimum(widths[w])
-            nd = sum(d for _, d in widths[w].values())
-            if o is None:
-                print(f"  width {w:5d}: every run diverged")
+    for key, panel_cells in cells(rows, axis).items():
+        seeds = sorted({s for xs in panel_cells.values() for st in xs.values() for bs in st.values() for s in bs})
+        best = optima(panel_cells, axis, seeds)
+        reps = bootstrap(panel_cells, axis, seeds)
+        print(f"\n{panel_title(key)}  ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}):")
+        intervals = {}
+        for k in sorted(panel_cells):
+            if k not in best:
+                print(f"  {curve_label(k, panel_cells):12s}: every run diverged")
                 continue
-            best[w] = o
-            print(f"  width {w:5d}: optimum {axis} {fmt_x(axis, o[0]):>7s}{f' = {o[0]:.3g}' if axis == 'lr' else ''}, "
-                  f"val loss {o[1]:.4f}{'  (at the grid edge)' if o[2] else ''}{f', {nd} diverged' if nd else ''}")
+            x, y, edge = best[k]
+            intervals[k] = interval([r[k][0] for r in reps if k in r])
+            iv = f" [{fmt_x(axis, intervals[k][0])}, {fmt_x(axis, intervals[k][1])}]" if reps else ''
+            nd = sum(all(d for _, d in bs.values()) for st in panel_cells[k].values() for bs in st.values())
+            at = ''
+            if tuned_lr and axis == 'lr' and tuned_lr in panel_cells[k]:
+                ty = curve(panel_cells[k], seeds)[tuned_lr]
+                at = f"; at the tuned LR {ty:.4f} ({ty - y:+.4f})"
+            print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x)}{iv}, val loss {y:.4f}"
+                  f"{'  (at the grid edge: no fit)' if edge else ''}{f', {nd} diverged' if nd else ''}{at}")
         if len(best) >= 2:
-            xs = [b[0] for b in best.values()]
-            spread = max(xs) / min(xs)
-            ws = sorted(best)
-            trend = ' -> '.join(fmt_x(axis, best[w][0]) for w in ws)
-            monotone = all(best[a][1] > best[b][1] for a, b in zip(ws, ws[1:]))
-            print(f"  optimum across widths {ws[0]}..{ws[-1]}: {trend}; spread x{spread:g} "
-                  f"({math.log2(spread):g} steps of x2); wider better at the optimum: "
-                  f"{'yes' if monotone else 'no'} ({', '.join(f'{best[w][1]:.4f}' for w in ws)})")
-            summary[(opt, param)] = dict(best=best, spread=spread, wider_better=monotone)
+            ks = sorted(best)
+            shift = max(best[k][0] for k in ks) - min(best[k][0] for k in ks)
+            shifts = [max(r[k][0] for k in ks) - min(r[k][0] for k in ks) for r in reps if all(k in r for k in ks)]
+            siv = interval(shifts) if shifts else (float('nan'), float('nan'))
+            better = all(best[a][1] > best[b][1] for a, b in zip(ks, ks[1:]))
+            moves = f"x{2 ** shift:.2f}" + (f" [x{2 ** siv[0]:.2f}, x{2 ** siv[1]:.2f}]" if shifts else '') \
+                if axis == 'lr' else f"{shift:.2f} octaves"
+            print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
+                  f"larger better at the optimum: {'yes' if better else 'no'} "
+                  f"({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
+            summary[key] = dict(best=best, interval=intervals, shift=shift, shift_interval=siv, better=better)
     return summary
 
 
-def plot(cfg, rows):
+def plot(cfg, rows, summary=None):
+    """The final val loss against the axis per panel, a curve per width (or depth) with its fitted optimum (star)
+    and seed interval (bar); for the LR also the paper's style (<stem>_relative.png), each curve minus its own
+    best on one shared y-range. Returns the first one's path."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    axis = cfg['axis']
-    run = run_settings(cfg)
-    data = panels(rows, axis, int(run['base_width']))
+    axis, run = cfg['axis'], run_settings(cfg)
+    data = cells(rows, axis)
     if not data:
         raise SystemExit(f"error: no results in {cfg['out']} to plot")
-    opts = [o for o in mup.OPTIMIZERS if any(k[0] == o for k in data)]
-    ncol = max(sum(k[0] == o for k in data) for o in opts)
-    fig, axes = plt.subplots(len(opts), ncol, figsize=(4.6 * ncol, 3.8 * len(opts)), squeeze=False)
-    all_widths = sorted({w for ws in data.values() for w in ws})
+    stem = os.path.splitext(cfg['out'])[0]
+    stem += '' if axis == 'lr' or stem.endswith(axis) else f'_{axis}'
+    keys = list(data)
+    ncol = min(3, len(keys))
+    nrow = math.ceil(len(keys) / ncol)
+    curves = sorted({k for pc in data.values() for k in pc})
     cmap = plt.get_cmap('viridis')
-    color = {w: cmap(i / max(1, len(all_widths) - 1) * 0.9) for i, w in enumerate(all_widths)}
-    for i, o in enumerate(opts):
-        keys = [k for k in data if k[0] == o]
-        for j in range(ncol):
-            ax = axes[i][j]
-            if j >= len(keys):
-                ax.axis('off')
-                continue
-            widths = data[keys[j]]
-            finite = [v for ws in widths.values() for v, _ in ws.values() if math.isfinite(v)]
-            lo = min(finite, default=0)
-            top = min(max(finite, default=lo + 1), lo + 1.0) + 0.05
-            for w in sorted(widths):
-                cells = widths[w]
-                xs = sorted(cells)
-                ax.plot([math.log2(x) for x in xs], [cells[x][0] for x in xs], '-o', ms=3, color=color[w], label=f'{w}')
-                dx = [math.log2(x) for x in xs if cells[x][1]]
-                ax.plot(dx, [top - 0.02] * len(dx), 'x', color=color[w], ms=6)
-                b = optimum(cells)
-                if b:
-                    ax.plot([math.log2(b[0])], [b[1]], '*', ms=14, color=color[w], mec='k', mew=0.6, zorder=5)
-            ax.set_ylim(lo - 0.03, top)
-            ax.set_title(f'{LABELS[o]}, {LABELS[keys[j][1]]}', fontsize=10)
-            ax.set_xlabel(f'log2 {LABELS[axis]}')
-            ax.set_ylabel('final val loss')
-            ax.grid(alpha=0.3)
-            ax.legend(title='width', fontsize=8, title_fontsize=8)
+    color = {k: cmap(i / max(1, len(curves) - 1) * 0.9) for i, k in enumerate(curves)}
     steps = sorted({r['steps'] for r in rows})
     clip = f"clip {run['grad_clip']}" if float(run['grad_clip']) else 'no clipping'
-    if any(r['optimizer'] == 'sgd' for r in rows):
-        clip += f", SGD momentum {run['momentum']}"
-    fixed = [f"{h} {next(iter({r[h] for r in rows})):g}" for h in HPARAMS
-             if h != axis and len({r[h] for r in rows}) == 1 and next(iter({r[h] for r in rows})) != mup.BASE_HPARAMS[h]]
-    fig.suptitle(f"GDN, {run['n_layer']} layers, {run['dataset']}, {'/'.join(map(str, steps))} steps "
-                 f"of {run['batch_size']}x{run['block_size']} tokens, {clip}, base width {run['base_width']}"
-                 f"{', ' + ', '.join(fixed) if fixed else ''}  (* optimum, x diverged)", fontsize=10)
-    fig.tight_layout()
-    stem = os.path.splitext(cfg['out'])[0]
-    png = stem + ('' if axis == 'lr' or stem.endswith(axis) else f'_{axis}') + '.png'
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
-    print(f"\nwrote {png}")
-    return png
+    title = (f"GDN, {run['dataset']}, {'/'.join(map(str, steps))} steps of {run['batch_size']}x{run['block_size']} "
+             f"tokens, {clip}, base width {run['base_width']}  (* fitted optimum with its seed interval)")
+    paths = []
+    for relative in (False, True) if axis == 'lr' else (False,):
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.8 * nrow), squeeze=False)
+        for ax in axes.flat[len(keys):]:
+            ax.axis('off')
+        for ax, key in zip(axes.flat, keys):
+            panel = data[key]
+            seeds = sorted({s for xs in panel.values() for st in xs.values() for bs in st.values() for s in bs})
+            s = (summary or {}).get(key, {})
+            finite_all = []
+            for k in sorted(panel):
+                c = curve(panel[k], seeds)
+                xs = sorted(c)
+                lx = [log2x(axis, x) for x in xs]
+                fit = optima({k: panel[k]}, axis, seeds).get(k)
+                base = (fit[1] if fit else 0.0) if relative else 0.0
+                ys = [c[x] - base for x in xs]
+                finite_all += [y for y in ys if math.isfinite(y)]
+                ax.plot(lx, ys, '-o', ms=3, color=color[k], label=curve_label(k, panel))
+                if fit:
+                    ax.plot([fit[0]], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
+                    if k in s.get('interval', {}) and math.isfinite(s['interval'][k][0]):
+                        lo, hi = s['interval'][k]
+                        ax.plot([lo, hi], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
+            if relative:
+                ax.set_ylim(-0.01, 0.3)
+                ax.set_ylabel('val loss - the curve\'s best')
+            elif finite_all:
+                ax.set_ylim(min(finite_all) - 0.03, min(max(finite_all), min(finite_all) + 1.0) + 0.05)
+                ax.set_ylabel('final val loss')
+            ax.set_title(panel_title(key), fontsize=10)
+            ax.set_xlabel(f'log2 {LABELS.get(axis, axis)}')
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        path = stem + ('_relative' if relative else '') + '.png'
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    print(f"\nwrote {' and '.join(paths)}")
+    return paths[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# tuning the base values at the base width, one axis at a time with the LR
+
+def tune(cfg):
+    """For each key in cfg['tune'], in order: sweep the LR x that key's candidates, the keys not yet tuned at
+    the middle of their lists, and keep the candidate whose fitted optimum has the lowest loss. Then write the
+    values and the fitted LR as a config file that train.py and sweep.py take at any width."""
+    axes = csv_list(cfg['tune'])
+    for h in axes:
+        if h not in HPARAMS + ['weight_decay']:
+            raise SystemExit(f"error: tune: {h!r} is not one of {', '.join(HPARAMS + ['weight_decay'])}")
+    chosen = {h: csv_list(cfg[h], float)[len(csv_list(cfg[h])) // 2] for h in axes}
+    report = []
+    for h in axes:
+        stage = dict(cfg, axis='lr', **{k: str(v) for k, v in chosen.items() if k != h})
+        sweep(stage)
+        panel = next(iter(cells(select(load_results(cfg['out']), stage), 'lr').values()))
+        fits = {}
+        for v in csv_list(cfg[h], float):
+            sub = {k: {x: {o: bs for o, bs in st.items() if math.isclose(o[free_index(h)], v)} for x, st in xs.items()}
+                   for k, xs in panel.items()}
+            seeds = csv_list(cfg['seeds'], int)
+            fits[v] = next(iter(optima(sub, 'lr', seeds).values()), (float('nan'), float('inf'), True))
+        chosen[h] = min(fits, key=lambda v: fits[v][1])
+        report.append(f"{h}: {', '.join(f'{v:g} -> {fits[v][1]:.4f} at 2^{fits[v][0]:.2f}' for v in fits)}")
+        print(f"\ntune {h}: {report[-1]}; keep {chosen[h]:g}", flush=True)
+    lr_log2, loss, edge = fits[chosen[axes[-1]]]
+    if edge:
+        print("warning: the LR optimum is at the grid's edge: widen adamw_lrs and run again")
+    values = dict(learning_rate=float(f"{2 ** lr_log2:.3g}"), **{h: chosen[h] for h in axes})
+    if cfg['tuned_out']:
+        write_tuned(cfg, values, report, loss)
+    return values
+
+
+def free_index(h):
+    """The position of key h in cells()' 'others' tuple when the axis is the LR."""
+    return [*HPARAMS, 'weight_decay'].index(h)
+
+
+def write_tuned(cfg, values, report, loss):
+    lines = [f"# Base hyper-parameters tuned at the base width ({cfg['base_width']}) for data/{cfg['dataset']}; "
+             "μP carries them unchanged to every width.",
+             f"# Written by `python sweep.py {' '.join(sys.argv[1:])}` from {cfg['out']}: the LR and one key at a "
+             f"time, {len(csv_list(cfg['seeds']))} seed(s), runs of {cfg['max_iters'] or 'one epoch of'} steps x "
+             f"{cfg['batch_size']} x {cfg['block_size']} tokens; fitted best val loss {loss:.4f}.",
+             *[f"#   {line}" for line in report],
+             f"dataset = {cfg['dataset']!r}", f"base_width = {cfg['base_width']}",
+             *[f"{k} = {v!r}" for k, v in values.items()]]
+    os.makedirs(os.path.dirname(os.path.abspath(cfg['tuned_out'])), exist_ok=True)
+    with open(cfg['tuned_out'] + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(cfg['tuned_out'] + '.tmp', cfg['tuned_out'])
+    print(f"wrote {cfg['tuned_out']}: {values}")
 
 
 def main(argv=None):
@@ -793,15 +1052,16 @@ def main(argv=None):
         assigned = apply_config(argv, cfg)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
-    if cfg['axis'] not in ('lr', *HPARAMS):
-        raise SystemExit(f"error: axis={cfg['axis']!r}: use 'lr' or one of {', '.join(HPARAMS)}")
+    check_grid(cfg)
     if cfg['plot']:
         rows = select(load_results(cfg['out']), cfg, assigned)
-        summarize(rows, cfg['axis'], int(run_settings(cfg)['base_width']))
-        return plot(cfg, rows)
+        return plot(cfg, rows, summarize(rows, cfg['axis'], cfg['learning_rate']))
     t0 = time.time()
-    sweep(cfg)
-    summarize(select(load_results(cfg['out']), cfg), cfg['axis'], cfg['base_width'])
+    if cfg['tune']:
+        tune(cfg)
+    else:
+        sweep(cfg)
+        summarize(select(load_results(cfg['out']), cfg), cfg['axis'], cfg['learning_rate'])
     print(f"\ntotal wall time {(time.time() - t0) / 60:.1f} min")
 
 

@@ -1,8 +1,15 @@
 """sweep.py on a tiny grid, on the CPU: rows written and flushed, re-runs skip finished runs, an
 interrupted sweep keeps its rows, a run out of memory is retried later, a diverging LR is marked diverged,
-a base hyper-parameter as the swept axis, the memory estimate, the plot and the summary."""
+a base hyper-parameter as the swept axis, the memory estimate, the fitted optimum and its seed interval, the
+plot and the summary, tuning the base values into a config file that train.py and sweep.py take, and
+workers that end with their driver."""
 import csv
+import math
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -21,7 +28,7 @@ def args(data_dir, out, *extra):
     return [f'--out={out}', f'--data_dir={data_dir}', '--widths=64,128', '--optimizers=adamw',
             '--adamw_params=sp,mup', '--adamw_lrs=-8,-6', '--max_iters=5', '--n_layer=1', '--batch_size=2',
             '--block_size=16', '--eval_iters=1', '--check_interval=1', '--workers=0', '--device=cpu',
-            *extra]
+            '--base_width=256', *extra]
 
 
 def rows(out):
@@ -30,7 +37,7 @@ def rows(out):
 
 
 def key(r):
-    return (r['width'], r['lr'], r['parametrization'], r['optimizer'], r['seed'], r['steps'])
+    return sweep.run_key(r)
 
 
 def count_runs(monkeypatch, fail_at=None):
@@ -99,8 +106,8 @@ def test_diverging_lr_is_marked(data_dir, tmp_path):
 def test_changed_settings_are_refused(data_dir, tmp_path):
     out = str(tmp_path / 'res.csv')
     sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8'))
-    with pytest.raises(SystemExit, match='n_layer'):
-        sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8', '--n_layer=2'))
+    with pytest.raises(SystemExit, match='block_size'):
+        sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8', '--block_size=24'))
 
 
 def test_plot_and_summary(data_dir, tmp_path, capsys):
@@ -110,11 +117,12 @@ def test_plot_and_summary(data_dir, tmp_path, capsys):
     png = sweep.main(args(data_dir, out, '--plot'))
     assert png == str(tmp_path / 'res.png') and os.path.getsize(png) > 10_000
     text = capsys.readouterr().out
-    assert 'AdamW, SP:' in text and 'AdamW, μP (paper):' in text and 'spread x' in text
+    assert 'AdamW, SP' in text and 'AdamW, μP (paper)' in text and 'the optimum moves x' in text
+    assert os.path.getsize(str(tmp_path / 'res_relative.png')) > 10_000  # the paper's style
     summary = sweep.summarize(sweep.load_results(out))
-    assert set(summary) == {('adamw', 'sp'), ('adamw', 'mup')}
+    assert set(summary) == {('adamw', 'sp', 'none', 'paper'), ('adamw', 'mup', 'none', 'paper')}
     for s in summary.values():
-        assert set(s['best']) == {64, 128} and s['spread'] in (1.0, 4.0)
+        assert set(s['best']) == {(64, 1), (128, 1)} and s['shift'] in (0.0, 2.0)
 
 
 def test_worker_processes(data_dir, tmp_path):
@@ -134,6 +142,17 @@ def test_lr_grid_spec():
     # 3 widths with every parametrization, the base width (256) with SP only
     assert len(g) == 3 * (2 * 8 + 3 * 8) + (8 + 8) and g[0]['width'] == 1024  # widest first
     assert {r['parametrization'] for r in g if r['width'] == 256} == {'sp'}
+    # depth rules at the base depth, and weight-decay rules where no LR is scaled, are one run
+    g = sweep.grid(dict(cfg, n_layer='2,8', base_depth=8, depth_rule='none,completep', widths='256,512',
+                        optimizers='adamw', adamw_params='sp,mup', adamw_lrs='-8', weight_decay_rule='paper,fixed_timescale'))
+    runs = {(r['width'], r['n_layer'], r['parametrization'], r['depth_rule'], r['weight_decay_rule']) for r in g}
+    assert runs == {(256, 8, 'sp', 'none', 'paper'), (256, 2, 'sp', 'none', 'paper'),
+                    (256, 2, 'sp', 'completep', 'paper'), (256, 2, 'sp', 'completep', 'fixed_timescale'),
+                    (512, 8, 'sp', 'none', 'paper'), (512, 8, 'mup', 'none', 'paper'),
+                    (512, 8, 'mup', 'none', 'fixed_timescale'), (512, 2, 'sp', 'none', 'paper'),
+                    (512, 2, 'sp', 'completep', 'paper'), (512, 2, 'sp', 'completep', 'fixed_timescale'),
+                    (512, 2, 'mup', 'none', 'paper'), (512, 2, 'mup', 'none', 'fixed_timescale'),
+                    (512, 2, 'mup', 'completep', 'paper'), (512, 2, 'mup', 'completep', 'fixed_timescale')}, runs
 
 
 def test_base_width_rows_stand_for_mup(data_dir, tmp_path):
@@ -142,9 +161,10 @@ def test_base_width_rows_stand_for_mup(data_dir, tmp_path):
     sweep.main(args(data_dir, out, '--base_width=64'))
     got = rows(out)
     assert {r['parametrization'] for r in got if r['width'] == '64'} == {'sp'} and len(got) == 6
-    summary = sweep.summarize(sweep.load_results(out), 'lr', 64)
-    assert set(summary[('adamw', 'mup')]['best']) == {64, 128}
-    assert summary[('adamw', 'mup')]['best'][64] == summary[('adamw', 'sp')]['best'][64]
+    selected = sweep.select(sweep.load_results(out), dict(sweep.DEFAULTS, out=out), set())
+    summary = sweep.summarize(selected, 'lr')
+    mup_, sp_ = summary[('adamw', 'mup', 'none', 'paper')], summary[('adamw', 'sp', 'none', 'paper')]
+    assert set(mup_['best']) == {(64, 1), (128, 1)} and mup_['best'][(64, 1)] == sp_['best'][(64, 1)]
 
 
 def test_hyperparameter_axis(data_dir, tmp_path, capsys):
@@ -155,8 +175,8 @@ def test_hyperparameter_axis(data_dir, tmp_path, capsys):
     assert sorted({float(r['output_mult']) for r in got}) == [0.5, 2.0] and len(got) == 8
     text = capsys.readouterr().out
     assert 'optimum output_mult' in text
-    summary = sweep.summarize(sweep.load_results(out), 'output_mult', 256)
-    assert all(set(s['best']) == {64, 128} and s['best'][64][0] in (0.5, 2.0) for s in summary.values())
+    summary = sweep.summarize(sweep.load_results(out), 'output_mult')
+    assert all(set(s['best']) == {(64, 1), (128, 1)} and s['best'][(64, 1)][0] in (-1.0, 1.0) for s in summary.values())
     png = sweep.main(args(data_dir, out, '--plot', '--axis=output_mult'))
     assert png.endswith('res_output_mult.png') and os.path.getsize(png) > 10_000
 
@@ -187,19 +207,17 @@ def test_out_of_memory_is_retried_later(data_dir, tmp_path, monkeypatch, capsys)
 def test_memory_estimate():
     """It counts the vocabulary (the logits dominate a small model with a 50K vocabulary) and grows with
     the width, the depth and the tokens per step; the paper-shaped width-1024 run fits an H200 several times."""
-    cfg = dict(sweep.DEFAULTS, n_layer=8, batch_size=16, block_size=512, fused=False)
+    cfg = dict(sweep.DEFAULTS, n_layer='8', batch_size=16, block_size=512)
     est = sweep.mem_estimate_gb
-    assert est(cfg, 256, 50304) > est(cfg, 256, 84) + 4
+    assert est(cfg, 256, 50304) > est(cfg, 256, 84) + 1
     assert est(cfg, 1024, 50304) > est(cfg, 512, 50304) > est(cfg, 256, 50304)
     assert est(dict(cfg, batch_size=32), 512, 50304) > est(cfg, 512, 50304)
-    assert est(dict(cfg, n_layer=16), 512, 50304) > est(cfg, 512, 50304)
-    assert 10 < est(cfg, 1024, 50304) < 40
-    # the fused cross-entropy keeps only the logits' bf16 gradient (and one fp32 chunk): a 50K vocabulary
-    # costs less, and past a chunk each token adds 2 bytes per vocabulary entry
-    fused = dict(cfg, fused=True)
-    assert est(fused, 512, 50304) < est(cfg, 512, 50304) - 3
-    big = dict(fused, batch_size=64)
-    grow = est(big, 512, 50304) - est(fused, 512, 50304) - (est(big, 512, 0) - est(fused, 512, 0))
+    assert est(cfg, 512, 50304, n_layer=16) > est(cfg, 512, 50304)
+    assert 5 < est(cfg, 1024, 50304) < 40
+    # the fused cross-entropy keeps only the logits' bf16 gradient (and one fp32 chunk): past a chunk each
+    # token adds 2 bytes per vocabulary entry
+    big = dict(cfg, batch_size=64)
+    grow = est(big, 512, 50304) - est(cfg, 512, 50304) - (est(big, 512, 0) - est(cfg, 512, 0))
     assert grow == pytest.approx(2 * 48 * 512 * 50304 / 2**30)
 
 
@@ -213,8 +231,9 @@ def test_plot_selects_what_the_command_sets(data_dir, tmp_path):
     cfg = dict(sweep.DEFAULTS, output_mult='2')
     assert {r['output_mult'] for r in sweep.select(rows, cfg, {'output_mult'})} == {2.0}
     assert {r['output_mult'] for r in sweep.select(rows, cfg, set())} == {0.5, 2.0}  # nothing set: all of it
-    assert sweep.select(rows, dict(sweep.DEFAULTS), None) == []  # the default grid (output_mult 1, 200 steps)
-    assert len(sweep.select(rows, dict(sweep.DEFAULTS, axis='output_mult', max_iters=5), None)) == 8
+    assert sweep.select(rows, dict(sweep.DEFAULTS, out=out), None) == []  # the default grid (widths 128.., 200 steps)
+    grid = dict(sweep.DEFAULTS, out=out, axis='output_mult', max_iters=5, widths='64', n_layer='1')
+    assert len(sweep.select(rows, grid, None)) == 8
 
 
 def test_csv_from_before_a_base_hyperparameter_is_upgraded(data_dir, tmp_path, monkeypatch):
@@ -223,16 +242,19 @@ def test_csv_from_before_a_base_hyperparameter_is_upgraded(data_dir, tmp_path, m
     out = str(tmp_path / 'res.csv')
     sweep.main(args(data_dir, out, '--widths=64'))
     old = rows(out)
-    cols = [c for c in sweep.CSV_COLUMNS if c != 'gate_lr_mult']
+    cols = [c for c in sweep.CSV_COLUMNS if c not in ('gate_lr_mult', 'n_layer', 'depth_rule', 'weight_decay',
+                                                      'weight_decay_rule')]
     with open(out, 'w', newline='') as f:
         w = csv.DictWriter(f, cols, extrasaction='ignore')
         w.writeheader()
         w.writerows(old)
+    with open(sweep.config_path(out), 'a', newline='') as f:  # n_layer and weight_decay were run settings once
+        csv.writer(f).writerows([['n_layer', '1'], ['weight_decay', '0.1']])
     calls = count_runs(monkeypatch)
     sweep.main(args(data_dir, out, '--widths=64', '--gate_lr_mult=1,4'))
     got = rows(out)
     assert list(got[0]) == sweep.CSV_COLUMNS
-    assert got[:len(old)] == old  # the old rows, the default in the new column: not re-run
+    assert got[:len(old)] == old  # the old rows, the defaults (or the _config.csv's) in the new columns: not re-run
     assert len(calls) == len(old) and {r['gate_lr_mult'] for r in calls} == {4.0}
     assert {r['gate_lr_mult'] for r in got[len(old):]} == {'4.0'}
 
@@ -268,3 +290,105 @@ def test_a_run_does_not_depend_on_the_runs_before_it(data_dir, tmp_path, monkeyp
         (alone,) = rows(out)
         assert alone['final_val_loss'] == grid[key(alone)]['final_val_loss'], lr
         assert alone['final_train_loss'] == grid[key(alone)]['final_train_loss'], lr
+
+
+def test_fit_optimum():
+    """The fitted optimum of a parabola sampled on an octave grid is its vertex, between grid points; at the
+    grid's edge there is no fit; a curve without curvature gives its lowest point; diverged points are ignored."""
+    par = {x: 3.0 + 0.1 * (x + 7.3) ** 2 for x in range(-11, -4)}
+    x, y, edge = sweep.fit_optimum(par)
+    assert x == pytest.approx(-7.3) and y == pytest.approx(3.0) and not edge
+    half = {x / 2: 3.0 + 0.1 * (x / 2 + 7.3) ** 2 for x in range(-22, -8)}  # 5 points within an octave: least squares
+    assert sweep.fit_optimum(half)[0] == pytest.approx(-7.3)
+    assert sweep.fit_optimum({x: -x for x in range(-11, -4)})[2]  # falling all the way: the edge
+    nan = {**par, -5: float('nan'), -6: float('nan')}
+    assert sweep.fit_optimum(nan)[0] == pytest.approx(-7.3) and not sweep.fit_optimum(nan)[2]
+    # a basin asymmetric beyond an octave (a wall on the right) does not pull the fit
+    wall = {**par, -5: 9.0, -4: 12.0}
+    assert sweep.fit_optimum(wall)[0] == pytest.approx(-7.3)
+
+
+def test_seed_interval_brackets_the_seed_optima():
+    """With several seeds the bootstrap interval of a curve's optimum lies within the per-seed optima and around
+    their mean (the seeds resampled jointly across curves), and the shift across curves gets an interval too;
+    one seed gives none."""
+    rows = []
+    for seed, off in [(1, -0.3), (2, 0.0), (3, 0.3)]:
+        for width, shift in [(256, 0.0), (1024, -1.0)]:
+            for e in range(-11, -4):
+                rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** e, parametrization='mup',
+                                 optimizer='adamw', seed=seed, steps=10, weight_decay=0.1, weight_decay_rule='paper',
+                                 val=3 + 0.1 * (e + 7 - off - shift) ** 2, diverged=False, **sweep.mup.BASE_HPARAMS))
+    s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
+    assert s['best'][(256, 8)][0] == pytest.approx(-7.0) and s['best'][(1024, 8)][0] == pytest.approx(-8.0)
+    lo, hi = s['interval'][(256, 8)]
+    assert -7.3 - 1e-6 <= lo < -7.0 < hi <= -6.7 + 1e-6, (lo, hi)  # within the seeds' own optima, around the mean
+    assert s['shift'] == pytest.approx(1.0) and s['shift_interval'][0] == pytest.approx(1.0)  # same seeds: same shift
+    one = [r for r in rows if r['seed'] == 1]
+    assert sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)] == (math.nan, math.nan) or \
+        all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
+
+
+def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path):
+    """μTransfer in one command: the LR and output_mult tuned at the base width, written as a config file; train.py
+    runs it at another width, and sweep.py takes it unchanged (its LR added to the grid and judged)."""
+    out, tuned = str(tmp_path / 'tune.csv'), str(tmp_path / 'tuned.py')
+    sweep.main(args(data_dir, out, '--widths=64', '--base_width=64', '--adamw_params=sp', '--adamw_lrs=-9:-5',
+                    '--output_mult=1,4', '--tune=output_mult', f'--tuned_out={tuned}'))
+    values = {}
+    exec(open(tuned).read(), values)
+    assert values['dataset'] == 'shakespeare_char' and values['base_width'] == 64
+    assert values['output_mult'] in (1.0, 4.0) and 2 ** -9 <= values['learning_rate'] <= 2 ** -5
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, 'train.py'), tuned, '--width=128', '--mup=True',
+                        '--n_layer=1', '--batch_size=2', '--block_size=16', '--max_iters=3', '--eval_iters=1',
+                        f'--data_dir={data_dir}', f'--out_dir={tmp_path / "run"}', '--device=cpu'],
+                       capture_output=True, text=True, cwd=root, timeout=300)
+    assert r.returncode == 0 and 'final val loss' in r.stdout, r.stderr[-2000:]
+    assert f"lr {values['learning_rate']:.3g}, output_mult {values['output_mult']:g}" in r.stdout
+    out2 = str(tmp_path / 'check.csv')
+    sweep.main([tuned] + args(data_dir, out2, '--widths=128', '--base_width=64', '--adamw_params=mup', '--adamw_lrs=-8'))
+    lrs = {float(r['lr']) for r in rows(out2)}
+    assert lrs == {2 ** -8, values['learning_rate']} and {float(r['output_mult']) for r in rows(out2)} == {values['output_mult']}
+
+
+def test_defaults_write_to_out_and_run_in_process_on_a_cpu(data_dir, tmp_path, capsys):
+    """A fork's default commands never overwrite the published results; on a CPU the runs go in this process."""
+    assert sweep.DEFAULTS['out'].startswith('out/')
+    a = [x for x in args(data_dir, str(tmp_path / 'res.csv'), '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8')
+         if x != '--workers=0']
+    sweep.main(a)
+    assert 'in this process, CPU' in capsys.readouterr().out
+
+
+def test_workers_end_with_their_driver(data_dir, tmp_path):
+    """kill -9 of a multi-worker sweep leaves no worker behind (they watch their parent)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(root, 'sweep.py'), *args(data_dir, str(tmp_path / 'res.csv'), '--max_iters=100000')]
+    cmd = [c for c in cmd if c != '--workers=0'] + ['--workers=2']
+    p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children():
+        kids = []
+        for pid in os.listdir('/proc'):
+            try:
+                with open(f'/proc/{pid}/stat') as f:
+                    if pid.isdigit() and int(f.read().rsplit(')', 1)[1].split()[1]) == p.pid:
+                        kids.append(int(pid))
+            except (OSError, IndexError, ValueError):
+                pass
+        return kids
+    deadline = time.time() + 120
+    while len(children()) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    kids = children()
+    assert len(kids) >= 2, 'the workers never started'
+    time.sleep(3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 30
+    while any(os.path.exists(f'/proc/{k}') and open(f'/proc/{k}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
+              for k in kids) and time.time() < deadline:
+        time.sleep(0.5)
+    alive = [k for k in kids if os.path.exists(f'/proc/{k}') and open(f'/proc/{k}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z']
+    assert not alive, f'workers {alive} outlived their driver'
