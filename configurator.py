@@ -1,31 +1,18 @@
 """
 Command-line and config-file overrides for plain-globals scripts (nanoGPT's "poor man's configurator").
-
 A script defines its defaults as globals, then runs this file in its own namespace:
 
     batch_size = 12
-    learning_rate = 6e-4
-    exec(open('configurator.py').read())  # overrides the globals above
+    exec(open('configurator.py').read())  # python train.py config/demo.py --batch_size=32
 
-    $ python train.py config/demo.py --batch_size=32 --learning_rate=1e-3
-
-Arguments are applied in command-line order, so later ones win:
-  - an argument without a leading `--` is a config file: Python code run with the current values in
-    scope; every plain name it assigns must be an existing key (names starting with `_`, modules and
-    functions are ignored, so a config file may use helpers);
-  - `--key=value` sets one key; everything after the first '=' is the value, so values may contain '='.
-The config keys are the globals whose values are int, float, bool, str or None (and whose names do not
-start with '_'). Each key keeps the type of its default: an int is accepted where a float is expected,
-an integral float such as 1e4 where an int is expected, bools are True/False, and a str key takes the
-text as written (quotes optional; a number in a config file becomes its text). `--help` lists the keys.
-
-Mistakes (unknown key, wrong type, missing file) end the program with a one-line message naming the
-problem and the closest valid keys, not a traceback.
-
-Other scripts (coord_check.py, sweep.py, tests) can use the same rules on a dict without exec:
-
-    from configurator import apply_config, ConfigError
-    apply_config(['--width=512'], config)  # raises ConfigError on a mistake
+Arguments apply in command-line order, later ones win: an argument without a leading `--` is a config file,
+Python run with the current values in scope, whose plain names must be existing keys (names starting with
+`_`, modules and functions are ignored); `--key=value` sets one key (the value may contain '='). The keys are
+the globals holding int, float, bool, str or None. Each keeps its default's type: an int passes for a float,
+an integral float such as 1e4 for an int, bools are True/False, a str key takes the text as written (a number
+in a config file becomes its text). `--help` lists the keys. A mistake (unknown key, wrong type, missing
+file) ends the program with one line naming it and the closest valid keys, never a traceback. Other scripts
+use the same rules on a dict: `apply_config(['--width=512'], config)` raises ConfigError on a mistake.
 """
 _names_before_configurator = set(globals())  # so the exec'd form can remove what it defined (see end)
 

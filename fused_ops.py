@@ -310,27 +310,23 @@ def _conv_bwd(dy, x, weight, state, parts, n_norm, K):
     return dx, dw.to(weight.dtype), ds
 
 
-# custom ops (forward and backward, with fake tensors and autograd): torch.compile traces around them
-# without a graph break and fuses the model's elementwise work across them. torch.library keeps the last
-# registration of a name, silently: no other module may register these gdn:: names.
-_conv_fwd_op = torch.library.custom_op(
-    "gdn::conv_silu_fwd", _conv_fwd, mutates_args=(),
-    schema="(Tensor x, Tensor weight, Tensor? state, int[] parts, int n_norm, int K) -> Tensor")
-_conv_bwd_op = torch.library.custom_op(
-    "gdn::conv_silu_bwd", _conv_bwd, mutates_args=(),
-    schema="(Tensor dy, Tensor x, Tensor weight, Tensor? state, int[] parts, int n_norm, int K) -> "
-           "(Tensor, Tensor, Tensor)")
+def _custom_op(name, fn, schema, fake):
+    """fn as the op gdn::<name>, its outputs' shapes given by fake: torch.compile traces around it without a
+    graph break and fuses the model's elementwise work across it. torch.library keeps the last registration of
+    a name, silently: no other module may register these gdn:: names."""
+    op = torch.library.custom_op(f"gdn::{name}", fn, mutates_args=(), schema=schema)
+    op.register_fake(fake)
+    return op
 
 
-@_conv_fwd_op.register_fake
-def _(x, weight, state, parts, n_norm, K):
-    return x.new_empty(x.numel())
-
-
-@_conv_bwd_op.register_fake
-def _(dy, x, weight, state, parts, n_norm, K):
-    return (x.new_empty(x.shape), weight.new_empty(weight.shape),
-            x.new_empty(0) if state is None else state.new_empty(state.shape))
+_conv_fwd_op = _custom_op(
+    "conv_silu_fwd", _conv_fwd, "(Tensor x, Tensor weight, Tensor? state, int[] parts, int n_norm, int K) -> Tensor",
+    lambda x, weight, state, parts, n_norm, K: x.new_empty(x.numel()))
+_conv_bwd_op = _custom_op(
+    "conv_silu_bwd", _conv_bwd, "(Tensor dy, Tensor x, Tensor weight, Tensor? state, int[] parts, int n_norm, "
+    "int K) -> (Tensor, Tensor, Tensor)",
+    lambda dy, x, weight, state, parts, n_norm, K: (x.new_empty(x.shape), weight.new_empty(weight.shape),
+                                                    x.new_empty(0) if state is None else state.new_empty(state.shape)))
 
 
 def _conv_setup(ctx, inputs, output):
@@ -497,16 +493,11 @@ def _linear_ce(x, weight, mult, targets, need_grad, chunk):
 
 
 # a functional custom op: torch.compile sees no mutation (the buffer it writes in place is its own)
-_linear_ce_op = torch.library.custom_op(
-    "gdn::linear_ce_fwd", _linear_ce, mutates_args=(),
-    schema="(Tensor x, Tensor weight, float mult, Tensor targets, bool need_grad, int chunk) "
-           "-> (Tensor, Tensor)")
-
-
-@_linear_ce_op.register_fake
-def _(x, weight, mult, targets, need_grad, chunk):
-    N = x.size(0) if need_grad else 0
-    return x.new_empty((), dtype=torch.float32), x.new_empty(N, weight.size(0))
+_linear_ce_op = _custom_op(
+    "linear_ce_fwd", _linear_ce, "(Tensor x, Tensor weight, float mult, Tensor targets, bool need_grad, int chunk) "
+    "-> (Tensor, Tensor)",
+    lambda x, weight, mult, targets, need_grad, chunk: (
+        x.new_empty((), dtype=torch.float32), x.new_empty(x.size(0) if need_grad else 0, weight.size(0))))
 
 
 class _LinearCrossEntropyTriton(torch.autograd.Function):

@@ -256,20 +256,33 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
 
 
 @triton.jit
+def _scan_program(H: tl.constexpr):
+    """A scan program's (V block, b * H + h, b, h): the scans run over (V blocks, batch x heads)."""
+    vb, bh = tl.program_id(0), tl.program_id(1)
+    return vb, bh, bh // H, bh % H
+
+
+@triton.jit
+def _given_state(ptr, bh, vb, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                 GIVEN: tl.constexpr):
+    """A scan's starting [BK, BV] tile of a [K, V] state (h0 forward, dhT backward): given, or zeros."""
+    if GIVEN:
+        p, m = _state(ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
+        x = tl.load(p, mask=m, other=0.)
+    else:
+        x = tl.zeros([BK, BV], dtype=tl.float32)
+    return x
+
+
+@triton.jit
 def _fwd_scan_kernel(k_ptr, G_ptr, W_ptr, U_ptr, h0_ptr, hT_ptr, Hs_ptr, Vn_ptr, T, N,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, HAS_H0: tl.constexpr):
     """Forward step 2, sequential over chunks, parallel over (V block, b, h): store H (the state
     entering the chunk), Vn = U - W H (stored), H <- e^{G_C} H + (diag(e^{G_C - G}) K)^T Vn."""
-    vb, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    Tp = N * 64
-    r = tl.arange(0, 64)
-    hp, hm = _state(h0_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
-    if HAS_H0:
-        Hst = tl.load(hp, mask=hm, other=0.)
-    else:
-        Hst = tl.zeros([BK, BV], dtype=tl.float32)
+    vb, bh, b, h = _scan_program(H)
+    Tp, r = N * 64, tl.arange(0, 64)
+    Hst = _given_state(h0_ptr, bh, vb, K, V, BK, BV, HAS_H0)
     for n in range(N):
         t0 = n * 64
         p, m = _state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
@@ -348,15 +361,9 @@ def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_p
     dH, the grad of the state leaving the chunk (stored per chunk);
     dVn += diag(e^{G_C-G}) K dH (completing step 1's part, stored),
     dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - W^T dVn."""
-    vb, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    Tp = N * 64
-    r = tl.arange(0, 64)
-    hp, hm = _state(dhT_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
-    if HAS_DHT:
-        dH = tl.load(hp, mask=hm, other=0.)
-    else:
-        dH = tl.zeros([BK, BV], dtype=tl.float32)
+    vb, bh, b, h = _scan_program(H)
+    Tp, r = N * 64, tl.arange(0, 64)
+    dH = _given_state(dhT_ptr, bh, vb, K, V, BK, BV, HAS_DHT)
     for i in range(N):
         n = N - 1 - i
         t0 = n * 64
@@ -458,6 +465,17 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
 
 
 @triton.jit
+def _k_and_dw(k_ptr, dW_ptr, b, h, bh, t0, T, Tp, H: tl.constexpr, K: tl.constexpr, c0):
+    """The WY kernel's tiles at the K columns c0..c0 + 63: k, k^T and dW (fp32)."""
+    p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
+    k = tl.load(p, mask=m, other=0.)
+    p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
+    kT = tl.load(p, mask=m, other=0.)
+    p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
+    return k, kT, tl.load(p, mask=m, other=0.).to(tl.float32)
+
+
+@triton.jit
 def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_ptr, dGp_ptr,
                    dk_ptr, dv_ptr, dg_ptr, dbeta_ptr, T, N, NKS, H: tl.constexpr, K: tl.constexpr,
                    V: tl.constexpr):
@@ -496,12 +514,7 @@ def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_pt
     bg = beta * eG
     kk = tl.zeros([64, 64], dtype=tl.float32)
     for c0 in range(0, K, 64):
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
-        k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
-        kT = tl.load(p, mask=m, other=0.)
-        p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
-        dw = tl.load(p, mask=m, other=0.).to(tl.float32)
+        k, kT, dw = _k_and_dw(k_ptr, dW_ptr, b, h, bh, t0, T, Tp, H, K, c0)
         kk += tl.dot(k, kT)
         dA += tl.dot(dw, kT.to(tl.float32) * bg[None, :])
     strict = r[:, None] > r[None, :]
@@ -513,12 +526,8 @@ def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_pt
     dG += tl.sum(y, 1) - tl.sum(y, 0)
     P = dL * gs * beta[:, None]                    # grad of the K K^T entries
     for c0 in range(0, K, 64):
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
-        k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
-        kT = tl.load(p, mask=m, other=0.)
-        p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
-        dkb = tl.dot(At, tl.load(p, mask=m, other=0.).to(tl.float32))  # grad of diag(beta e^G) K
+        k, kT, dw = _k_and_dw(k_ptr, dW_ptr, b, h, bh, t0, T, Tp, H, K, c0)
+        dkb = tl.dot(At, dw)                           # grad of diag(beta e^G) K
         s = tl.sum(dkb * k.to(tl.float32), 1)
         dbeta += eG * s
         dG += bg * s
