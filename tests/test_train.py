@@ -163,8 +163,8 @@ def test_ctrl_c_stops_cleanly_and_resumes_exactly(tmp_path, data_dir):
         assert lines[-1] or p.poll() is None, ''.join(lines) + p.stderr.read()
     time.sleep(2)  # a few more steps
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
-    out = ''.join(lines) + out
+    p.wait(timeout=120)  # (communicate() would read past what readline() buffered: read the streams instead)
+    out, err = ''.join(lines) + p.stdout.read(), p.stderr.read()
     assert p.returncode == 0 and 'Traceback' not in err, err[-2000:]
     assert 'config/demo.py' in out and 'stopped' in out
     (ckpt,) = glob.glob(str(tmp_path / 'a' / 'ckpt_*.pt'))
