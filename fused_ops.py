@@ -21,18 +21,14 @@ try:
     import triton
     import triton.language as tl
     HAS_TRITON = True
-except ImportError:  # CPU-only installs: the PyTorch ops still work
+except ImportError:
+    # CPU-only installs: the PyTorch ops still work. The kernels below are defined at module level, so their
+    # decorators and tl.constexpr annotations must still evaluate: a stand-in jit that returns the function
+    # (never launched)
+    import types
     HAS_TRITON = False
-
-    class _NoTriton:
-        """The kernels' definitions below still run without triton (they are never launched): @triton.jit
-        returns the function unchanged, and tl.constexpr exists for their parameters' annotations."""
-        constexpr = None
-
-        @staticmethod
-        def jit(fn):
-            return fn
-    triton = tl = _NoTriton()
+    triton = types.SimpleNamespace(jit=lambda fn: fn)
+    tl = types.SimpleNamespace(constexpr=int)
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Triton ops take
 
