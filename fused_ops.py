@@ -17,18 +17,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-try:
-    import triton
-    import triton.language as tl
-    HAS_TRITON = True
-except ImportError:
-    # CPU-only installs: the PyTorch ops still work. The kernels below are defined at module level, so their
-    # decorators and tl.constexpr annotations must still evaluate: a stand-in jit that returns the function
-    # (never launched)
-    import types
-    HAS_TRITON = False
-    triton = types.SimpleNamespace(jit=lambda fn: fn)
-    tl = types.SimpleNamespace(constexpr=int)
+# triton, or where it is missing the stand-in that lets the kernel definitions below evaluate (kernel.py's)
+from kernel import HAS_TRITON, tl, triton
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Triton ops take
 
