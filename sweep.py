@@ -801,7 +801,7 @@ def curve(xs, seeds):
     return out
 
 
-def log2x(axis, x):
+def log2x(x):
     return math.log2(x) if x > 0 else float('-inf')
 
 
@@ -833,8 +833,7 @@ def optima(panel_cells, axis, seeds):
     out = {}
     for key, xs in panel_cells.items():
         c = curve(xs, seeds)
-        fit = fit_optimum({log2x(axis, x): y for x, y in c.items()} if axis != 'weight_decay' or min(c) > 0 else
-                          {x: y for x, y in c.items()})
+        fit = fit_optimum({log2x(x): y for x, y in c.items()} if min(c) > 0 else c)  # log2 units unless a 0
         if fit:
             out[key] = fit
     return out
@@ -866,10 +865,11 @@ def curve_label(key, keys):
     return f"{key[0]} x {key[1]}"
 
 
-def fmt_x(axis, x):
-    if axis in ('lr', *HPARAMS) or (axis == 'weight_decay' and x != float('-inf')):
-        return f"2^{x:.2f}" if axis in ('lr',) else f"{2 ** x:.3g}"
-    return f"{x:g}"
+def fmt_x(axis, x, log):
+    """An optimum for print: x in log2 units (log) or the axis' own (a grid with a 0, e.g. weight decay)."""
+    if not log:
+        return f"{x:.3g}"
+    return f"2^{x:.2f}" if axis == 'lr' else f"{2 ** x:.3g}"
 
 
 def panel_title(key):
@@ -895,13 +895,14 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
                 continue
             x, y, edge = best[k]
             intervals[k] = interval([r[k][0] for r in reps if k in r])
-            iv = f" [{fmt_x(axis, intervals[k][0])}, {fmt_x(axis, intervals[k][1])}]" if reps else ''
+            log = min(panel_cells[k]) > 0  # as optima() fitted it
+            iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if reps else ''
             nd = sum(all(d for _, d in bs.values()) for st in panel_cells[k].values() for bs in st.values())
             at = ''
             if tuned_lr and axis == 'lr' and tuned_lr in panel_cells[k]:
                 ty = curve(panel_cells[k], seeds)[tuned_lr]
                 at = f"; at the tuned LR {ty:.4f} ({ty - y:+.4f})"
-            print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x)}{iv}, val loss {y:.4f}"
+            print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x, log)}{iv}, val loss {y:.4f}"
                   f"{'  (at the grid edge: no fit)' if edge else ''}{f', {nd} diverged' if nd else ''}{at}")
         if len(best) >= 2:
             ks = sorted(best)
@@ -954,17 +955,18 @@ def plot(cfg, rows, summary=None):
             for k in sorted(panel):
                 c = curve(panel[k], seeds)
                 xs = sorted(c)
-                lx = [log2x(axis, x) for x in xs]
+                lx = [log2x(x) for x in xs]
                 fit = optima({k: panel[k]}, axis, seeds).get(k)
                 base = (fit[1] if fit else 0.0) if relative else 0.0
                 ys = [c[x] - base for x in xs]
                 finite_all += [y for y in ys if math.isfinite(y)]
                 ax.plot(lx, ys, '-o', ms=3, color=color[k], label=curve_label(k, panel))
                 if fit:
-                    ax.plot([fit[0]], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
+                    to_x = (lambda v: v) if min(c) > 0 else log2x  # the fit's units (optima()) on the log2 axis
+                    ax.plot([to_x(fit[0])], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
                     if k in s.get('interval', {}) and math.isfinite(s['interval'][k][0]):
                         lo, hi = s['interval'][k]
-                        ax.plot([lo, hi], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
+                        ax.plot([to_x(lo), to_x(hi)], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
             if relative:
                 ax.set_ylim(-0.01, 0.3)
                 ax.set_ylabel('val loss - the curve\'s best')
