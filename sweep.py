@@ -719,14 +719,17 @@ def load_results(out):
     return rows
 
 
-def expand(rows, base_width, base_depth):
+def expand(rows, base_width, base_depth, labels=None):
     """Each row once for every label it stands for (canonical()'s converse): at the base width for every
-    parametrization of its optimizer in the results, at the base depth for every depth rule, and where no LR
-    is scaled for every weight-decay rule."""
-    present = {k: {r[k] for r in rows} for k in ('depth_rule', 'weight_decay_rule')}
+    parametrization of its optimizer, at the base depth for every depth rule, and where no LR is scaled for
+    every weight-decay rule; the labels are those in the results and those in `labels` ({'adamw': params,
+    'sgd': params, 'depth_rule': rules, 'weight_decay_rule': rules}, the grid asked for: a sweep at the base
+    width alone stores its μP runs as SP)."""
+    labels = labels or {}
+    present = {k: {r[k] for r in rows} | set(labels.get(k, ())) for k in ('depth_rule', 'weight_decay_rule')}
     params = {}
     for r in rows:
-        params.setdefault(r['optimizer'], set()).add(r['parametrization'])
+        params.setdefault(r['optimizer'], set(labels.get(r['optimizer'], ()))).add(r['parametrization'])
     out, seen = [], set()
     for r in rows:
         for p in (params[r['optimizer']] if r['width'] == base_width else [r['parametrization']]):
@@ -748,7 +751,9 @@ def select(rows, cfg, assigned=None):
     def given(k):
         return assigned is None or k in assigned
     run = run_settings(cfg)
-    rows = expand(rows, int(run['base_width']), int(run['base_depth']))
+    labels = {k: csv_list(cfg[c]) for k, c in [('adamw', 'adamw_params'), ('sgd', 'sgd_params'),
+              ('depth_rule', 'depth_rule'), ('weight_decay_rule', 'weight_decay_rule')] if given(c)}
+    rows = expand(rows, int(run['base_width']), int(run['base_depth']), labels)
     steps = [r['steps'] for r in rows]
     length = cfg['max_iters'] if given('max_iters') and cfg['max_iters'] else max(set(steps), key=steps.count, default=0)
     keep = {k: csv_list(cfg[k], float) for k in HPARAMS + ['weight_decay']}
@@ -783,7 +788,9 @@ def cells(rows, axis):
         out.setdefault(tuple(r[k] for k in PANEL), {}).setdefault((r['width'], r['n_layer']), {}) \
            .setdefault(r[axis], {}).setdefault(tuple(r[k] for k in free), {})[r['seed']] = (r['val'], r['diverged'])
     order = {k: i for i, k in enumerate((o, p) for o in mup.OPTIMIZERS for p in mup.PARAMETRIZATIONS)}
-    return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0][:2], 99), kv[0][2:])))
+    rank = lambda names, k: list(names).index(k) if k in names else 99  # noqa: E731
+    return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0][:2], 99), rank(mup.DEPTH_ALPHA, kv[0][2]),
+                                                    rank(mup.WEIGHT_DECAY_RULES, kv[0][3]))))
 
 
 def curve(xs, seeds):

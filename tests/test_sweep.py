@@ -167,6 +167,22 @@ def test_base_width_rows_stand_for_mup(data_dir, tmp_path):
     assert set(mup_['best']) == {(64, 1), (128, 1)} and mup_['best'][(64, 1)] == sp_['best'][(64, 1)]
 
 
+def test_a_grid_at_the_base_width_alone_is_drawn_as_asked(data_dir, tmp_path):
+    """A μP sweep across depth at the base width trains (and stores) SP runs; its summary and --plot still
+    show the μP panels it asked for, each depth rule in its own, with the base depth in all of them."""
+    out = str(tmp_path / 'res.csv')
+    grid = args(data_dir, out, '--widths=64', '--base_width=64', '--adamw_params=mup', '--n_layer=1,2',
+                '--base_depth=2', '--depth_rule=none,completep')
+    sweep.main(grid)
+    got = rows(out)
+    assert {r['parametrization'] for r in got} == {'sp'} and len(got) == 6  # depth 2 once, depth 1 per rule
+    cfg = dict(sweep.DEFAULTS, out=out, adamw_params='mup', depth_rule='none,completep')
+    summary = sweep.summarize(sweep.select(sweep.load_results(out), cfg, {'adamw_params', 'depth_rule'}), 'lr')
+    assert set(summary) == {('adamw', 'mup', 'none', 'paper'), ('adamw', 'mup', 'completep', 'paper')}
+    assert all(set(s['best']) == {(64, 1), (64, 2)} for s in summary.values())
+    assert sweep.main(grid + ['--plot']).endswith('res.png')
+
+
 def test_hyperparameter_axis(data_dir, tmp_path, capsys):
     """output_mult as a grid axis: one row per value, the optimum reported per width, its own figure."""
     out = str(tmp_path / 'res.csv')
