@@ -48,6 +48,7 @@ DEFAULTS = dict(
     out='out/lr_sweep.csv',      # results CSV; its run settings go to <out stem>_config.csv beside it
     plot=False,                  # --plot: draw the figures from the CSV and print the optima (no training)
     axis='lr',                   # x of the figure and the summary: 'lr' or another grid key
+    note='',                     # a line under the figure's title: what a panel cannot show, and why
     tune='',                     # comma list of base hyper-parameters to tune one at a time with the LR
     tuned_out='',                # with tune: the config file to write (e.g. config/tuned_gutenberg.py)
     # data
@@ -984,7 +985,7 @@ def plot(cfg, rows, summary=None):
             ax.set_xlabel(f'log2 {LABELS.get(axis, axis)}')
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title + (f"\n{cfg['note']}" if cfg['note'] else ''), fontsize=9)
         fig.tight_layout()
         path = stem + ('_relative' if relative else '') + '.png'
         fig.savefig(path, dpi=110)

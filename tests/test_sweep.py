@@ -110,11 +110,16 @@ def test_changed_settings_are_refused(data_dir, tmp_path):
         sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8', '--block_size=24'))
 
 
-def test_plot_and_summary(data_dir, tmp_path, capsys):
+def test_plot_and_summary(data_dir, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / 'res.csv')
     sweep.main(args(data_dir, out))
     capsys.readouterr()
-    png = sweep.main(args(data_dir, out, '--plot'))
+    import matplotlib.figure
+    titles, suptitle = [], matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, 'suptitle',
+                        lambda fig, t, **kw: titles.append(t) or suptitle(fig, t, **kw))
+    png = sweep.main(args(data_dir, out, '--plot', '--note=SGD: why not'))
+    assert len(titles) == 2 and all(t.endswith('\nSGD: why not') for t in titles)  # the note on both figures
     assert png == str(tmp_path / 'res.png') and os.path.getsize(png) > 10_000
     text = capsys.readouterr().out
     assert 'AdamW, SP' in text and 'AdamW, μP (paper)' in text and 'the optimum moves x' in text
