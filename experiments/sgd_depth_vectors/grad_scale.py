@@ -11,6 +11,7 @@ with the embedding as it is (std 0.02) and multiplied by 50 on the input side, p
 
     python experiments/sgd_depth_vectors/grad_scale.py            # CPU, about a minute
     python experiments/sgd_depth_vectors/grad_scale.py --per_block # where in the stack the gradient sits
+    python experiments/sgd_depth_vectors/grad_scale.py --coord_check   # the SGD depth check, stream Θ(1) (6 min)
 """
 import math
 import os
@@ -67,7 +68,23 @@ def slope(ys):
     return float(np.polyfit(xs, np.log(ys), 1)[0])
 
 
+def coord_check_with_input_mult(input_mult=50.0):
+    """coord_check.py's depth check under SGD, the embedding's output times input_mult (Θ(1) at 50)."""
+    import coord_check
+    build = coord_check.GDN
+
+    def gdn(config):
+        model = build(config)
+        model.wte.register_forward_hook(lambda m, a, out: out * input_mult)
+        return model
+    coord_check.GDN = gdn
+    cfg = dict(coord_check.DEFAULTS, dim='depth', device='cpu', runs='mup-sgd-completep,mup-sgd-none', plot=False)
+    print(coord_check.summary(coord_check.coord_check(cfg), cfg['flat_tol']))
+
+
 def main():
+    if '--coord_check' in sys.argv:
+        return coord_check_with_input_mult()
     data, vocab = load_data('shakespeare_char', 'data')
     if '--per_block' in sys.argv:
         for rule in RULES:
