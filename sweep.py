@@ -230,13 +230,17 @@ def config_path(out):
     return os.path.splitext(out)[0] + '_config.csv'
 
 
+def read_settings(out):
+    """{key: value} of the run settings kept beside a results CSV (its _config.csv); {} if it has none."""
+    if not os.path.exists(config_path(out)):
+        return {}
+    with open(config_path(out), newline='') as f:
+        return {r['key']: r['value'] for r in csv.DictReader(f)}
+
+
 def run_settings(cfg):
     """The settings a results CSV was made with (its _config.csv), else cfg's."""
-    run = {k: str(cfg[k]) for k in RUN_KEYS}
-    if os.path.exists(config_path(cfg['out'])):
-        with open(config_path(cfg['out']), newline='') as f:
-            run.update({r['key']: r['value'] for r in csv.DictReader(f)})
-    return run
+    return {**{k: str(cfg[k]) for k in RUN_KEYS}, **read_settings(cfg['out'])}
 
 
 def read_rows(out):
@@ -244,10 +248,7 @@ def read_rows(out):
     filled in: from its _config.csv (n_layer, weight_decay were run settings once), else their defaults."""
     if not os.path.exists(out):
         return []
-    settings = {}
-    if os.path.exists(config_path(out)):
-        with open(config_path(out), newline='') as f:
-            settings = {r['key']: r['value'] for r in csv.DictReader(f)}
+    settings = read_settings(out)
     rows = []
     with open(out, newline='') as f:
         for r in csv.DictReader(f):
@@ -314,7 +315,7 @@ class Trainer:
         from model import padded_vocab
         from prepare_data import ensure_prepared, load_split, read_meta
         self.cfg, self.torch = cfg, torch
-        self.device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+        self.device = device_of(cfg)
         self.device_type = 'cuda' if self.device.startswith('cuda') else self.device.split(':')[0]
         dtype = cfg['dtype'] or ('bfloat16' if self.device_type == 'cuda' else 'float32')
         ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -794,6 +795,11 @@ def cells(rows, axis):
                                                     rank(mup.WEIGHT_DECAY_RULES, kv[0][3]))))
 
 
+def panel_seeds(panel_cells):
+    """The seeds any run of a panel (cells()' {curve: {x: {others: {seed: ...}}}}) has."""
+    return sorted({s for xs in panel_cells.values() for st in xs.values() for bs in st.values() for s in bs})
+
+
 def curve(xs, seeds):
     """{x: mean val loss} of one curve (xs: cells()'s {x: {others: {seed: ...}}}), the best over the other axes
     at each x. The mean is over `seeds` (a bootstrap's resample, repeats counted) where a setting has them,
@@ -836,7 +842,7 @@ def fit_optimum(points):
     return float(xv), float(np.polyval([a, b, c], xv)), False
 
 
-def optima(panel_cells, axis, seeds):
+def optima(panel_cells, seeds):
     """{curve: fit_optimum of its seed-mean curve} for one panel and one choice of seeds."""
     out = {}
     for key, xs in panel_cells.items():
@@ -847,14 +853,14 @@ def optima(panel_cells, axis, seeds):
     return out
 
 
-def bootstrap(panel_cells, axis, seeds, n=1000):
+def bootstrap(panel_cells, seeds, n=1000):
     """Seed-bootstrap replicates of optima(): each resamples the seeds with replacement, jointly for every
     curve (one seed is one data order at every width). [] with a single seed."""
     import random
     if len(seeds) < 2:
         return []
     rng = random.Random(0)
-    return [optima(panel_cells, axis, [rng.choice(seeds) for _ in seeds]) for _ in range(n)]
+    return [optima(panel_cells, [rng.choice(seeds) for _ in seeds]) for _ in range(n)]
 
 
 def interval(values, lo=0.05, hi=0.95):
@@ -892,9 +898,9 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
     {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi), 'better': bool}}."""
     summary = {}
     for key, panel_cells in cells(rows, axis).items():
-        seeds = sorted({s for xs in panel_cells.values() for st in xs.values() for bs in st.values() for s in bs})
-        best = optima(panel_cells, axis, seeds)
-        reps = bootstrap(panel_cells, axis, seeds)
+        seeds = panel_seeds(panel_cells)
+        best = optima(panel_cells, seeds)
+        reps = bootstrap(panel_cells, seeds)
         print(f"\n{panel_title(key)}  ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}):")
         intervals = {}
         for k in sorted(panel_cells):
@@ -957,14 +963,14 @@ def plot(cfg, rows, summary=None):
             ax.axis('off')
         for ax, key in zip(axes.flat, keys):
             panel = data[key]
-            seeds = sorted({s for xs in panel.values() for st in xs.values() for bs in st.values() for s in bs})
+            seeds = panel_seeds(panel)
             s = (summary or {}).get(key, {})
             finite_all = []
             for k in sorted(panel):
                 c = curve(panel[k], seeds)
                 xs = sorted(c)
                 lx = [log2x(x) for x in xs]
-                fit = optima({k: panel[k]}, axis, seeds).get(k)
+                fit = optima({k: panel[k]}, seeds).get(k)
                 base = (fit[1] if fit else 0.0) if relative else 0.0
                 ys = [c[x] - base for x in xs]
                 finite_all += [y for y in ys if math.isfinite(y)]
@@ -1017,7 +1023,7 @@ def tune(cfg):
             sub = {k: {x: {o: bs for o, bs in st.items() if math.isclose(o[free_index(h)], v)} for x, st in xs.items()}
                    for k, xs in panel.items()}
             seeds = csv_list(cfg['seeds'], int)
-            fits[v] = next(iter(optima(sub, 'lr', seeds).values()), (float('nan'), float('inf'), True))
+            fits[v] = next(iter(optima(sub, seeds).values()), (float('nan'), float('inf'), True))
         chosen[h] = min(fits, key=lambda v: fits[v][1])
         report.append(f"{h}: {', '.join(f'{v:g} -> {fits[v][1]:.4f} at 2^{fits[v][0]:.2f}' for v in fits)}")
         print(f"\ntune {h}: {report[-1]}; keep {chosen[h]:g}", flush=True)
