@@ -4,8 +4,9 @@ faster in deeper models (docs/depth.md), when the derivation gives them the dept
 matrices? Measured at initialisation, coord_check.py's depth setup (width 256, base depth 8, shakespeare_char,
 batch 8 x 128, PyTorch kernels, float32), for depths 2..32 and seeds 0..2:
   * the RMS of the residual stream entering the final norm, and of each block's input (mean over blocks);
-  * per group inside the blocks, the RMS of the gradient divided by the branch multiplier b (the gradient the
-    derivation takes to be depth-independent), and of the SGD step lr_mult x gradient;
+  * per group inside the blocks, the RMS of the gradient divided by the branch multiplier b: the gradient the
+    derivation takes to be depth-independent, and (μP-SGD's depth LR factor being 1/b under both rules at the
+    base width) the size of the SGD step;
 with the embedding as it is (std 0.02) and multiplied by 50 on the input side, printed as depth exponents
 (log-log slopes).
 
@@ -13,7 +14,6 @@ with the embedding as it is (std 0.02) and multiplied by 50 on the input side, p
     python experiments/sgd_depth_vectors/grad_scale.py --per_block # where in the stack the gradient sits
     python experiments/sgd_depth_vectors/grad_scale.py --coord_check   # the SGD depth check, stream Θ(1) (6 min)
 """
-import math
 import os
 import sys
 
@@ -22,16 +22,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 import mup  # noqa: E402
-from coord_check import load_data  # noqa: E402
+from coord_check import load_data, rms, slope  # noqa: E402
 from model import GDN, GDNConfig  # noqa: E402
 from training import Batches  # noqa: E402
 
 DEPTHS, SEEDS, RULES = [2, 4, 8, 16, 32], [0, 1, 2], ['none', 'completep']
 INPUT_MULTS = [1.0, 50.0]  # the embedding's output times this: 50 = 1/init_std makes the stream Θ(1) from block 0
-
-
-def rms(t):
-    return t.double().pow(2).mean().sqrt().item()
 
 
 def measure(data, vocab, rule, depth, seed, input_mult, per_block=False):
@@ -59,13 +55,7 @@ def measure(data, vocab, rule, depth, seed, input_mult, per_block=False):
         ps = [(n, p) for n, p in model.named_parameters() if mup.in_branch(n) and mup.group_of(n) == group]
         g = float(np.mean([rms(p.grad) for _, p in ps]))
         out[f'{group} grad / b'] = g / b
-        out[f'{group} SGD step'] = g * mup.lr_mult(c, 'sgd', group)
     return out
-
-
-def slope(ys):
-    xs = np.log(DEPTHS)
-    return float(np.polyfit(xs, np.log(ys), 1)[0])
 
 
 def coord_check_with_input_mult(input_mult=50.0):
@@ -99,7 +89,7 @@ def main():
     for rule, im in cols:
         per_depth = [[measure(data, vocab, rule, d, s, im) for s in SEEDS] for d in DEPTHS]
         for key in per_depth[0][0]:
-            rows.setdefault(key, {})[rule, im] = slope([np.mean([m[key] for m in ms]) for ms in per_depth])
+            rows.setdefault(key, {})[rule, im] = slope(DEPTHS, [np.mean([m[key] for m in ms]) for ms in per_depth])
     print(f"depth exponents at initialisation, depths {DEPTHS}, {len(SEEDS)} seeds, μP width 256 (= SP widthwise)")
     print(f"{'quantity':22s}" + ''.join(f"{f'{r} x{im:g}':>16s}" for r, im in cols))
     for key, by_col in rows.items():
