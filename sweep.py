@@ -11,6 +11,7 @@ re-initialises it in place from one run to the next. On a CPU the runs go one by
     python sweep.py config/sweep_paper.py        # the paper's architecture (8 layers, GPT-2 BPE, T 512)
     python sweep.py config/tune_base.py          # tune the base values at the base width -> config/tuned_*.py
     python sweep.py --plot [--out=...]           # figures + fitted optima with seed intervals, from the CSV
+    python sweep.py --plot --at_step=500 [...]   # the optima by the val loss at step 500 (where they settle)
     python sweep.py --help                       # every key and its value
 
 Learning-rate grids are log2 exponents: '-12:-5' is 2^-12, 2^-11, ..., 2^-5; '-12:-5:0.5' adds half steps;
@@ -48,6 +49,8 @@ DEFAULTS = dict(
     out='out/lr_sweep.csv',      # results CSV; its run settings go to <out stem>_config.csv beside it
     plot=False,                  # --plot: draw the figures from the CSV and print the optima (no training)
     axis='lr',                   # x of the figure and the summary: 'lr' or another grid key
+    at_step=0,                   # with --plot, print the summary by the val loss each run recorded at this step
+                                 # (eval_interval), not the final one: where along the runs the optima settle
     note='',                     # a line under the figure's title: what a panel cannot show, and why
     tune='',                     # comma list of base hyper-parameters to tune one at a time with the LR
     tuned_out='',                # with tune: the config file to write (e.g. config/tuned_gutenberg.py)
@@ -158,6 +161,8 @@ def check_grid(cfg):
     for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_iters', 'check_interval'):
         if cfg[key] <= 0:
             bad(f"{key}={cfg[key]}: must be a positive whole number")
+    if cfg['at_step'] < 0:
+        bad(f"at_step={cfg['at_step']}: a step the runs recorded their val loss at (0: the final one)")
     if cfg['axis'] not in ('lr', 'width', 'n_layer', *HPARAMS, 'weight_decay'):
         bad(f"axis={cfg['axis']!r}: use 'lr', 'n_layer', 'weight_decay' or one of {', '.join(HPARAMS)}")
 
@@ -707,10 +712,15 @@ def sweep(cfg, runs=None):
 # ------------------------------------------------------------------------------------------------
 # results: the fitted optimum of every curve, its seed interval, the figures
 
-def load_results(out):
-    """The CSV's rows, typed."""
+def load_results(out, at_step=0):
+    """The CSV's rows, typed; with at_step, the val loss is the one recorded at that step (rows without one go)."""
     rows = []
     for r in read_rows(out):
+        if at_step:
+            at = dict(p.split(':') for p in (r.get('val_curve') or '').split(';') if p).get(str(at_step))
+            if at is None:
+                continue
+            r = dict(r, final_val_loss=at, diverged=str(not math.isfinite(float(at))))
         rows.append(dict(width=int(r['width']), n_layer=int(r['n_layer']), depth_rule=r['depth_rule'],
                          lr=float(r['lr']), parametrization=r['parametrization'], optimizer=r['optimizer'],
                          seed=int(r['seed']), steps=int(r['steps']), weight_decay=float(r['weight_decay']),
@@ -1070,8 +1080,11 @@ def main(argv=None):
         raise SystemExit(f"error: {e}")
     check_grid(cfg)
     if cfg['plot']:
-        rows = select(load_results(cfg['out']), cfg, assigned)
-        return plot(cfg, rows, summarize(rows, cfg['axis'], cfg['learning_rate']))
+        rows = select(load_results(cfg['out'], cfg['at_step']), cfg, assigned)
+        if not rows and cfg['at_step']:
+            raise SystemExit(f"error: no run in {cfg['out']} recorded its val loss at step {cfg['at_step']}")
+        summary = summarize(rows, cfg['axis'], cfg['learning_rate'])
+        return summary if cfg['at_step'] else plot(cfg, rows, summary)
     t0 = time.time()
     if cfg['tune']:
         tune(cfg)

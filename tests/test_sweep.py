@@ -413,3 +413,21 @@ def test_workers_end_with_their_driver(data_dir, tmp_path):
         time.sleep(0.5)
     alive = [k for k in kids if os.path.exists(f'/proc/{k}') and open(f'/proc/{k}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z']
     assert not alive, f'workers {alive} outlived their driver'
+
+
+def test_summary_at_an_earlier_step(data_dir, tmp_path, capsys):
+    """--at_step judges each run by the val loss it recorded at that step: the final step gives the final losses,
+    an earlier one the losses along the run; it prints and draws nothing, and a step no run recorded is refused."""
+    out = str(tmp_path / 'res.csv')
+    sweep.main(args(data_dir, out, '--max_iters=4', '--eval_interval=2'))
+    final = {key(r): float(r['final_val_loss']) for r in rows(out)}
+    at2 = {sweep.run_key(r): r['val'] for r in sweep.load_results(out, at_step=2)}
+    at4 = {sweep.run_key(r): r['val'] for r in sweep.load_results(out, at_step=4)}
+    assert at4 == pytest.approx(final, abs=1e-4) and set(at2) == set(final)  # the curve keeps 4 decimals
+    assert at2 != pytest.approx(final, abs=1e-3)
+    capsys.readouterr()
+    summary = sweep.main(args(data_dir, out, '--max_iters=4', '--eval_interval=2', '--plot', '--at_step=2'))
+    assert set(summary) == {('adamw', 'sp', 'none', 'paper'), ('adamw', 'mup', 'none', 'paper')}
+    assert 'the optimum moves' in capsys.readouterr().out and not os.path.exists(str(tmp_path / 'res.png'))
+    with pytest.raises(SystemExit, match='recorded its val loss at step 3'):
+        sweep.main(args(data_dir, out, '--max_iters=4', '--eval_interval=2', '--plot', '--at_step=3'))
