@@ -26,14 +26,16 @@ so every curve's optimum is a fit: a parabola in log2(x) through the points with
 (resampled jointly for every curve, as a seed fixes the data order at every width), and so does the interval
 of the optimum's shift across widths or depths. With one seed there is no interval.
 
-Runs that are one model with one set of LRs (μP variants at the base width, depth rules at the base depth,
-weight-decay rules where no LR is scaled) are trained once; the row stands for all of them (tested).
+Runs that are one model with one set of LRs and decays are trained once, and the row stands for all of them
+(tested): μP variants at the base width, depth rules at the base depth, and the weight-decay rules, which
+only rescale λ (under μP-AdamW at width 4x base, λ under 'fixed_timescale' is the run 4λ under 'paper').
 """
 import csv
 import math
 import os
 import sys
 import time
+import types
 
 import mup
 
@@ -168,17 +170,28 @@ def check_grid(cfg):
 
 
 def canonical(r, base_width, base_depth):
-    """The run that trains the same model with the same LRs as run r (the one the sweep trains): μP variants
-    are SP at the base width, depth rules nothing at the base depth, and the weight-decay rules all 'paper'
-    where no group's LR is scaled."""
+    """The run that trains the same model with the same LRs and decay as run r (the one the sweep trains): μP
+    variants are SP at the base width, depth rules nothing at the base depth, and a weight-decay rule is
+    'paper' with the decay it amounts to (SGD runs take none)."""
     r = dict(r)
     if r['width'] == base_width:
         r['parametrization'] = 'sp'
     if r['n_layer'] == base_depth:
         r['depth_rule'] = 'none'
-    if r['parametrization'] == 'sp' and r['depth_rule'] == 'none' or r['optimizer'] == 'sgd':
-        r['weight_decay_rule'] = 'paper'
+    f = 1.0 if r['optimizer'] == 'sgd' else decay_factor(r, base_width, base_depth, r['weight_decay_rule'])
+    if f is not None:
+        r['weight_decay'], r['weight_decay_rule'] = float(f"{r['weight_decay'] * f:.12g}"), 'paper'
     return r
+
+
+def decay_factor(r, base_width, base_depth, rule):
+    """What `rule` multiplies run r's decay coefficients by, relative to 'paper', where that is one number for
+    every decayed group (the hidden and gate matrices, all inside the blocks, share their LR rule under AdamW);
+    else None. Then λ under `rule` is the run λ·factor under 'paper': the rules are one grid of λ, relabelled."""
+    c = types.SimpleNamespace(width=r['width'], base_width=base_width, n_layer=r['n_layer'], base_depth=base_depth,
+                              parametrization=r['parametrization'], depth_rule=r['depth_rule'])
+    f = {mup.decay(c, r['optimizer'], g, True, 1.0, rule) for g, on in mup.DECAY.items() if on}
+    return f.pop() if len(f) == 1 else None
 
 
 def grid(cfg, steps=None):
@@ -733,10 +746,10 @@ def load_results(out, at_step=0):
 
 def expand(rows, base_width, base_depth, labels=None):
     """Each row once for every label it stands for (canonical()'s converse): at the base width for every
-    parametrization of its optimizer, at the base depth for every depth rule, and where no LR is scaled for
-    every weight-decay rule; the labels are those in the results and those in `labels` ({'adamw': params,
-    'sgd': params, 'depth_rule': rules, 'weight_decay_rule': rules}, the grid asked for: a sweep at the base
-    width alone stores its μP runs as SP)."""
+    parametrization of its optimizer, at the base depth for every depth rule, and for every weight-decay rule
+    with the λ that rule gives the row's decay; the labels are those in the results and those in `labels`
+    ({'adamw': params, 'sgd': params, 'depth_rule': rules, 'weight_decay_rule': rules}, the grid asked for: a
+    sweep at the base width alone stores its μP runs as SP)."""
     labels = labels or {}
     present = {k: {r[k] for r in rows} | set(labels.get(k, ())) for k in ('depth_rule', 'weight_decay_rule')}
     params = {}
@@ -746,13 +759,17 @@ def expand(rows, base_width, base_depth, labels=None):
     for r in rows:
         for p in (params[r['optimizer']] if r['width'] == base_width else [r['parametrization']]):
             for d in (present['depth_rule'] if r['n_layer'] == base_depth else [r['depth_rule']]):
-                plain = (p == 'sp' or r['width'] == base_width) and (d == 'none' or r['n_layer'] == base_depth)
-                for w in (present['weight_decay_rule'] if plain or r['optimizer'] == 'sgd' else [r['weight_decay_rule']]):
-                    e = dict(r, parametrization=p, depth_rule=d, weight_decay_rule=w)
-                    k = run_key(e)
-                    if k not in seen:
-                        seen.add(k)
-                        out.append(e)
+                e = dict(r, parametrization=p, depth_rule=d)
+                for w in present['weight_decay_rule']:
+                    f = decay_factor(e, base_width, base_depth, w) if r['weight_decay_rule'] == 'paper' else None
+                    if r['optimizer'] == 'sgd' or w == r['weight_decay_rule']:
+                        f = 1.0
+                    if f is None:
+                        continue
+                    x = dict(e, weight_decay_rule=w, weight_decay=float(f"{r['weight_decay'] / f:.12g}"))
+                    if run_key(x) not in seen:
+                        seen.add(run_key(x))
+                        out.append(x)
     return out
 
 

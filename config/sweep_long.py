@@ -23,3 +23,4 @@ adamw_params = 'sp,mup'
 adamw_lrs = '-10:-6'
 seeds = '1337,1338'
 output_mult = '4'
+weight_decay = '0.1'         # the paper's; config/sweep_weight_decay.py adds other values to the same CSV

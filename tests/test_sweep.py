@@ -147,17 +147,53 @@ def test_lr_grid_spec():
     # 3 widths with every parametrization, the base width (256) with SP only
     assert len(g) == 3 * (2 * 8 + 3 * 8) + (8 + 8) and g[0]['width'] == 1024  # widest first
     assert {r['parametrization'] for r in g if r['width'] == 256} == {'sp'}
-    # depth rules at the base depth, and weight-decay rules where no LR is scaled, are one run
+    # depth rules at the base depth are one run, and a weight-decay rule is 'paper' with the λ it amounts to:
+    # fixed_timescale doubles λ for μP at 2x width and leaves it under CompleteP-AdamW (its LRs in the blocks
+    # do not scale with depth), so only those runs are new
     g = sweep.grid(dict(cfg, n_layer='2,8', base_depth=8, depth_rule='none,completep', widths='256,512',
                         optimizers='adamw', adamw_params='sp,mup', adamw_lrs='-8', weight_decay_rule='paper,fixed_timescale'))
-    runs = {(r['width'], r['n_layer'], r['parametrization'], r['depth_rule'], r['weight_decay_rule']) for r in g}
-    assert runs == {(256, 8, 'sp', 'none', 'paper'), (256, 2, 'sp', 'none', 'paper'),
-                    (256, 2, 'sp', 'completep', 'paper'), (256, 2, 'sp', 'completep', 'fixed_timescale'),
-                    (512, 8, 'sp', 'none', 'paper'), (512, 8, 'mup', 'none', 'paper'),
-                    (512, 8, 'mup', 'none', 'fixed_timescale'), (512, 2, 'sp', 'none', 'paper'),
-                    (512, 2, 'sp', 'completep', 'paper'), (512, 2, 'sp', 'completep', 'fixed_timescale'),
-                    (512, 2, 'mup', 'none', 'paper'), (512, 2, 'mup', 'none', 'fixed_timescale'),
-                    (512, 2, 'mup', 'completep', 'paper'), (512, 2, 'mup', 'completep', 'fixed_timescale')}, runs
+    runs = sorted((r['width'], r['n_layer'], r['parametrization'], r['depth_rule'], r['weight_decay']) for r in g)
+    assert {r['weight_decay_rule'] for r in g} == {'paper'}
+    assert runs == sorted([(256, 8, 'sp', 'none', 0.1), (256, 2, 'sp', 'none', 0.1), (256, 2, 'sp', 'completep', 0.1),
+                           (512, 8, 'sp', 'none', 0.1), (512, 8, 'mup', 'none', 0.1), (512, 8, 'mup', 'none', 0.2),
+                           (512, 2, 'sp', 'none', 0.1), (512, 2, 'sp', 'completep', 0.1), (512, 2, 'mup', 'none', 0.1),
+                           (512, 2, 'mup', 'none', 0.2), (512, 2, 'mup', 'completep', 0.1),
+                           (512, 2, 'mup', 'completep', 0.2)]), runs
+
+
+def test_weight_decay_rules_are_one_grid_of_lambda(data_dir, tmp_path, capsys):
+    """A weight-decay rule only rescales λ: the run the sweep trains for (rule, λ) gives every parameter group
+    the decay that rule gives it, the grid trains each distinct decay once, and each rule's panel reads its own
+    λ back from the shared rows."""
+    from model import GDN, GDNConfig
+    for width, n_layer, depth_rule in [(192, 2, 'none'), (96, 4, 'depth_mup'), (144, 1, 'completep')]:
+        model = GDN(GDNConfig(width=width, n_layer=n_layer, vocab_size=64, parametrization='mup', base_width=48,
+                              base_depth=2, depth_rule=depth_rule))
+        for rule in sweep.mup.WEIGHT_DECAY_RULES:
+            r = dict(width=width, n_layer=n_layer, depth_rule=depth_rule, parametrization='mup', optimizer='adamw',
+                     weight_decay=0.1, weight_decay_rule=rule)
+            t = sweep.canonical(r, 48, 2)
+            asked = [g['weight_decay'] for g in sweep.mup.param_groups(model, 'adamw', 0.1, rule)]
+            trained = [g['weight_decay'] for g in sweep.mup.param_groups(model, 'adamw', t['weight_decay'],
+                                                                         t['weight_decay_rule'])]
+            assert trained == pytest.approx(asked, rel=1e-9) and max(asked) > 0, (width, depth_rule, rule)
+    out = str(tmp_path / 'res.csv')
+    grid = args(data_dir, out, '--base_width=64', '--adamw_lrs=-7', '--weight_decay=0,0.1,0.2',
+                '--weight_decay_rule=paper,fixed_timescale,sqrt_width', '--axis=weight_decay')
+    sweep.main(grid)
+    got = rows(out)
+    # width 64 (the base): 3 decays; width 128: SP 3, μP 0, 0.1, 0.2 (paper), 0.4 (fixed), 0.1·√2, 0.2·√2 (sqrt)
+    assert len(got) == 3 + 3 + 6 and {r['weight_decay_rule'] for r in got} == {'paper'}
+    summary = sweep.summarize(sweep.select(sweep.load_results(out), dict(sweep.DEFAULTS, out=out, axis='weight_decay',
+                              weight_decay='0,0.1,0.2', weight_decay_rule='paper,fixed_timescale,sqrt_width'),
+                              {'weight_decay', 'weight_decay_rule'}), 'weight_decay')
+    assert {k[3] for k in summary if k[1] == 'mup'} == {'paper', 'fixed_timescale', 'sqrt_width'}
+    loaded = sweep.expand(sweep.load_results(out), 64, 2, {'weight_decay_rule': ['fixed_timescale']})
+    fixed = {r['weight_decay']: r['val'] for r in loaded if r['width'] == 128 and r['parametrization'] == 'mup'
+             and r['weight_decay_rule'] == 'fixed_timescale'}
+    paper = {float(r['weight_decay']): float(r['final_val_loss']) for r in got if r['width'] == '128'
+             and r['parametrization'] == 'mup'}
+    assert fixed[0.1] == paper[0.2] and fixed[0.2] == paper[0.4] and fixed[0.0] == paper[0.0]
 
 
 def test_base_width_rows_stand_for_mup(data_dir, tmp_path):
