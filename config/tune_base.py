@@ -1,6 +1,7 @@
 # μTransfer, step 1: tune the base values at the base width on the default corpus, at train.py's settings
 # (T 1024, 16 sequences a step, one epoch), one key at a time with the LR, and write them as the config that
-# train.py reads as its defaults. On a GPU machine (about 40 runs of width 256):
+# train.py reads as its defaults. On a GPU machine: 63 runs of width 256 and 15M tokens
+# each (9 LRs x 3 values for each of the three keys, the middle value shared), about 20 min of one H100:
 #   python sweep.py config/tune_base.py                  # resumable; writes config/tuned_gutenberg.py
 #   python train.py --width=768 --mup=True               # step 2: any width, the same values
 out = 'out/tune_gutenberg.csv'
