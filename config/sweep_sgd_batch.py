@@ -1,27 +1,14 @@
-# SGD where clipping is rare: does SP's optimum drift, and does μP's hold? The paper's architecture and SGD
-# (config/sweep_paper.py), clip 1.0 as the paper, but 96 sequences of 512 tokens a step (6 x 16 by gradient
-# accumulation, 49K tokens) for 300 steps: 14.7M tokens, the corpus once. At 16 sequences the clip rescales
-# 37-67% of the steps at the optima and SP's drift hides behind it (docs/transfer.md); a 6x batch cuts the
-# gradient noise's share of the norm by sqrt(6), and each row's clip_frac says whether clipping became rare.
-# The paper's batch is 480 x 1024. On one H100, about 15 min a seed (a width-1024 run is about 50 s):
-#   python sweep.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --seeds=1337
-#   python sweep.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --plot
+# SGD where clipping is rare, on top of config/sweep_paper.py: does SP's optimum drift, and does μP's hold?
+# Clip 1.0 as the paper, but 96 sequences of 512 tokens a step (6 x 16 by gradient accumulation, 49K tokens)
+# for 300 steps: 14.7M tokens, the corpus once. At 16 sequences the clip rescales 37-67% of the steps at the
+# optima and SP's drift hides behind it (docs/transfer.md); a 6x batch cuts the gradient noise's share of the
+# norm by sqrt(6), and each row's clip_frac says whether clipping became rare. The paper's batch is
+# 480 x 1024. On one H100, about 15 min a seed (a width-1024 run is about 50 s):
+#   python sweep.py config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --seeds=1337
+#   python sweep.py config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --plot
 out = 'out/lr_sweep_sgd_batch.csv'
-dataset = 'gutenberg'
-n_layer = 8
-n_head = 6
-base_width = 256
-widths = '256,512,1024'
-batch_size = 16
 gradient_accumulation_steps = 6
-block_size = 512
-max_iters = 300
-warmup_iters = 30
-min_lr = 5e-5
-eval_iters = 10
-eval_interval = 100
 optimizers = 'sgd'
 sgd_params = 'sp,mup'
 sgd_lrs = '-4:1'
 seeds = '1337,1338'
-output_mult = '4'
