@@ -467,3 +467,34 @@ def test_summary_at_an_earlier_step(data_dir, tmp_path, capsys):
     assert 'the optimum moves' in capsys.readouterr().out and not os.path.exists(str(tmp_path / 'res.png'))
     with pytest.raises(SystemExit, match='recorded its val loss at step 3'):
         sweep.main(args(data_dir, out, '--max_iters=4', '--eval_interval=2', '--plot', '--at_step=3'))
+
+
+SWEEP_CONFIGS = [['config/sweep_paper.py'], ['config/sweep_paper.py', 'config/sweep_long.py'],
+                 ['config/sweep_paper.py', 'config/sweep_long.py', 'config/sweep_weight_decay.py'],
+                 ['config/sweep_paper.py', 'config/sweep_sgd_batch.py'], ['config/sweep_depth.py'],
+                 ['config/sweep_depth.py', 'config/sweep_joint.py'], ['config/sweep_quick_momentum09.py'],
+                 ['config/tune_base.py']]
+
+
+@pytest.mark.parametrize('files', SWEEP_CONFIGS, ids=lambda f: '+'.join(os.path.basename(x)[:-3] for x in f))
+def test_sweep_configs_load_as_documented(files):
+    """Each sweep config, on top of the configs its header names, makes a valid grid; the weight-decay study
+    can extend the long-horizon CSV (the same run settings); the joint check carries the LR the depth sweep
+    fits at 256 x 4 under its rule."""
+    from configurator import apply_config
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = [os.path.join(root, f) for f in files]
+    cfg = dict(sweep.DEFAULTS)
+    apply_config(files, cfg)
+    assert sweep.grid(cfg, 10)
+    if files[-1].endswith('sweep_weight_decay.py'):
+        long = dict(sweep.DEFAULTS)
+        apply_config(files[:-1], long)
+        assert {k: cfg[k] for k in sweep.RUN_KEYS} == {k: long[k] for k in sweep.RUN_KEYS}
+    if files[-1].endswith('sweep_joint.py'):
+        csv_path = os.path.join(root, 'assets', 'lr_sweep_depth.csv')
+        rows = sweep.select(sweep.load_results(csv_path), dict(cfg, widths='256', n_layer='4', out=csv_path),
+                            {'widths', 'n_layer', 'depth_rule', 'adamw_params'})
+        (panel,) = sweep.cells(rows, 'lr').values()
+        x = sweep.optima(panel, sweep.panel_seeds(panel))[(256, 4)][0]
+        assert math.log2(cfg['learning_rate']) == pytest.approx(x, abs=0.01)
