@@ -883,14 +883,17 @@ def optima(panel_cells, seeds):
     return out
 
 
-def bootstrap(panel_cells, seeds, n=1000):
-    """Seed-bootstrap replicates of optima(): each resamples the seeds with replacement, jointly for every
-    curve (one seed is one data order at every width). [] with a single seed."""
+def resamples(seeds, n=1000):
+    """n draws of the seeds with replacement, the same draws every time; [] with a single seed."""
     import random
-    if len(seeds) < 2:
-        return []
     rng = random.Random(0)
-    return [optima(panel_cells, [rng.choice(seeds) for _ in seeds]) for _ in range(n)]
+    return [[rng.choice(seeds) for _ in seeds] for _ in range(n)] if len(seeds) >= 2 else []
+
+
+def bootstrap(panel_cells, seeds, n=1000):
+    """Seed-bootstrap replicates of optima(): each resamples the seeds jointly for every curve (one seed is one
+    data order at every width). [] with a single seed."""
+    return [optima(panel_cells, r) for r in resamples(seeds, n)]
 
 
 def interval(values, lo=0.05, hi=0.95):
@@ -925,29 +928,37 @@ def panel_title(key):
 def summarize(rows, axis='lr', tuned_lr=0.0):
     """Print, per panel, every curve's fitted optimum of `axis` with its seed interval, and the optimum's shift
     across the curves with its interval; return {panel: {'best': {curve: (x*, loss, edge)}, 'interval':
-    {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi), 'better': bool}}."""
+    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi), 'better': bool}}."""
     summary = {}
     for key, panel_cells in cells(rows, axis).items():
         seeds = panel_seeds(panel_cells)
         best = optima(panel_cells, seeds)
         reps = bootstrap(panel_cells, seeds)
         print(f"\n{panel_title(key)}  ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}):")
-        intervals = {}
+        intervals, loss_intervals = {}, {}
         for k in sorted(panel_cells):
             if k not in best:
                 print(f"  {curve_label(k, panel_cells):12s}: every run diverged")
                 continue
             x, y, edge = best[k]
             intervals[k] = interval([r[k][0] for r in reps if k in r])
+            loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r])  # the best loss's
             log = min(panel_cells[k]) > 0  # as optima() fitted it
             iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if reps else ''
+            liv = f" [{loss_iv[0]:.4f}, {loss_iv[1]:.4f}]" if reps else ''
             nd = sum(all(d for _, d in bs.values()) for st in panel_cells[k].values() for bs in st.values())
             at = ''
             if tuned_lr and axis == 'lr' and tuned_lr in panel_cells[k]:
-                ty = curve(panel_cells[k], seeds)[tuned_lr]
-                at = f"; at the tuned LR {ty:.4f} ({ty - y:+.4f})"
+                # the promise of μTransfer: a run at the base width's LR is as good, within seed noise, as the
+                # best run the sweep finds here (the fitted minimum lies between grid points: no run reaches it)
+                c = curve(panel_cells[k], seeds)
+                ty, xb = c[tuned_lr], min((x for x in c if math.isfinite(c[x])), key=c.get)
+                hi = interval([curve(panel_cells[k], r)[xb] for r in resamples(seeds)])[1]
+                verdict = ('the best LR of the grid' if xb == tuned_lr else
+                           f"the best run's seed interval reaches {hi:.4f}" if reps else 'one seed')
+                at = f"; at the tuned LR {ty:.4f} ({ty - y:+.4f}; {verdict})"
             print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x, log)}{iv}, val loss {y:.4f}"
-                  f"{'  (at the grid edge: no fit)' if edge else ''}{f', {nd} diverged' if nd else ''}{at}")
+                  f"{liv}{'  (at the grid edge: no fit)' if edge else ''}{f', {nd} diverged' if nd else ''}{at}")
         if len(best) >= 2:
             ks = sorted(best)
             shift = max(best[k][0] for k in ks) - min(best[k][0] for k in ks)
@@ -959,7 +970,7 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
                   f"larger better at the optimum: {'yes' if better else 'no'} "
                   f"({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
-            summary[key] = dict(best=best, interval=intervals, shift=shift, shift_interval=siv, better=better)
+            summary[key] = dict(best=best, interval=intervals, loss_interval=loss_intervals, shift=shift, shift_interval=siv, better=better)
     return summary
 
 

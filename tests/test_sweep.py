@@ -4,6 +4,7 @@ a base hyper-parameter as the swept axis, the memory estimate, the fitted optimu
 plot and the summary, tuning the base values into a config file that train.py and sweep.py take, and
 workers that end with their driver."""
 import csv
+import itertools
 import math
 import os
 import signal
@@ -384,6 +385,24 @@ def test_seed_interval_brackets_the_seed_optima():
     one = [r for r in rows if r['seed'] == 1]
     assert sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)] == (math.nan, math.nan) or \
         all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
+
+
+def test_tuned_lr_is_judged_against_the_best_run(capsys):
+    """The check of μTransfer's promise: the loss at the tuned LR against the best grid run's seed interval (the
+    fitted minimum lies between grid points, where no run is), and the best loss gets its own interval."""
+    rows = []
+    for seed, off in [(1, 0.02), (2, -0.02)]:
+        for width, e in itertools.product((256, 1024), range(-11, -4)):
+            rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** e, parametrization='mup',
+                             optimizer='adamw', seed=seed, steps=10, weight_decay=0.1, weight_decay_rule='paper',
+                             val=3 + off + 0.1 * (e + 7.8) ** 2, diverged=False, **sweep.mup.BASE_HPARAMS))
+    s = sweep.summarize(rows, tuned_lr=2.0 ** -8)[('adamw', 'mup', 'none', 'paper')]
+    lo, hi = s['loss_interval'][(1024, 8)]
+    assert lo == pytest.approx(2.98) and hi == pytest.approx(3.02)  # the seeds' own minima
+    assert "at the tuned LR 3.0040 (+0.0040; the best LR of the grid)" in capsys.readouterr().out
+    sweep.summarize(rows, tuned_lr=2.0 ** -7)  # one octave off: 0.0640 above the best run, whose seeds reach 3.0240
+    out = capsys.readouterr().out
+    assert "at the tuned LR 3.0040" not in out and "(+0.0640; the best run's seed interval reaches 3.0240)" in out
 
 
 def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path):
