@@ -744,6 +744,11 @@ def load_results(out, at_step=0):
     return rows
 
 
+def rule_free(r):
+    """Under SP and under SGD every weight-decay rule is λ itself: such a run is one curve, not one per rule."""
+    return r['optimizer'] == 'sgd' or r['parametrization'] == 'sp'
+
+
 def expand(rows, base_width, base_depth, labels=None):
     """Each row once for every label it stands for (canonical()'s converse): at the base width for every
     parametrization of its optimizer, at the base depth for every depth rule, and for every weight-decay rule
@@ -760,7 +765,7 @@ def expand(rows, base_width, base_depth, labels=None):
         for p in (params[r['optimizer']] if r['width'] == base_width else [r['parametrization']]):
             for d in (present['depth_rule'] if r['n_layer'] == base_depth else [r['depth_rule']]):
                 e = dict(r, parametrization=p, depth_rule=d)
-                for w in present['weight_decay_rule']:
+                for w in (present['weight_decay_rule'] if not rule_free(e) else ['paper']):
                     if r['optimizer'] == 'sgd' or w == r['weight_decay_rule']:
                         f = 1.0
                     elif r['weight_decay_rule'] == 'paper':  # a canonical row stands for every rule, λ rescaled
@@ -802,7 +807,8 @@ def select(rows, cfg, assigned=None):
         if r['optimizer'] == 'adamw' and 'weight_decay' != cfg['axis'] and given('weight_decay') and \
                 not any(math.isclose(r['weight_decay'], v) for v in keep['weight_decay']):
             return False
-        if any(k != cfg['axis'] and given(keys.get(k, k)) and r[k] not in v for k, v in lists.items()):
+        if any(k != cfg['axis'] and given(keys.get(k, k)) and r[k] not in v
+               and not (k == 'weight_decay_rule' and rule_free(r)) for k, v in lists.items()):
             return False
         return all(h == cfg['axis'] or not given(h) or any(math.isclose(r[h], v) for v in keep[h]) for h in HPARAMS)
     return [r for r in rows if ok(r)]
@@ -872,12 +878,18 @@ def fit_optimum(points):
     return float(xv), float(np.polyval([a, b, c], xv)), False
 
 
+def in_log2(panel_cells):
+    """A panel is fitted in log2 units unless some curve of it has a 0 on its axis (weight decay): one unit for
+    every curve, so their optima compare."""
+    return all(min(xs) > 0 for xs in panel_cells.values())
+
+
 def optima(panel_cells, seeds):
     """{curve: fit_optimum of its seed-mean curve} for one panel and one choice of seeds."""
-    out = {}
+    out, log = {}, in_log2(panel_cells)
     for key, xs in panel_cells.items():
         c = curve(xs, seeds)
-        fit = fit_optimum({log2x(x): y for x, y in c.items()} if min(c) > 0 else c)  # log2 units unless a 0
+        fit = fit_optimum({log2x(x): y for x, y in c.items()} if log else c)
         if fit:
             out[key] = fit
     return out
@@ -943,7 +955,7 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             x, y, edge = best[k]
             intervals[k] = interval([r[k][0] for r in reps if k in r])
             loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r])  # the best loss's
-            log = min(panel_cells[k]) > 0  # as optima() fitted it
+            log = in_log2(panel_cells)
             iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if reps else ''
             liv = f" [{loss_iv[0]:.4f}, {loss_iv[1]:.4f}]" if reps else ''
             nd = sum(all(d for _, d in bs.values()) for st in panel_cells[k].values() for bs in st.values())
@@ -966,7 +978,7 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             siv = interval(shifts) if shifts else (float('nan'), float('nan'))
             better = all(best[a][1] > best[b][1] for a, b in zip(ks, ks[1:]))
             moves = f"x{2 ** shift:.2f}" + (f" [x{2 ** siv[0]:.2f}, x{2 ** siv[1]:.2f}]" if shifts else '') \
-                if axis == 'lr' else f"{shift:.2f} octaves"
+                if axis == 'lr' else f"{shift:.2f} octaves" if in_log2(panel_cells) else f"by {shift:.3g}"
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
                   f"larger better at the optimum: {'yes' if better else 'no'} "
                   f"({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
@@ -1006,18 +1018,18 @@ def plot(cfg, rows, summary=None):
             panel = data[key]
             seeds = panel_seeds(panel)
             s = (summary or {}).get(key, {})
-            finite_all = []
+            finite_all, fits = [], optima(panel, seeds)
+            to_x = (lambda v: v) if in_log2(panel) else log2x  # the fit's units (optima()) on the log2 axis
             for k in sorted(panel):
                 c = curve(panel[k], seeds)
                 xs = sorted(c)
                 lx = [log2x(x) for x in xs]
-                fit = optima({k: panel[k]}, seeds).get(k)
+                fit = fits.get(k)
                 base = (fit[1] if fit else 0.0) if relative else 0.0
                 ys = [c[x] - base for x in xs]
                 finite_all += [y for y in ys if math.isfinite(y)]
                 ax.plot(lx, ys, '-o', ms=3, color=color[k], label=curve_label(k, panel))
                 if fit:
-                    to_x = (lambda v: v) if min(c) > 0 else log2x  # the fit's units (optima()) on the log2 axis
                     ax.plot([to_x(fit[0])], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
                     if k in s.get('interval', {}) and math.isfinite(s['interval'][k][0]):
                         lo, hi = s['interval'][k]

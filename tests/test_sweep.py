@@ -189,6 +189,7 @@ def test_weight_decay_rules_are_one_grid_of_lambda(data_dir, tmp_path, capsys):
                               weight_decay='0,0.1,0.2', weight_decay_rule='paper,fixed_timescale,sqrt_width'),
                               {'weight_decay', 'weight_decay_rule'}), 'weight_decay')
     assert {k[3] for k in summary if k[1] == 'mup'} == {'paper', 'fixed_timescale', 'sqrt_width'}
+    assert {k[3] for k in summary if k[1] == 'sp'} == {'paper'}  # under SP every rule is λ: one panel, not three
     loaded = sweep.expand(sweep.load_results(out), 64, 2, {'weight_decay_rule': ['fixed_timescale']})
     fixed = {r['weight_decay']: r['val'] for r in loaded if r['width'] == 128 and r['parametrization'] == 'mup'
              and r['weight_decay_rule'] == 'fixed_timescale'}
@@ -385,6 +386,20 @@ def test_seed_interval_brackets_the_seed_optima():
     one = [r for r in rows if r['seed'] == 1]
     assert sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)] == (math.nan, math.nan) or \
         all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
+
+
+def test_a_panel_is_fitted_in_one_unit():
+    """A weight-decay panel whose curves differ in having λ = 0 is fitted in λ's own units for every curve, so the
+    optima and their shift compare (log2 units for one curve and λ for the other would mix octaves and λ)."""
+    rows = []
+    for width, lams in [(256, (0.0, 0.1, 0.2, 0.4)), (1024, (0.1, 0.2, 0.4, 0.8))]:
+        for lam in lams:
+            rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** -8, parametrization='mup',
+                             optimizer='adamw', seed=1, steps=10, weight_decay=lam, weight_decay_rule='paper',
+                             val=3 + (lam - 0.2) ** 2, diverged=False, **sweep.mup.BASE_HPARAMS))
+    s = sweep.summarize(rows, 'weight_decay')[('adamw', 'mup', 'none', 'paper')]
+    assert s['best'][(256, 8)][0] == pytest.approx(0.2) and s['best'][(1024, 8)][0] == pytest.approx(0.2)
+    assert s['shift'] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_tuned_lr_is_judged_against_the_best_run(capsys):
