@@ -1019,21 +1019,21 @@ def plot(cfg, rows, summary=None):
             seeds = panel_seeds(panel)
             s = (summary or {}).get(key, {})
             finite_all, fits = [], optima(panel, seeds)
-            to_x = (lambda v: v) if in_log2(panel) else log2x  # the fit's units (optima()) on the log2 axis
+            log = in_log2(panel)  # drawn in the units it is fitted in: log2, or linear where an axis has a 0
             for k in sorted(panel):
                 c = curve(panel[k], seeds)
                 xs = sorted(c)
-                lx = [log2x(x) for x in xs]
+                lx = [log2x(x) for x in xs] if log else xs
                 fit = fits.get(k)
                 base = (fit[1] if fit else 0.0) if relative else 0.0
                 ys = [c[x] - base for x in xs]
                 finite_all += [y for y in ys if math.isfinite(y)]
                 ax.plot(lx, ys, '-o', ms=3, color=color[k], label=curve_label(k, panel))
                 if fit:
-                    ax.plot([to_x(fit[0])], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
+                    ax.plot([fit[0]], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
                     if k in s.get('interval', {}) and math.isfinite(s['interval'][k][0]):
                         lo, hi = s['interval'][k]
-                        ax.plot([to_x(lo), to_x(hi)], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
+                        ax.plot([lo, hi], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
             if relative:
                 ax.set_ylim(-0.01, 0.3)
                 ax.set_ylabel('val loss - the curve\'s best')
@@ -1041,7 +1041,7 @@ def plot(cfg, rows, summary=None):
                 ax.set_ylim(min(finite_all) - 0.03, min(max(finite_all), min(finite_all) + 1.0) + 0.05)
                 ax.set_ylabel('final val loss')
             ax.set_title(panel_title(key), fontsize=10)
-            ax.set_xlabel(f'log2 {LABELS.get(axis, axis)}')
+            ax.set_xlabel(f"{'log2 ' if log else ''}{LABELS.get(axis, axis)}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(title + (f"\n{cfg['note']}" if cfg['note'] else ''), fontsize=9)
