@@ -977,10 +977,13 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             shifts = [max(r[k][0] for k in ks) - min(r[k][0] for k in ks) for r in reps if all(k in r for k in ks)]
             siv = interval(shifts) if shifts else (float('nan'), float('nan'))
             better = all(best[a][1] > best[b][1] for a, b in zip(ks, ks[1:]))
+            # an order the seeds cannot confirm: some neighbour's best-loss interval overlaps the next one's
+            unsure = better and reps and any(loss_intervals[a][0] <= loss_intervals[b][1] for a, b in zip(ks, ks[1:])
+                                             if a in loss_intervals and b in loss_intervals)
             moves = f"x{2 ** shift:.2f}" + (f" [x{2 ** siv[0]:.2f}, x{2 ** siv[1]:.2f}]" if shifts else '') \
                 if axis == 'lr' else f"{shift:.2f} octaves" if in_log2(panel_cells) else f"by {shift:.3g}"
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
-                  f"larger better at the optimum: {'yes' if better else 'no'} "
+                  f"larger better at the optimum: {'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'} "
                   f"({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
             summary[key] = dict(best=best, interval=intervals, loss_interval=loss_intervals, shift=shift, shift_interval=siv, better=better)
     return summary

@@ -388,6 +388,20 @@ def test_seed_interval_brackets_the_seed_optima():
         all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
 
 
+@pytest.mark.parametrize('gain, verdict', [(0.1, 'yes ('), (0.001, 'yes, within the seed intervals'), (-0.05, 'no')])
+def test_wider_better_is_judged_with_the_seeds(capsys, gain, verdict):
+    """"Larger better" is confirmed only where the best-loss intervals of neighbouring curves do not overlap."""
+    rows = []
+    for seed, off in [(1, 0.02), (2, -0.02)]:
+        for width, e in itertools.product((256, 1024), range(-11, -4)):
+            rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** e, parametrization='mup',
+                             optimizer='adamw', seed=seed, steps=10, weight_decay=0.1, weight_decay_rule='paper',
+                             val=3 + off - (gain if width == 1024 else 0) + 0.1 * (e + 8) ** 2, diverged=False,
+                             **sweep.mup.BASE_HPARAMS))
+    sweep.summarize(rows)
+    assert f"larger better at the optimum: {verdict}" in capsys.readouterr().out
+
+
 def test_a_panel_is_fitted_in_one_unit():
     """A weight-decay panel whose curves differ in having λ = 0 is fitted in λ's own units for every curve, so the
     optima and their shift compare (log2 units for one curve and λ for the other would mix octaves and λ)."""
