@@ -937,38 +937,42 @@ def panel_title(key):
     return f"{LABELS[opt]}, {LABELS[param]}" + (f" ({', '.join(extra)})" if extra else '')
 
 
+def tuned_check(xs, seeds, tuned_lr, best_loss):
+    """The promise of μTransfer on one curve: a run at the base width's tuned LR is as good, within seed noise,
+    as the best run the sweep finds (the fitted minimum lies between grid points, where no run is)."""
+    if tuned_lr not in xs:
+        return ''
+    c = curve(xs, seeds)
+    ty, xb = c[tuned_lr], min((x for x in c if math.isfinite(c[x])), key=c.get)
+    hi = interval([curve(xs, r)[xb] for r in resamples(seeds)])[1]
+    verdict = ('the best LR of the grid' if xb == tuned_lr else
+               f"the best run's seed interval reaches {hi:.4f}" if len(seeds) > 1 else 'one seed')
+    return f"; at the tuned LR {ty:.4f} ({ty - best_loss:+.4f}; {verdict})"
+
+
 def summarize(rows, axis='lr', tuned_lr=0.0):
     """Print, per panel, every curve's fitted optimum of `axis` with its seed interval, and the optimum's shift
     across the curves with its interval; return {panel: {'best': {curve: (x*, loss, edge)}, 'interval':
-    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi), 'better': bool}}."""
+    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi),
+    'better': bool}}."""
     summary = {}
     for key, panel_cells in cells(rows, axis).items():
         seeds = panel_seeds(panel_cells)
         best = optima(panel_cells, seeds)
         reps = bootstrap(panel_cells, seeds)
         print(f"\n{panel_title(key)}  ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}):")
-        intervals, loss_intervals = {}, {}
+        intervals, loss_intervals, log = {}, {}, in_log2(panel_cells)
         for k in sorted(panel_cells):
             if k not in best:
                 print(f"  {curve_label(k, panel_cells):12s}: every run diverged")
                 continue
             x, y, edge = best[k]
             intervals[k] = interval([r[k][0] for r in reps if k in r])
-            loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r])  # the best loss's
-            log = in_log2(panel_cells)
+            loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r])
             iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if reps else ''
             liv = f" [{loss_iv[0]:.4f}, {loss_iv[1]:.4f}]" if reps else ''
             nd = sum(all(d for _, d in bs.values()) for st in panel_cells[k].values() for bs in st.values())
-            at = ''
-            if tuned_lr and axis == 'lr' and tuned_lr in panel_cells[k]:
-                # the promise of μTransfer: a run at the base width's LR is as good, within seed noise, as the
-                # best run the sweep finds here (the fitted minimum lies between grid points: no run reaches it)
-                c = curve(panel_cells[k], seeds)
-                ty, xb = c[tuned_lr], min((x for x in c if math.isfinite(c[x])), key=c.get)
-                hi = interval([curve(panel_cells[k], r)[xb] for r in resamples(seeds)])[1]
-                verdict = ('the best LR of the grid' if xb == tuned_lr else
-                           f"the best run's seed interval reaches {hi:.4f}" if reps else 'one seed')
-                at = f"; at the tuned LR {ty:.4f} ({ty - y:+.4f}; {verdict})"
+            at = tuned_check(panel_cells[k], seeds, tuned_lr, y) if tuned_lr and axis == 'lr' else ''
             print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x, log)}{iv}, val loss {y:.4f}"
                   f"{liv}{'  (at the grid edge: no fit)' if edge else ''}{f', {nd} diverged' if nd else ''}{at}")
         if len(best) >= 2:
@@ -978,14 +982,15 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             siv = interval(shifts) if shifts else (float('nan'), float('nan'))
             better = all(best[a][1] > best[b][1] for a, b in zip(ks, ks[1:]))
             # an order the seeds cannot confirm: some neighbour's best-loss interval overlaps the next one's
-            unsure = better and reps and any(loss_intervals[a][0] <= loss_intervals[b][1] for a, b in zip(ks, ks[1:])
-                                             if a in loss_intervals and b in loss_intervals)
+            unsure = better and reps and any(loss_intervals[a][0] <= loss_intervals[b][1]
+                                             for a, b in zip(ks, ks[1:]))
             moves = f"x{2 ** shift:.2f}" + (f" [x{2 ** siv[0]:.2f}, x{2 ** siv[1]:.2f}]" if shifts else '') \
                 if axis == 'lr' else f"{shift:.2f} octaves" if in_log2(panel_cells) else f"by {shift:.3g}"
+            order = 'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
-                  f"larger better at the optimum: {'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'} "
-                  f"({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
-            summary[key] = dict(best=best, interval=intervals, loss_interval=loss_intervals, shift=shift, shift_interval=siv, better=better)
+                  f"larger better at the optimum: {order} ({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
+            summary[key] = dict(best=best, interval=intervals, loss_interval=loss_intervals, shift=shift,
+                                shift_interval=siv, better=better)
     return summary
 
 
