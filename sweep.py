@@ -766,7 +766,7 @@ def expand(rows, base_width, base_depth, labels=None):
             for d in (present['depth_rule'] if r['n_layer'] == base_depth else [r['depth_rule']]):
                 e = dict(r, parametrization=p, depth_rule=d)
                 for w in (present['weight_decay_rule'] if not rule_free(e) else ['paper']):
-                    if r['optimizer'] == 'sgd' or w == r['weight_decay_rule']:
+                    if w == r['weight_decay_rule']:
                         f = 1.0
                     elif r['weight_decay_rule'] == 'paper':  # a canonical row stands for every rule, λ rescaled
                         f = decay_factor(e, base_width, base_depth, w)
@@ -944,9 +944,13 @@ def tuned_check(xs, seeds, tuned_lr, best_loss):
         return ''
     c = curve(xs, seeds)
     ty, xb = c[tuned_lr], min((x for x in c if math.isfinite(c[x])), key=c.get)
-    hi = interval([curve(xs, r)[xb] for r in resamples(seeds)])[1]
-    verdict = ('the best LR of the grid' if xb == tuned_lr else
-               f"the best run's seed interval reaches {hi:.4f}" if len(seeds) > 1 else 'one seed')
+    if xb == tuned_lr:
+        verdict = 'the best LR of the grid'
+    elif len(seeds) > 1:
+        hi = interval([curve(xs, r)[xb] for r in resamples(seeds)])[1]
+        verdict = f"the best run's seed interval reaches {hi:.4f}"
+    else:
+        verdict = 'one seed'
     return f"; at the tuned LR {ty:.4f} ({ty - best_loss:+.4f}; {verdict})"
 
 
@@ -985,7 +989,7 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             unsure = better and reps and any(loss_intervals[a][0] <= loss_intervals[b][1]
                                              for a, b in zip(ks, ks[1:]))
             moves = f"x{2 ** shift:.2f}" + (f" [x{2 ** siv[0]:.2f}, x{2 ** siv[1]:.2f}]" if shifts else '') \
-                if axis == 'lr' else f"{shift:.2f} octaves" if in_log2(panel_cells) else f"by {shift:.3g}"
+                if axis == 'lr' else f"{shift:.2f} octaves" if log else f"by {shift:.3g}"
             order = 'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
                   f"larger better at the optimum: {order} ({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
@@ -1026,7 +1030,7 @@ def plot(cfg, rows, summary=None):
             panel = data[key]
             seeds = panel_seeds(panel)
             s = (summary or {}).get(key, {})
-            finite_all, fits = [], optima(panel, seeds)
+            finite_all, fits = [], s.get('best') or optima(panel, seeds)  # the summary's fits, where it has them
             log = in_log2(panel)  # drawn in the units it is fitted in: log2, or linear where an axis has a 0
             for k in sorted(panel):
                 c = curve(panel[k], seeds)
