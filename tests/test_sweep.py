@@ -367,6 +367,13 @@ def test_fit_optimum():
     assert sweep.fit_optimum(wall)[0] == pytest.approx(-7.3)
 
 
+def result(width, lr, seed, val, weight_decay=0.1):
+    """One μP-AdamW result as load_results() gives it, at depth 8 with the base hyper-parameters."""
+    return dict(width=width, n_layer=8, depth_rule='none', lr=lr, parametrization='mup', optimizer='adamw',
+                seed=seed, steps=10, weight_decay=weight_decay, weight_decay_rule='paper', val=val, diverged=False,
+                **sweep.mup.BASE_HPARAMS)
+
+
 def test_seed_interval_brackets_the_seed_optima():
     """With several seeds the bootstrap interval of a curve's optimum lies within the per-seed optima and around
     their mean (the seeds resampled jointly across curves), and the shift across curves gets an interval too;
@@ -375,9 +382,7 @@ def test_seed_interval_brackets_the_seed_optima():
     for seed, off in [(1, -0.3), (2, 0.0), (3, 0.3)]:
         for width, shift in [(256, 0.0), (1024, -1.0)]:
             for e in range(-11, -4):
-                rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** e, parametrization='mup',
-                                 optimizer='adamw', seed=seed, steps=10, weight_decay=0.1, weight_decay_rule='paper',
-                                 val=3 + 0.1 * (e + 7 - off - shift) ** 2, diverged=False, **sweep.mup.BASE_HPARAMS))
+                rows.append(result(width, 2.0 ** e, seed, 3 + 0.1 * (e + 7 - off - shift) ** 2))
     s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
     assert s['best'][(256, 8)][0] == pytest.approx(-7.0) and s['best'][(1024, 8)][0] == pytest.approx(-8.0)
     lo, hi = s['interval'][(256, 8)]
@@ -394,10 +399,7 @@ def test_wider_better_is_judged_with_the_seeds(capsys, gain, verdict):
     rows = []
     for seed, off in [(1, 0.02), (2, -0.02)]:
         for width, e in itertools.product((256, 1024), range(-11, -4)):
-            rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** e, parametrization='mup',
-                             optimizer='adamw', seed=seed, steps=10, weight_decay=0.1, weight_decay_rule='paper',
-                             val=3 + off - (gain if width == 1024 else 0) + 0.1 * (e + 8) ** 2, diverged=False,
-                             **sweep.mup.BASE_HPARAMS))
+            rows.append(result(width, 2.0 ** e, seed, 3 + off - (gain if width == 1024 else 0) + 0.1 * (e + 8) ** 2))
     sweep.summarize(rows)
     assert f"larger better at the optimum: {verdict}" in capsys.readouterr().out
 
@@ -408,9 +410,7 @@ def test_a_panel_is_fitted_in_one_unit():
     rows = []
     for width, lams in [(256, (0.0, 0.1, 0.2, 0.4)), (1024, (0.1, 0.2, 0.4, 0.8))]:
         for lam in lams:
-            rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** -8, parametrization='mup',
-                             optimizer='adamw', seed=1, steps=10, weight_decay=lam, weight_decay_rule='paper',
-                             val=3 + (lam - 0.2) ** 2, diverged=False, **sweep.mup.BASE_HPARAMS))
+            rows.append(result(width, 2.0 ** -8, 1, 3 + (lam - 0.2) ** 2, weight_decay=lam))
     s = sweep.summarize(rows, 'weight_decay')[('adamw', 'mup', 'none', 'paper')]
     assert s['best'][(256, 8)][0] == pytest.approx(0.2) and s['best'][(1024, 8)][0] == pytest.approx(0.2)
     assert s['shift'] == pytest.approx(0.0, abs=1e-9)
@@ -422,9 +422,7 @@ def test_tuned_lr_is_judged_against_the_best_run(capsys):
     rows = []
     for seed, off in [(1, 0.02), (2, -0.02)]:
         for width, e in itertools.product((256, 1024), range(-11, -4)):
-            rows.append(dict(width=width, n_layer=8, depth_rule='none', lr=2.0 ** e, parametrization='mup',
-                             optimizer='adamw', seed=seed, steps=10, weight_decay=0.1, weight_decay_rule='paper',
-                             val=3 + off + 0.1 * (e + 7.8) ** 2, diverged=False, **sweep.mup.BASE_HPARAMS))
+            rows.append(result(width, 2.0 ** e, seed, 3 + off + 0.1 * (e + 7.8) ** 2))
     s = sweep.summarize(rows, tuned_lr=2.0 ** -8)[('adamw', 'mup', 'none', 'paper')]
     lo, hi = s['loss_interval'][(1024, 8)]
     assert lo == pytest.approx(2.98) and hi == pytest.approx(3.02)  # the seeds' own minima
