@@ -22,9 +22,10 @@ hyper-parameters (output_mult, init_std, embed_lr_mult, gate_lr_mult), weight_de
 
 Judging an optimum. At long horizons the loss is flat near its minimum and the argmin of single runs is noise,
 so every curve's optimum is a fit: a parabola in log2(x) through the points within one octave of the lowest
-(at least three), least squares where there are more. Its seed interval comes from a bootstrap over the seeds
-(resampled jointly for every curve, as a seed fixes the data order at every width), and so does the interval
-of the optimum's shift across widths or depths. With one seed there is no interval.
+(at least three), least squares where there are more. A seed also fixes which validation windows are scored,
+so each seed's level is fitted and removed first (seed_offsets). Its seed interval comes from a bootstrap over
+the seeds (resampled jointly for every curve, as a seed fixes the data order at every width), and so does the
+interval of the optimum's shift across widths or depths. With one seed there is no interval.
 
 Runs that are one model with one set of LRs and decays are trained once, and the row stands for all of them
 (tested): μP variants at the base width, depth rules at the base depth, and the weight-decay rules, which
@@ -825,10 +826,46 @@ def cells(rows, axis):
     for r in rows:
         out.setdefault(tuple(r[k] for k in PANEL), {}).setdefault((r['width'], r['n_layer']), {}) \
            .setdefault(r[axis], {}).setdefault(tuple(r[k] for k in free), {})[r['seed']] = (r['val'], r['diverged'])
+    curves = [xs for panel in out.values() for xs in panel.values()]
+    off = seed_offsets(curves)
+    for by_seed in (bs for xs in curves for st in xs.values() for bs in st.values()):
+        for s, (v, d) in by_seed.items():
+            by_seed[s] = (v - off[s], d)
     order = {k: i for i, k in enumerate((o, p) for o in mup.OPTIMIZERS for p in mup.PARAMETRIZATIONS)}
     rank = lambda names, k: list(names).index(k) if k in names else 99  # noqa: E731
     return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0][:2], 99), rank(mup.DEPTH_ALPHA, kv[0][2]),
                                                     rank(mup.WEIGHT_DECAY_RULES, kv[0][3]))))
+
+
+def seed_offsets(curves):
+    """{seed: offset} over curves, a list of cells()' {x: {others: {seed: (val loss, diverged)}}}. A seed fixes
+    the data order and which validation windows are scored, the same for every run of a sweep, so one seed's
+    losses can sit 0.1 above another's everywhere while the curves' shapes agree. Grids add seeds only near the
+    optima, and a plain mean over the seeds each point has would bend the curves by those levels. The fit is
+    loss = f(curve, setting) + offset(seed), least squares over the finite runs (alternating means), offsets
+    summing to 0: where every seed covers the grid, the curves are the plain means. The levels cancel in what
+    the summary compares (runs and curves of one sweep), so the intervals keep the rest of the seed noise."""
+    runs = [((i, x, o), s, v) for i, xs in enumerate(curves) for x, st in xs.items() for o, by_seed in st.items()
+            for s, (v, d) in by_seed.items() if not d and math.isfinite(v)]
+    off = {s: 0.0 for xs in curves for st in xs.values() for bs in st.values() for s in bs}
+    if len({s for _, s, _ in runs}) < 2:
+        return off
+    for _ in range(1000):
+        f = {}
+        for c, s, v in runs:
+            f.setdefault(c, []).append(v - off[s])
+        f = {c: sum(a) / len(a) for c, a in f.items()}
+        res = {}
+        for c, s, v in runs:
+            res.setdefault(s, []).append(v - f[c])
+        new = {s: sum(a) / len(a) for s, a in res.items()}
+        mean = sum(new.values()) / len(new)
+        new = {s: new.get(s, mean) - mean for s in off}
+        done = max(abs(new[s] - off[s]) for s in off) < 1e-10
+        off = new
+        if done:
+            break
+    return off
 
 
 def panel_seeds(panel_cells):

@@ -393,13 +393,35 @@ def test_seed_interval_brackets_the_seed_optima():
         all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
 
 
+def test_a_seed_level_does_not_bend_the_curves():
+    """A seed that scores 0.15 higher everywhere (its validation windows), run only near the optima: the plain
+    mean over the seeds each LR has would tilt the curve towards the LRs without it; the fit removes the level.
+    On a grid that every seed covers the curves are the plain means."""
+    rows = [result(w, 2.0 ** e, 1, 3 + 0.01 * (e + 8.5) ** 2) for w in (256, 1024) for e in range(-11, -5)]
+    rows += [result(w, 2.0 ** e, 2, 3.15 + 0.01 * (e + 8.5) ** 2) for w in (256, 1024) for e in (-9, -8)]
+    s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
+    assert s['best'][(1024, 8)][0] == pytest.approx(-8.5) and s['best'][(1024, 8)][1] == pytest.approx(3.075)
+    raw = {}  # the curves before cells() removes the levels: {width: {lr: {(): {seed: (val, diverged)}}}}
+    for r in rows:
+        raw.setdefault(r['width'], {}).setdefault(r['lr'], {}).setdefault((), {})[r['seed']] = (r['val'], False)
+    off = sweep.seed_offsets(list(raw.values()))
+    assert off[2] - off[1] == pytest.approx(0.15) and off[1] + off[2] == pytest.approx(0.0)
+    full = [result(w, 2.0 ** e, seed, 3 + 0.1 * seed + 0.01 * (e + 8 + seed) ** 2)
+            for w in (256, 1024) for e in range(-11, -5) for seed in (1, 2)]
+    (panel,) = sweep.cells(full, 'lr').values()
+    mean = {x: sum(r['val'] for r in full if r['width'] == 256 and r['lr'] == x) / 2 for x in panel[(256, 8)]}
+    assert sweep.curve(panel[(256, 8)], [1, 2]) == pytest.approx(mean)
+
+
 @pytest.mark.parametrize('gain, verdict', [(0.1, 'yes ('), (0.001, 'yes, within the seed intervals'), (-0.05, 'no')])
 def test_wider_better_is_judged_with_the_seeds(capsys, gain, verdict):
-    """"Larger better" is confirmed only where the best-loss intervals of neighbouring curves do not overlap."""
+    """"Larger better" is confirmed only where the best-loss intervals of neighbouring curves do not overlap. The
+    seeds' noise differs per width (a common level would cancel: test_a_seed_level_does_not_bend_the_curves)."""
     rows = []
     for seed, off in [(1, 0.02), (2, -0.02)]:
         for width, e in itertools.product((256, 1024), range(-11, -4)):
-            rows.append(result(width, 2.0 ** e, seed, 3 + off - (gain if width == 1024 else 0) + 0.1 * (e + 8) ** 2))
+            noise = off if width == 256 else -off
+            rows.append(result(width, 2.0 ** e, seed, 3 + noise - (gain if width == 1024 else 0) + 0.1 * (e + 8) ** 2))
     sweep.summarize(rows)
     assert f"larger better at the optimum: {verdict}" in capsys.readouterr().out
 
@@ -422,7 +444,7 @@ def test_tuned_lr_is_judged_against_the_best_run(capsys):
     rows = []
     for seed, off in [(1, 0.02), (2, -0.02)]:
         for width, e in itertools.product((256, 1024), range(-11, -4)):
-            rows.append(result(width, 2.0 ** e, seed, 3 + off + 0.1 * (e + 7.8) ** 2))
+            rows.append(result(width, 2.0 ** e, seed, 3 + (off if width == 256 else -off) + 0.1 * (e + 7.8) ** 2))
     s = sweep.summarize(rows, tuned_lr=2.0 ** -8)[('adamw', 'mup', 'none', 'paper')]
     lo, hi = s['loss_interval'][(1024, 8)]
     assert lo == pytest.approx(2.98) and hi == pytest.approx(3.02)  # the seeds' own minima
