@@ -851,14 +851,8 @@ def seed_offsets(curves):
     if len({s for _, s, _ in runs}) < 2:
         return off
     for _ in range(1000):
-        f = {}
-        for c, s, v in runs:
-            f.setdefault(c, []).append(v - off[s])
-        f = {c: sum(a) / len(a) for c, a in f.items()}
-        res = {}
-        for c, s, v in runs:
-            res.setdefault(s, []).append(v - f[c])
-        new = {s: sum(a) / len(a) for s, a in res.items()}
+        f = group_means((c, v - off[s]) for c, s, v in runs)
+        new = group_means((s, v - f[c]) for c, s, v in runs)
         mean = sum(new.values()) / len(new)
         new = {s: new.get(s, mean) - mean for s in off}
         done = max(abs(new[s] - off[s]) for s in off) < 1e-10
@@ -866,6 +860,14 @@ def seed_offsets(curves):
         if done:
             break
     return off
+
+
+def group_means(pairs):
+    """{key: the mean of its values} of (key, value) pairs."""
+    groups = {}
+    for k, v in pairs:
+        groups.setdefault(k, []).append(v)
+    return {k: sum(a) / len(a) for k, a in groups.items()}
 
 
 def panel_seeds(panel_cells):
