@@ -10,5 +10,5 @@ warmup_iters = 150
 eval_interval = 250          # the val loss along the run: the step at which the ranking and the optima settle
 optimizers = 'adamw'
 adamw_lrs = '-10:-6'
-seeds = '1337,1338,1339'
+seeds = '1337,1338,1339,1340'
 weight_decay = '0.1'         # the paper's; config/sweep_weight_decay.py adds other values to the same CSV

@@ -7,7 +7,7 @@
 #   python sweep.py config/tune_base.py config/tuned_gutenberg.py --tune= --widths=1024 --adamw_params=mup \
 #       --adamw_lrs=-10:-7 --seeds=1337,1338 --out=out/tuned_check.csv   # the check: the summary prints the
 #       tuned LR's loss at width 1024 and its distance from the fitted best there (about 10 min of one H100)
-out = 'out/tune_gutenberg.csv'
+out = 'assets/tune_gutenberg.csv'         # committed: the command resumes from the runs it holds
 tuned_out = 'config/tuned_gutenberg.py'
 tune = 'output_mult,init_std,weight_decay'   # in this order; the keys not yet tuned sit mid-list
 dataset = 'gutenberg'
