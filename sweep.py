@@ -35,6 +35,7 @@ import csv
 import math
 import os
 import sys
+import textwrap
 import time
 import types
 
@@ -1095,7 +1096,8 @@ def plot(cfg, rows, summary=None):
             ax.set_xlabel(f"{'log2 ' if log else ''}{LABELS.get(axis, axis)}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(title + (f"\n{cfg['note']}" if cfg['note'] else ''), fontsize=9)
+        lines = [title] + ([cfg['note']] if cfg['note'] else [])  # wrapped to the figure: one panel is narrow
+        fig.suptitle('\n'.join(textwrap.fill(t, 62 * ncol) for t in lines), fontsize=9)
         fig.tight_layout()
         path = stem + ('_relative' if relative else '') + '.png'
         fig.savefig(path, dpi=110)
