@@ -768,12 +768,9 @@ def expand(rows, base_width, base_depth, labels=None):
             for d in (present['depth_rule'] if r['n_layer'] == base_depth else [r['depth_rule']]):
                 e = dict(r, parametrization=p, depth_rule=d)
                 for w in (present['weight_decay_rule'] if not rule_free(e) else ['paper']):
-                    if w == r['weight_decay_rule']:
-                        f = 1.0
-                    elif r['weight_decay_rule'] == 'paper':  # a canonical row stands for every rule, λ rescaled
-                        f = decay_factor(e, base_width, base_depth, w)
-                    else:
-                        continue
+                    # a row stands for its own rule; a canonical ('paper') row also for every other, λ rescaled
+                    f = 1.0 if w == r['weight_decay_rule'] else \
+                        decay_factor(e, base_width, base_depth, w) if r['weight_decay_rule'] == 'paper' else None
                     if f is None:
                         continue
                     x = dict(e, weight_decay_rule=w, weight_decay=float(f"{r['weight_decay'] / f:.12g}"))
