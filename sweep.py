@@ -1056,7 +1056,8 @@ def plot(cfg, rows, summary=None):
     color = {k: cmap(i / max(1, len(curves) - 1) * 0.9) for i, k in enumerate(curves)}
     steps = sorted({r['steps'] for r in rows})
     clip = f"clip {run['grad_clip']}" if float(run['grad_clip']) else 'no clipping'
-    title = (f"GDN, {run['dataset']}, {'/'.join(map(str, steps))} steps of {run['batch_size']}x{run['block_size']} "
+    seqs = int(run['batch_size']) * int(run['gradient_accumulation_steps'])  # sequences a step, accumulated
+    title = (f"GDN, {run['dataset']}, {'/'.join(map(str, steps))} steps of {seqs}x{run['block_size']} "
              f"tokens, {clip}, base width {run['base_width']}  (* fitted optimum with its seed interval)")
     paths = []
     for relative in (False, True) if axis == 'lr' else (False,):

@@ -113,14 +113,15 @@ def test_changed_settings_are_refused(data_dir, tmp_path):
 
 def test_plot_and_summary(data_dir, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / 'res.csv')
-    sweep.main(args(data_dir, out))
+    sweep.main(args(data_dir, out, '--gradient_accumulation_steps=3'))
     capsys.readouterr()
     import matplotlib.figure
     titles, suptitle = [], matplotlib.figure.Figure.suptitle
     monkeypatch.setattr(matplotlib.figure.Figure, 'suptitle',
                         lambda fig, t, **kw: titles.append(t) or suptitle(fig, t, **kw))
-    png = sweep.main(args(data_dir, out, '--plot', '--note=SGD: why not'))
+    png = sweep.main(args(data_dir, out, '--gradient_accumulation_steps=3', '--plot', '--note=SGD: why not'))
     assert len(titles) == 2 and all(t.endswith('\nSGD: why not') for t in titles)  # the note on both figures
+    assert '5 steps of 6x16 tokens' in ' '.join(titles[0].split())  # the batch a step, accumulated
     assert png == str(tmp_path / 'res.png') and os.path.getsize(png) > 10_000
     text = capsys.readouterr().out
     assert 'AdamW, SP' in text and 'AdamW, μP (paper)' in text and 'the optimum moves x' in text
