@@ -1,9 +1,10 @@
-# SGD where clipping is rare, on top of config/sweep_paper.py: does SP's optimum drift, and does μP's hold?
+# SGD at six times the batch, on top of config/sweep_paper.py: does clipping become rare, and does SP drift there?
 # Clip 1.0 as the paper, but 96 sequences of 512 tokens a step (6 x 16 by gradient accumulation, 49K tokens)
 # for 300 steps: 14.7M tokens, the corpus once. At 16 sequences the clip rescales 37-67% of the steps at the
 # optima and SP's drift hides behind it (docs/transfer.md); a 6x batch cuts the gradient noise's share of the
-# norm by sqrt(6), and each row's clip_frac says whether clipping became rare. The paper's batch is
-# 480 x 1024. On one H100, about 15 min a seed (a width-1024 run is about 50 s):
+# norm by sqrt(6), and each row's clip_frac says whether clipping became rare (it did not: at 300 steps the
+# norm is the gradient's mean, docs/transfer.md). The paper's batch is 480 x 1024. On one H100, about 20 min a
+# seed with 8 workers:
 #   python sweep.py config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --seeds=1337
 #   python sweep.py config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --plot
 out = 'out/lr_sweep_sgd_batch.csv'
