@@ -25,7 +25,8 @@ so every curve's optimum is a fit: a parabola in log2(x) through the points with
 (at least three), least squares where there are more. A seed also fixes which validation windows are scored,
 so each seed's level is fitted and removed first (seed_offsets). Its seed interval comes from a bootstrap over
 the seeds (resampled jointly for every curve, as a seed fixes the data order at every width), and so does the
-interval of the optimum's shift across widths or depths. With one seed there is no interval.
+interval of the optimum's shift across widths or depths. A fit whose window has one seed at each of its points
+has no interval (seeds_near), however many seeds the sweep ran elsewhere.
 
 Runs that are one model with one set of LRs and decays are trained once, and the row stands for all of them
 (tested): μP variants at the base width, depth rules at the base depth, and the weight-decay rules, which
@@ -952,6 +953,15 @@ def interval(values, lo=0.05, hi=0.95):
     return v[int(lo * (len(v) - 1))], v[int(round(hi * (len(v) - 1)))]
 
 
+def seeds_near(xs, x, log):
+    """The most seeds with a finite run at any of the three grid points of one curve nearest x (an optimum's fit
+    window): where each has one seed, resampling the seeds cannot move the fit, so it has no seed interval,
+    however many seeds the sweep ran elsewhere."""
+    near = sorted(xs, key=lambda g: abs((log2x(g) if log else g) - x))[:3]
+    return max(len({s for bs in xs[g].values() for s, (v, d) in bs.items() if not d and math.isfinite(v)})
+               for g in near)
+
+
 def curve_label(key, keys):
     widths, depths = {k[0] for k in keys}, {k[1] for k in keys}
     if len(depths) == 1:
@@ -1002,16 +1012,20 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
         best = optima(panel_cells, seeds)
         reps = bootstrap(panel_cells, seeds)
         print(f"\n{panel_title(key)}  ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}):")
-        intervals, loss_intervals, log = {}, {}, in_log2(panel_cells)
+        intervals, loss_intervals, log, lone = {}, {}, in_log2(panel_cells), []
         for k in sorted(panel_cells):
             if k not in best:
                 print(f"  {curve_label(k, panel_cells):12s}: every run diverged")
                 continue
             x, y, edge = best[k]
-            intervals[k] = interval([r[k][0] for r in reps if k in r])
-            loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r])
-            iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if reps else ''
-            liv = f" [{loss_iv[0]:.4f}, {loss_iv[1]:.4f}]" if reps else ''
+            if reps and seeds_near(panel_cells[k], x, log) < 2:
+                lone.append(k)
+            ok = reps and k not in lone
+            intervals[k] = interval([r[k][0] for r in reps if k in r]) if ok else (math.nan, math.nan)
+            loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r]) if ok else (math.nan, math.nan)
+            iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if ok else \
+                ' (one seed there: no interval)' if reps else ''
+            liv = f" [{loss_iv[0]:.4f}, {loss_iv[1]:.4f}]" if ok else ''
             nd = sum(all(d for _, d in bs.values()) for st in panel_cells[k].values() for bs in st.values())
             at = tuned_check(panel_cells[k], seeds, tuned_lr, y) if tuned_lr and axis == 'lr' else ''
             print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x, log)}{iv}, val loss {y:.4f}"
@@ -1019,14 +1033,17 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
         if len(best) >= 2:
             ks = sorted(best)
             shift = max(best[k][0] for k in ks) - min(best[k][0] for k in ks)
-            shifts = [max(r[k][0] for k in ks) - min(r[k][0] for k in ks) for r in reps if all(k in r for k in ks)]
+            shifts = [max(r[k][0] for k in ks) - min(r[k][0] for k in ks) for r in reps
+                      if all(k in r for k in ks)] if not lone else []
             siv = interval(shifts) if shifts else (float('nan'), float('nan'))
             better = all(best[a][1] > best[b][1] for a, b in zip(ks, ks[1:]))
-            # an order the seeds cannot confirm: some neighbour's best-loss interval overlaps the next one's
-            unsure = better and reps and any(loss_intervals[a][0] <= loss_intervals[b][1]
+            # an order the seeds cannot confirm: some neighbour's best-loss interval overlaps the next one's, or
+            # some curve has none
+            unsure = better and reps and any(not loss_intervals[a][0] > loss_intervals[b][1]
                                              for a, b in zip(ks, ks[1:]))
             moves = f"x{2 ** shift:.2f}" + (f" [x{2 ** siv[0]:.2f}, x{2 ** siv[1]:.2f}]" if shifts else '') \
                 if axis == 'lr' else f"{shift:.2f} octaves" if log else f"by {shift:.3g}"
+            moves += f" (no interval: one seed at {', '.join(curve_label(k, ks) for k in lone)})" if lone else ''
             order = 'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
                   f"larger better at the optimum: {order} ({', '.join(f'{best[k][1]:.4f}' for k in ks)})")

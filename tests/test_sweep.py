@@ -394,6 +394,22 @@ def test_seed_interval_brackets_the_seed_optima():
         all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
 
 
+def test_an_optimum_on_one_seed_has_no_interval(capsys):
+    """A second seed run only at width 1024 gives that width an interval; width 256, one seed near its optimum
+    (its second seed far out on the left), gets none, nor does the shift, and the order of widths is unconfirmed:
+    resampling the seeds cannot move a fit whose points each have one seed."""
+    rows = [result(w, 2.0 ** e, 1, 3.1 - 0.1 * (w == 1024) + 0.1 * (e + 7) ** 2) for w in (256, 1024)
+            for e in range(-11, -4)]
+    rows += [result(1024, 2.0 ** e, 2, 3.02 + 0.1 * (e + 7.4) ** 2) for e in (-8, -7, -6)]
+    rows += [result(256, 2.0 ** -11, 2, 4.7)]
+    s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
+    out = capsys.readouterr().out
+    lo, hi = s['interval'][(1024, 8)]
+    assert lo < hi and all(math.isnan(v) for v in s['interval'][(256, 8)] + s['shift_interval'])
+    assert 'optimum lr 2^-7.00 (one seed there: no interval)' in out
+    assert '(no interval: one seed at width 256)' in out and 'larger better at the optimum: yes, within' in out
+
+
 def test_a_seed_level_does_not_bend_the_curves():
     """A seed that scores 0.15 higher everywhere (its validation windows), run only near the optima: the plain
     mean over the seeds each LR has would tilt the curve towards the LRs without it; the fit removes the level.
