@@ -1,10 +1,8 @@
-"""sweep.py on a tiny grid, on the CPU: rows written and flushed, re-runs skip finished runs, an
-interrupted sweep keeps its rows, a run out of memory is retried later, a diverging LR is marked diverged,
-a base hyper-parameter as the swept axis, the memory estimate, the fitted optimum and its seed interval, the
-plot and the summary, tuning the base values into a config file that train.py and sweep.py take, and
-workers that end with their driver."""
+"""sweep.py on a tiny grid, on the CPU: rows written and flushed, re-runs skip finished runs, an interrupted sweep
+keeps its rows, a run out of memory is retried later, a diverging LR is marked diverged, a base hyper-parameter
+as the swept axis, the memory estimate, the plot and the summary of a real sweep, tuning the base values into a
+config file that train.py and sweep.py take, and workers that end with their driver."""
 import csv
-import itertools
 import math
 import os
 import signal
@@ -14,6 +12,7 @@ import time
 
 import pytest
 
+import optima
 import sweep
 from prepare_data import ensure_prepared
 
@@ -100,7 +99,7 @@ def test_diverging_lr_is_marked(data_dir, tmp_path):
     bad = by_lr[2 ** 6]
     assert bad['diverged'] == 'True'
     assert int(bad['tokens']) < 8 * 2 * 16  # stopped early
-    summary = sweep.summarize(sweep.load_results(out))
+    summary = optima.summarize(sweep.load_results(out))
     assert summary == {}  # one width only: no spread; and the diverged LR is never an optimum
 
 
@@ -126,7 +125,7 @@ def test_plot_and_summary(data_dir, tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert 'AdamW, SP' in text and 'AdamW, μP (paper)' in text and 'the optimum moves x' in text
     assert os.path.getsize(str(tmp_path / 'res_relative.png')) > 10_000  # the paper's style
-    summary = sweep.summarize(sweep.load_results(out))
+    summary = optima.summarize(sweep.load_results(out))
     assert set(summary) == {('adamw', 'sp', 'none', 'paper'), ('adamw', 'mup', 'none', 'paper')}
     for s in summary.values():
         assert set(s['best']) == {(64, 1), (128, 1)} and s['shift'] in (0.0, 2.0)
@@ -186,7 +185,7 @@ def test_weight_decay_rules_are_one_grid_of_lambda(data_dir, tmp_path, capsys):
     got = rows(out)
     # width 64 (the base): 3 decays; width 128: SP 3, μP 0, 0.1, 0.2 (paper), 0.4 (fixed), 0.1·√2, 0.2·√2 (sqrt)
     assert len(got) == 3 + 3 + 6 and {r['weight_decay_rule'] for r in got} == {'paper'}
-    summary = sweep.summarize(sweep.select(sweep.load_results(out), dict(sweep.DEFAULTS, out=out, axis='weight_decay',
+    summary = optima.summarize(sweep.select(sweep.load_results(out), dict(sweep.DEFAULTS, out=out, axis='weight_decay',
                               weight_decay='0,0.1,0.2', weight_decay_rule='paper,fixed_timescale,sqrt_width'),
                               {'weight_decay', 'weight_decay_rule'}), 'weight_decay')
     assert {k[3] for k in summary if k[1] == 'mup'} == {'paper', 'fixed_timescale', 'sqrt_width'}
@@ -206,7 +205,7 @@ def test_base_width_rows_stand_for_mup(data_dir, tmp_path):
     got = rows(out)
     assert {r['parametrization'] for r in got if r['width'] == '64'} == {'sp'} and len(got) == 6
     selected = sweep.select(sweep.load_results(out), dict(sweep.DEFAULTS, out=out), set())
-    summary = sweep.summarize(selected, 'lr')
+    summary = optima.summarize(selected, 'lr')
     mup_, sp_ = summary[('adamw', 'mup', 'none', 'paper')], summary[('adamw', 'sp', 'none', 'paper')]
     assert set(mup_['best']) == {(64, 1), (128, 1)} and mup_['best'][(64, 1)] == sp_['best'][(64, 1)]
 
@@ -221,7 +220,7 @@ def test_a_grid_at_the_base_width_alone_is_drawn_as_asked(data_dir, tmp_path):
     got = rows(out)
     assert {r['parametrization'] for r in got} == {'sp'} and len(got) == 6  # depth 2 once, depth 1 per rule
     cfg = dict(sweep.DEFAULTS, out=out, adamw_params='mup', depth_rule='none,completep')
-    summary = sweep.summarize(sweep.select(sweep.load_results(out), cfg, {'adamw_params', 'depth_rule'}), 'lr')
+    summary = optima.summarize(sweep.select(sweep.load_results(out), cfg, {'adamw_params', 'depth_rule'}), 'lr')
     assert set(summary) == {('adamw', 'mup', 'none', 'paper'), ('adamw', 'mup', 'completep', 'paper')}
     assert all(set(s['best']) == {(64, 1), (64, 2)} for s in summary.values())
     assert sweep.main(grid + ['--plot']).endswith('res.png')
@@ -235,7 +234,7 @@ def test_hyperparameter_axis(data_dir, tmp_path, capsys):
     assert sorted({float(r['output_mult']) for r in got}) == [0.5, 2.0] and len(got) == 8
     text = capsys.readouterr().out
     assert 'optimum output_mult' in text
-    summary = sweep.summarize(sweep.load_results(out), 'output_mult')
+    summary = optima.summarize(sweep.load_results(out), 'output_mult')
     assert all(set(s['best']) == {(64, 1), (128, 1)} and s['best'][(64, 1)][0] in (-1.0, 1.0) for s in summary.values())
     png = sweep.main(args(data_dir, out, '--plot', '--axis=output_mult'))
     assert png.endswith('res_output_mult.png') and os.path.getsize(png) > 10_000
@@ -352,125 +351,6 @@ def test_a_run_does_not_depend_on_the_runs_before_it(data_dir, tmp_path, monkeyp
         assert alone['final_train_loss'] == grid[key(alone)]['final_train_loss'], lr
 
 
-def test_fit_optimum():
-    """The fitted optimum of a parabola sampled on an octave grid is its vertex, between grid points; at the
-    grid's edge there is no fit; a curve without curvature gives its lowest point; diverged points are ignored."""
-    par = {x: 3.0 + 0.1 * (x + 7.3) ** 2 for x in range(-11, -4)}
-    x, y, edge = sweep.fit_optimum(par)
-    assert x == pytest.approx(-7.3) and y == pytest.approx(3.0) and not edge
-    half = {x / 2: 3.0 + 0.1 * (x / 2 + 7.3) ** 2 for x in range(-22, -8)}  # 5 points within an octave: least squares
-    assert sweep.fit_optimum(half)[0] == pytest.approx(-7.3)
-    assert sweep.fit_optimum({x: -x for x in range(-11, -4)})[2]  # falling all the way: the edge
-    nan = {**par, -5: float('nan'), -6: float('nan')}
-    assert sweep.fit_optimum(nan)[0] == pytest.approx(-7.3) and not sweep.fit_optimum(nan)[2]
-    # a basin asymmetric beyond an octave (a wall on the right) does not pull the fit
-    wall = {**par, -5: 9.0, -4: 12.0}
-    assert sweep.fit_optimum(wall)[0] == pytest.approx(-7.3)
-
-
-def result(width, lr, seed, val, weight_decay=0.1):
-    """One μP-AdamW result as load_results() gives it, at depth 8 with the base hyper-parameters."""
-    return dict(width=width, n_layer=8, depth_rule='none', lr=lr, parametrization='mup', optimizer='adamw',
-                seed=seed, steps=10, weight_decay=weight_decay, weight_decay_rule='paper', val=val, diverged=False,
-                **sweep.mup.BASE_HPARAMS)
-
-
-def test_seed_interval_brackets_the_seed_optima():
-    """With several seeds the bootstrap interval of a curve's optimum lies within the per-seed optima and around
-    their mean (the seeds resampled jointly across curves), and the shift across curves gets an interval too;
-    one seed gives none."""
-    rows = []
-    for seed, off in [(1, -0.3), (2, 0.0), (3, 0.3)]:
-        for width, shift in [(256, 0.0), (1024, -1.0)]:
-            for e in range(-11, -4):
-                rows.append(result(width, 2.0 ** e, seed, 3 + 0.1 * (e + 7 - off - shift) ** 2))
-    s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
-    assert s['best'][(256, 8)][0] == pytest.approx(-7.0) and s['best'][(1024, 8)][0] == pytest.approx(-8.0)
-    lo, hi = s['interval'][(256, 8)]
-    assert -7.3 - 1e-6 <= lo < -7.0 < hi <= -6.7 + 1e-6, (lo, hi)  # within the seeds' own optima, around the mean
-    assert s['shift'] == pytest.approx(1.0) and s['shift_interval'][0] == pytest.approx(1.0)  # same seeds: same shift
-    one = [r for r in rows if r['seed'] == 1]
-    assert sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)] == (math.nan, math.nan) or \
-        all(math.isnan(v) for v in sweep.summarize(one)[('adamw', 'mup', 'none', 'paper')]['interval'][(256, 8)])
-
-
-def test_an_optimum_on_one_seed_has_no_interval(capsys):
-    """A second seed run only at width 1024 gives that width an interval; width 256, one seed near its optimum
-    (its second seed far out on the left), gets none, nor does the shift, and the order of widths is unconfirmed:
-    resampling the seeds cannot move a fit whose points each have one seed."""
-    rows = [result(w, 2.0 ** e, 1, 3.1 - 0.1 * (w == 1024) + 0.1 * (e + 7) ** 2) for w in (256, 1024)
-            for e in range(-11, -4)]
-    rows += [result(1024, 2.0 ** e, 2, 3.02 + 0.1 * (e + 7.4) ** 2) for e in (-8, -7, -6)]
-    rows += [result(256, 2.0 ** -11, 2, 4.7)]
-    s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
-    out = capsys.readouterr().out
-    lo, hi = s['interval'][(1024, 8)]
-    assert lo < hi and all(math.isnan(v) for v in s['interval'][(256, 8)] + s['shift_interval'])
-    assert 'optimum lr 2^-7.00 (one seed there: no interval)' in out
-    assert '(no interval: one seed at width 256)' in out and 'larger better at the optimum: yes, within' in out
-
-
-def test_a_seed_level_does_not_bend_the_curves():
-    """A seed that scores 0.15 higher everywhere (its validation windows), run only near the optima: the plain
-    mean over the seeds each LR has would tilt the curve towards the LRs without it; the fit removes the level.
-    On a grid that every seed covers the curves are the plain means."""
-    rows = [result(w, 2.0 ** e, 1, 3 + 0.01 * (e + 8.5) ** 2) for w in (256, 1024) for e in range(-11, -5)]
-    rows += [result(w, 2.0 ** e, 2, 3.15 + 0.01 * (e + 8.5) ** 2) for w in (256, 1024) for e in (-9, -8)]
-    s = sweep.summarize(rows)[('adamw', 'mup', 'none', 'paper')]
-    assert s['best'][(1024, 8)][0] == pytest.approx(-8.5) and s['best'][(1024, 8)][1] == pytest.approx(3.075)
-    raw = {}  # the curves before cells() removes the levels: {width: {lr: {(): {seed: (val, diverged)}}}}
-    for r in rows:
-        raw.setdefault(r['width'], {}).setdefault(r['lr'], {}).setdefault((), {})[r['seed']] = (r['val'], False)
-    off = sweep.seed_offsets(list(raw.values()))
-    assert off[2] - off[1] == pytest.approx(0.15) and off[1] + off[2] == pytest.approx(0.0)
-    full = [result(w, 2.0 ** e, seed, 3 + 0.1 * seed + 0.01 * (e + 8 + seed) ** 2)
-            for w in (256, 1024) for e in range(-11, -5) for seed in (1, 2)]
-    (panel,) = sweep.cells(full, 'lr').values()
-    mean = {x: sum(r['val'] for r in full if r['width'] == 256 and r['lr'] == x) / 2 for x in panel[(256, 8)]}
-    assert sweep.curve(panel[(256, 8)], [1, 2]) == pytest.approx(mean)
-
-
-@pytest.mark.parametrize('gain, verdict', [(0.1, 'yes ('), (0.001, 'yes, within the seed intervals'), (-0.05, 'no')])
-def test_wider_better_is_judged_with_the_seeds(capsys, gain, verdict):
-    """"Larger better" is confirmed only where the best-loss intervals of neighbouring curves do not overlap. The
-    seeds' noise differs per width (a common level would cancel: test_a_seed_level_does_not_bend_the_curves)."""
-    rows = []
-    for seed, off in [(1, 0.02), (2, -0.02)]:
-        for width, e in itertools.product((256, 1024), range(-11, -4)):
-            noise = off if width == 256 else -off
-            rows.append(result(width, 2.0 ** e, seed, 3 + noise - (gain if width == 1024 else 0) + 0.1 * (e + 8) ** 2))
-    sweep.summarize(rows)
-    assert f"larger better at the optimum: {verdict}" in capsys.readouterr().out
-
-
-def test_a_panel_is_fitted_in_one_unit():
-    """A weight-decay panel whose curves differ in having λ = 0 is fitted in λ's own units for every curve, so the
-    optima and their shift compare (log2 units for one curve and λ for the other would mix octaves and λ)."""
-    rows = []
-    for width, lams in [(256, (0.0, 0.1, 0.2, 0.4)), (1024, (0.1, 0.2, 0.4, 0.8))]:
-        for lam in lams:
-            rows.append(result(width, 2.0 ** -8, 1, 3 + (lam - 0.2) ** 2, weight_decay=lam))
-    s = sweep.summarize(rows, 'weight_decay')[('adamw', 'mup', 'none', 'paper')]
-    assert s['best'][(256, 8)][0] == pytest.approx(0.2) and s['best'][(1024, 8)][0] == pytest.approx(0.2)
-    assert s['shift'] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_tuned_lr_is_judged_against_the_best_run(capsys):
-    """The check of μTransfer's promise: the loss at the tuned LR against the best grid run's seed interval (the
-    fitted minimum lies between grid points, where no run is), and the best loss gets its own interval."""
-    rows = []
-    for seed, off in [(1, 0.02), (2, -0.02)]:
-        for width, e in itertools.product((256, 1024), range(-11, -4)):
-            rows.append(result(width, 2.0 ** e, seed, 3 + (off if width == 256 else -off) + 0.1 * (e + 7.8) ** 2))
-    s = sweep.summarize(rows, tuned_lr=2.0 ** -8)[('adamw', 'mup', 'none', 'paper')]
-    lo, hi = s['loss_interval'][(1024, 8)]
-    assert lo == pytest.approx(2.98) and hi == pytest.approx(3.02)  # the seeds' own minima
-    assert "at the tuned LR 3.0040 (+0.0040; the best LR of the grid)" in capsys.readouterr().out
-    sweep.summarize(rows, tuned_lr=2.0 ** -7)  # one octave off: 0.0640 above the best run, whose seeds reach 3.0240
-    out = capsys.readouterr().out
-    assert "at the tuned LR 3.0040" not in out and "(+0.0640; the best run's seed interval reaches 3.0240)" in out
-
-
 def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path):
     """μTransfer in one command: the LR and output_mult tuned at the base width, written as a config file; train.py
     runs it at another width, and sweep.py takes it unchanged (its LR added to the grid and judged)."""
@@ -580,6 +460,6 @@ def test_sweep_configs_load_as_documented(files):
         csv_path = os.path.join(root, 'assets', 'lr_sweep_depth.csv')
         rows = sweep.select(sweep.load_results(csv_path), dict(cfg, widths='256', n_layer='4', out=csv_path),
                             {'widths', 'n_layer', 'depth_rule', 'adamw_params'})
-        (panel,) = sweep.cells(rows, 'lr').values()
-        x = sweep.optima(panel, sweep.panel_seeds(panel))[(256, 4)][0]
+        (panel,) = optima.cells(rows, 'lr').values()
+        x = optima.panel_optima(panel, optima.panel_seeds(panel))[(256, 4)][0]
         assert math.log2(cfg['learning_rate']) == pytest.approx(x, abs=0.01)
