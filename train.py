@@ -355,7 +355,7 @@ try:
         print(f"{'done' if done else 'stopped'}: {iter_num - start_iter} steps in {minutes:.1f} min"
               + (f", final val loss {val_loss:.4f}" if done else f" (iter {iter_num} of {max_iters})")
               + f"; checkpoint {path}\n" + (f"sample from it: python sample.py --out_dir={out_dir}" if done else
-                                            f"go on: the same command with --init_from=resume"))
+                                            "go on: the same command with --init_from=resume"))
 except KeyboardInterrupt:
     if master:
         log_file.flush()
