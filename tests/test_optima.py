@@ -27,7 +27,7 @@ def test_fit_optimum():
 
 
 def result(width, lr, seed, val, weight_decay=0.1):
-    """One μP-AdamW result as load_results() gives it, at depth 8 with the base hyper-parameters."""
+    """One μP-AdamW result as sweep.load_results() gives it, at depth 8 with the base hyper-parameters."""
     return dict(width=width, n_layer=8, depth_rule='none', lr=lr, parametrization='mup', optimizer='adamw',
                 seed=seed, steps=10, weight_decay=weight_decay, weight_decay_rule='paper', val=val, diverged=False,
                 **mup.BASE_HPARAMS)
