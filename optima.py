@@ -163,13 +163,17 @@ def interval(values, lo=0.05, hi=0.95):
     return v[int(lo * (len(v) - 1))], v[int(round(hi * (len(v) - 1)))]
 
 
+def seeds_at(xs, x):
+    """The seeds with a finite run at grid point x of one curve."""
+    return {s for bs in xs[x].values() for s, (v, d) in bs.items() if not d and math.isfinite(v)}
+
+
 def seeds_near(xs, x, log):
-    """The most seeds with a finite run at any of the three grid points of one curve nearest x (an optimum's fit
-    window): where each has one seed, resampling the seeds cannot move the fit, so it has no seed interval,
-    however many seeds the sweep ran elsewhere."""
+    """The most seeds at any of the three grid points of one curve nearest x (an optimum's fit window): where
+    each has one seed, resampling the seeds cannot move the fit, so it has no seed interval, however many seeds
+    the sweep ran elsewhere."""
     near = sorted(xs, key=lambda g: abs((log2x(g) if log else g) - x))[:3]
-    return max(len({s for bs in xs[g].values() for s, (v, d) in bs.items() if not d and math.isfinite(v)})
-               for g in near)
+    return max(len(seeds_at(xs, g)) for g in near)
 
 
 def curve_label(key, keys):
@@ -203,11 +207,11 @@ def tuned_check(xs, seeds, tuned_lr, best_loss):
     ty, xb = c[tuned_lr], min((x for x in c if math.isfinite(c[x])), key=c.get)
     if xb == tuned_lr:
         verdict = 'the best LR of the grid'
-    elif len(seeds) > 1:
+    elif len(seeds_at(xs, xb)) > 1:
         hi = interval([curve(xs, r)[xb] for r in resamples(seeds)])[1]
         verdict = f"the best run's seed interval reaches {hi:.4f}"
     else:
-        verdict = 'one seed'
+        verdict = 'the best run has one seed'
     return f"; at the tuned LR {ty:.4f} ({ty - best_loss:+.4f}; {verdict})"
 
 

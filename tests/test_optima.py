@@ -115,7 +115,8 @@ def test_a_panel_is_fitted_in_one_unit():
 
 def test_tuned_lr_is_judged_against_the_best_run(capsys):
     """The check of μTransfer's promise: the loss at the tuned LR against the best grid run's seed interval (the
-    fitted minimum lies between grid points, where no run is), and the best loss gets its own interval."""
+    fitted minimum lies between grid points, where no run is), and the best loss gets its own interval; a best run
+    of one seed has none."""
     rows = []
     for seed, off in [(1, 0.02), (2, -0.02)]:
         for width, e in itertools.product((256, 1024), range(-11, -4)):
@@ -127,3 +128,6 @@ def test_tuned_lr_is_judged_against_the_best_run(capsys):
     optima.summarize(rows, tuned_lr=2.0 ** -7)  # one octave off: 0.0640 above the best run, whose seeds reach 3.0240
     out = capsys.readouterr().out
     assert "at the tuned LR 3.0040" not in out and "(+0.0640; the best run's seed interval reaches 3.0240)" in out
+    lone = [r for r in rows if r['seed'] == 1 or r['lr'] != 2.0 ** -8]  # the best run without its second seed
+    optima.summarize(lone, tuned_lr=2.0 ** -7)
+    assert "; the best run has one seed)" in capsys.readouterr().out
