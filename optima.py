@@ -232,9 +232,9 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
                 print(f"  {curve_label(k, panel_cells):12s}: every run diverged")
                 continue
             x, y, edge = best[k]
-            if reps and seeds_near(panel_cells[k], x, log) < 2:
+            ok = bool(reps) and seeds_near(panel_cells[k], x, log) >= 2  # an interval the seeds can move
+            if reps and not ok:
                 lone.append(k)
-            ok = reps and k not in lone
             intervals[k] = interval([r[k][0] for r in reps if k in r]) if ok else (math.nan, math.nan)
             loss_iv = loss_intervals[k] = interval([r[k][1] for r in reps if k in r]) if ok else (math.nan, math.nan)
             iv = f" [{fmt_x(axis, intervals[k][0], log)}, {fmt_x(axis, intervals[k][1], log)}]" if ok else \
