@@ -827,7 +827,8 @@ def tune(cfg):
             seeds = csv_list(cfg['seeds'], int)
             fits[v] = next(iter(panel_optima(sub, seeds).values()), (float('nan'), float('inf'), True))
         chosen[h] = min(fits, key=lambda v: fits[v][1])
-        report.append(f"{h}: {', '.join(f'{v:g} -> {fits[v][1]:.4f} at 2^{fits[v][0]:.2f}' for v in fits)}")
+        report.append(f"{h}: {', '.join(f'{v:g} -> {fits[v][1]:.4f} at 2^{fits[v][0]:.2f}' for v in fits)}"
+                      f"{list_edge(list(fits), chosen[h], h)}")
         print(f"\ntune {h}: {report[-1]}; keep {chosen[h]:g}", flush=True)
     lr_log2, loss, edge = fits[chosen[axes[-1]]]
     if edge:
@@ -836,6 +837,13 @@ def tune(cfg):
     if cfg['tuned_out']:
         write_tuned(cfg, values, report, loss)
     return values
+
+
+def list_edge(values, best, h):
+    """A note when the best of three or more candidates is the first or last: the optimum may lie beyond."""
+    if len(values) < 3 or best not in (min(values), max(values)):
+        return ''
+    return f" (the best is the list's {'smallest' if best == min(values) else 'largest'}: extend {h} and tune again)"
 
 
 def free_index(h):

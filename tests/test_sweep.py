@@ -374,6 +374,17 @@ def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path):
     assert lrs == {2 ** -8, values['learning_rate']} and {float(r['output_mult']) for r in rows(out2)} == {values['output_mult']}
 
 
+def test_tune_says_when_the_best_value_is_at_its_lists_edge():
+    """A tuned key whose best candidate is the first or last of three or more may have its optimum beyond the
+    list: the report line (printed, and written into the config) says so; an interior best, or a list of two,
+    says nothing."""
+    assert sweep.list_edge([0.0, 0.1, 0.2], 0.2, 'weight_decay') == \
+        " (the best is the list's largest: extend weight_decay and tune again)"
+    assert "smallest: extend init_std" in sweep.list_edge([0.01, 0.02, 0.04], 0.01, 'init_std')
+    assert sweep.list_edge([2.0, 4.0, 8.0], 4.0, 'output_mult') == ''
+    assert sweep.list_edge([1.0, 4.0], 4.0, 'output_mult') == ''
+
+
 def test_defaults_write_to_out_and_run_in_process_on_a_cpu(data_dir, tmp_path, capsys):
     """A fork's default commands never overwrite the published results; on a CPU the runs go in this process."""
     assert sweep.DEFAULTS['out'].startswith('out/')
