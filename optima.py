@@ -218,8 +218,8 @@ def tuned_check(xs, seeds, tuned_lr, best_loss):
 def summarize(rows, axis='lr', tuned_lr=0.0):
     """Print, per panel, every curve's fitted optimum of `axis` with its seed interval, and the optimum's shift
     across the curves with its interval; return {panel: {'best': {curve: (x*, loss, edge)}, 'interval':
-    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}, 'shift': log2 ratio, 'shift_interval': (lo, hi),
-    'better': bool}}."""
+    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}}}, with 'shift' (log2 ratio), 'shift_interval' (lo, hi)
+    and 'better' (bool) added where a panel has two curves or more."""
     summary = {}
     for key, panel_cells in cells(rows, axis).items():
         seeds = panel_seeds(panel_cells)
@@ -244,6 +244,7 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             at = tuned_check(panel_cells[k], seeds, tuned_lr, y) if tuned_lr and axis == 'lr' else ''
             print(f"  {curve_label(k, panel_cells):12s}: optimum {axis} {fmt_x(axis, x, log)}{iv}, val loss {y:.4f}"
                   f"{liv}{'  (at the grid edge: no fit)' if edge else ''}{f', {nd} diverged' if nd else ''}{at}")
+        summary[key] = dict(best=best, interval=intervals, loss_interval=loss_intervals)
         if len(best) >= 2:
             ks = sorted(best)
             shift = max(best[k][0] for k in ks) - min(best[k][0] for k in ks)
@@ -261,16 +262,15 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             order = 'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
                   f"larger better at the optimum: {order} ({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
-            summary[key] = dict(best=best, interval=intervals, loss_interval=loss_intervals, shift=shift,
-                                shift_interval=siv, better=better)
+            summary[key].update(shift=shift, shift_interval=siv, better=better)
     return summary
 
 
-def plot(rows, axis, out, run, note='', summary=None):
+def plot(rows, axis, out, run, note='', summary=None, tuned_lr=0.0):
     """The final val loss against the axis per panel, a curve per width (or depth) with its fitted optimum (star)
-    and seed interval (bar); for the LR also the paper's style (<stem>_relative.png), each curve minus its own
-    best on one shared y-range, beside the CSV `out` whose run settings are `run`; `note` goes under the title.
-    Returns the first figure's path."""
+    and seed interval (bar), and a dashed line at `tuned_lr` where one is given; for the LR also the paper's style
+    (<stem>_relative.png), each curve minus its own best on one shared y-range, beside the CSV `out` whose run
+    settings are `run`; `note` goes under the title. Returns the first figure's path."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -315,6 +315,8 @@ def plot(rows, axis, out, run, note='', summary=None):
                     if k in s.get('interval', {}) and math.isfinite(s['interval'][k][0]):
                         lo, hi = s['interval'][k]
                         ax.plot([lo, hi], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
+            if tuned_lr and axis == 'lr' and key[0] == 'adamw':  # the base width's LR, which μP carries unchanged
+                ax.axvline(math.log2(tuned_lr), ls='--', lw=1, color='gray', label='the base LR, carried')
             if relative:
                 ax.set_ylim(-0.01, 0.3)
                 ax.set_ylabel('val loss - the curve\'s best')

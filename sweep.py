@@ -884,7 +884,8 @@ def main(argv=None):
         if not rows and cfg['at_step']:
             raise SystemExit(f"error: no run in {cfg['out']} recorded its val loss at step {cfg['at_step']}")
         summary = summarize(rows, cfg['axis'], cfg['learning_rate'])
-        return summary if cfg['at_step'] else plot(rows, cfg['axis'], cfg['out'], run_settings(cfg), cfg['note'], summary)
+        return summary if cfg['at_step'] else plot(rows, cfg['axis'], cfg['out'], run_settings(cfg), cfg['note'], summary,
+                                                   cfg['learning_rate'])
     t0 = time.time()
     if cfg['tune']:
         tune(cfg)

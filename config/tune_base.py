@@ -5,8 +5,9 @@
 #   python sweep.py config/tune_base.py                  # resumable; writes config/tuned_gutenberg.py
 #   python train.py --width=768 --mup=True               # step 2: any width, the same values
 #   python sweep.py config/tune_base.py config/tuned_gutenberg.py --tune= --widths=1024 --adamw_params=mup \
-#       --adamw_lrs=-10:-7 --seeds=1337,1338 --out=out/tuned_check.csv   # the check: the summary prints the
-#       tuned LR's loss at width 1024 and its distance from the fitted best there (about 10 min of one H100)
+#       --adamw_lrs=-10:-7 --seeds=1337,1338 --out=assets/tuned_check_gutenberg.csv   # step 3, the check: 10
+#       runs (the grid and the tuned LR, 2 seeds), about 11 min of one H100; the summary prints the tuned LR's
+#       loss at width 1024 and its distance from the fitted best there, and --plot draws it
 out = 'assets/tune_gutenberg.csv'         # committed: the command resumes from the runs it holds
 tuned_out = 'config/tuned_gutenberg.py'
 tune = 'output_mult,init_std,weight_decay'   # in this order; the keys not yet tuned sit mid-list

@@ -100,7 +100,8 @@ def test_diverging_lr_is_marked(data_dir, tmp_path):
     assert bad['diverged'] == 'True'
     assert int(bad['tokens']) < 8 * 2 * 16  # stopped early
     summary = optima.summarize(sweep.load_results(out))
-    assert summary == {}  # one width only: no spread; and the diverged LR is never an optimum
+    (s,) = summary.values()  # one width only: no spread; and the diverged LR is never an optimum
+    assert 'shift' not in s and s['best'][(64, 1)][0] == -8.0
 
 
 def test_changed_settings_are_refused(data_dir, tmp_path):
@@ -351,9 +352,9 @@ def test_a_run_does_not_depend_on_the_runs_before_it(data_dir, tmp_path, monkeyp
         assert alone['final_train_loss'] == grid[key(alone)]['final_train_loss'], lr
 
 
-def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path):
+def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path, monkeypatch):
     """μTransfer in one command: the LR and output_mult tuned at the base width, written as a config file; train.py
-    runs it at another width, and sweep.py takes it unchanged (its LR added to the grid and judged)."""
+    runs it at another width, and sweep.py takes it unchanged (its LR added to the grid, judged and marked)."""
     out, tuned = str(tmp_path / 'tune.csv'), str(tmp_path / 'tuned.py')
     sweep.main(args(data_dir, out, '--widths=64', '--base_width=64', '--adamw_params=sp', '--adamw_lrs=-9:-5',
                     '--output_mult=1,4', '--tune=output_mult', f'--tuned_out={tuned}'))
@@ -372,6 +373,12 @@ def test_tune_writes_a_config_that_train_and_sweep_take(data_dir, tmp_path):
     sweep.main([tuned] + args(data_dir, out2, '--widths=128', '--base_width=64', '--adamw_params=mup', '--adamw_lrs=-8'))
     lrs = {float(r['lr']) for r in rows(out2)}
     assert lrs == {2 ** -8, values['learning_rate']} and {float(r['output_mult']) for r in rows(out2)} == {values['output_mult']}
+    import matplotlib.axes
+    lines, axvline = [], matplotlib.axes.Axes.axvline
+    monkeypatch.setattr(matplotlib.axes.Axes, 'axvline', lambda ax, x, **kw: lines.append(x) or axvline(ax, x, **kw))
+    sweep.main([tuned] + args(data_dir, out2, '--widths=128', '--base_width=64', '--adamw_params=mup', '--adamw_lrs=-8',
+                              '--plot'))
+    assert lines == [pytest.approx(math.log2(values['learning_rate']))] * 2  # the check's figures mark the tuned LR
 
 
 def test_tune_says_when_the_best_value_is_at_its_lists_edge():
