@@ -27,10 +27,15 @@ LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-
 PANEL = ('optimizer', 'parametrization', 'depth_rule', 'weight_decay_rule')
 
 
+def others(axis):
+    """The keys of cells()' 'others' tuple, in order: the swept keys besides `axis`."""
+    return [k for k in ('lr', *mup.BASE_HPARAMS, 'weight_decay') if k != axis]
+
+
 def cells(rows, axis):
     """{panel: {(width, n_layer): {x: {others: {seed: (val loss, diverged)}}}}}: x the axis' value, others the
     values of the remaining axes (the best of them is taken at each x)."""
-    free = [k for k in ('lr', *mup.BASE_HPARAMS, 'weight_decay') if k != axis]
+    free = others(axis)
     out = {}
     for r in rows:
         out.setdefault(tuple(r[k] for k in PANEL), {}).setdefault((r['width'], r['n_layer']), {}) \

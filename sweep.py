@@ -34,7 +34,7 @@ import time
 import types
 
 import mup
-from optima import cells, panel_optima, plot, summarize
+from optima import cells, others, panel_optima, plot, summarize
 
 HPARAMS = list(mup.BASE_HPARAMS)
 AXES = ['width', 'n_layer', 'depth_rule', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', *HPARAMS,
@@ -820,9 +820,9 @@ def tune(cfg):
         stage = dict(cfg, axis='lr', **{k: str(v) for k, v in chosen.items() if k != h})
         sweep(stage)
         panel = next(iter(cells(select(load_results(cfg['out']), stage), 'lr').values()))
-        fits = {}
+        fits, i = {}, others('lr').index(h)  # where h sits in each run's 'others' tuple
         for v in csv_list(cfg[h], float):
-            sub = {k: {x: {o: bs for o, bs in st.items() if math.isclose(o[free_index(h)], v)} for x, st in xs.items()}
+            sub = {k: {x: {o: bs for o, bs in st.items() if math.isclose(o[i], v)} for x, st in xs.items()}
                    for k, xs in panel.items()}
             seeds = csv_list(cfg['seeds'], int)
             fits[v] = next(iter(panel_optima(sub, seeds).values()), (float('nan'), float('inf'), True))
@@ -844,11 +844,6 @@ def list_edge(values, best, h):
     if len(values) < 3 or best not in (min(values), max(values)):
         return ''
     return f" (the best is the list's {'smallest' if best == min(values) else 'largest'}: extend {h} and tune again)"
-
-
-def free_index(h):
-    """The position of key h in cells()' 'others' tuple when the axis is the LR."""
-    return [*HPARAMS, 'weight_decay'].index(h)
 
 
 def write_tuned(cfg, values, report, loss):
