@@ -1,14 +1,101 @@
 """
-The parts of training that train.py, sweep.py and coord_check.py share, each defined once here: which
-tokens a batch holds, the learning-rate schedule, one optimizer step, and the evaluation. So a sweep
-row and a `python train.py` run with the same settings see the same batches, take the same steps and
-report the same loss (tests/test_training.py).
+What every run shares, defined once here and called by train.py, the study's sweep runs and coord_check.py:
+where a run runs (device, precision, data), its memory, which tokens a batch holds, the learning-rate
+schedule, one optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a
+`python train.py` run with the same settings see the same batches, take the same steps and report the same
+loss (tests/test_training.py).
 """
+import glob
 import math
+import os
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+
+from model import padded_vocab
+from prepare_data import ensure_prepared, load_split, read_meta
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def device_setup(device='', dtype=''):
+    """Where a run runs: device '' = cuda if available, else cpu; dtype '' = bfloat16 on CUDA, float32
+    elsewhere. Returns .device, .type ('cuda', 'cpu', 'mps'), .dtype (its name), .ptdtype and .autocast (the
+    context the forward runs in). A device that does not exist raises ValueError with what exists."""
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == 'cuda':
+        count = torch.cuda.device_count()
+        if not count or (dev.index or 0) >= count:
+            raise ValueError(f"device={device!r}: this machine has "
+                             + (f"{count} CUDA device(s), cuda:0..cuda:{count - 1}" if count else "no CUDA device")
+                             + " (CUDA_VISIBLE_DEVICES counts)")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = dtype or ('bfloat16' if dev.type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32')
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use {', '.join(DTYPES)} (or '' for the device's best)")
+    ptdtype = DTYPES[dtype]
+    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(dev.type, dtype=ptdtype)
+    return SimpleNamespace(device=device, type=dev.type, dtype=dtype, ptdtype=ptdtype, autocast=autocast)
+
+
+def dataset_setup(dataset, data_dir='data'):
+    """(folder, padded vocabulary size) of a prepared dataset; an embedded corpus is prepared on first use,
+    any other unprepared one stops with the command that prepares it (prepare_data.ensure_prepared)."""
+    path = ensure_prepared(dataset, data_dir)
+    return path, padded_vocab(read_meta(path)['vocab_size'])
+
+
+def load_splits(dataset_dir, device=None):
+    """{'train', 'val'} tokens of a prepared dataset: memory-mapped (prepare_data.TokenSplit), or with a
+    device the whole split on it as int32 (a batch is then one gather, no host work per step)."""
+    splits = {s: load_split(dataset_dir, s) for s in ('train', 'val')}
+    if device is None:
+        return splits
+    return {s: torch.from_numpy(d[:].astype(np.int32)).to(device) for s, d in splits.items()}
+
+
+def memory_estimate_gb(config, tokens, device_type='cuda'):
+    """Memory one training run needs, from its model config (model.GDNConfig) and the tokens of one
+    micro-batch: fp32 weights, gradients and AdamW moments (16 bytes a parameter); the activations kept for
+    the backward, ACTIVATION_BYTES per token, layer and unit of width; the logits' gradient kept by the fused
+    cross-entropy (2 bytes per token and vocabulary entry) plus one fp32 chunk of them on the PyTorch path;
+    and, on CUDA, the context and the compiler's workspace (~1.5 GB)."""
+    from fused_ops import CE_CHUNK
+    c = config
+    params = c.vocab_size * c.width + c.n_layer * c.width * (c.n_head * (2 * c.head_k + 3 * c.head_v) + 3 * c.mlp_hidden)
+    logits = 2 * tokens * c.vocab_size + 12 * min(tokens * c.vocab_size, CE_CHUNK)
+    act = ACTIVATION_BYTES[device_type if device_type in ACTIVATION_BYTES else 'cpu']
+    return (1.5 if device_type == 'cuda' else 0.5) + (16 * params + act * tokens * c.n_layer * c.width + logits) / 2**30
+
+
+# bytes kept for the backward per token, layer and unit of width: bf16 autocast with the Triton kernels on
+# CUDA (measured with the heavier PyTorch kernel: an upper bound); fp32 with the PyTorch kernels elsewhere
+ACTIVATION_BYTES = {'cuda': 160, 'cpu': 600}
+
+
+def checkpoints(out_dir):
+    """The ckpt_*.pt files in out_dir, oldest first."""
+    return sorted(glob.glob(os.path.join(out_dir, 'ckpt_*.pt')))
+
+
+def load_checkpoint(out_dir, device='cpu'):
+    """(path, checkpoint) of the newest checkpoint in out_dir that loads. A damaged one (cut short by a full
+    disk, a copy that did not finish) is skipped with one line, for the one before it. Raises
+    FileNotFoundError when none loads."""
+    for path in reversed(checkpoints(out_dir)):
+        try:
+            return path, torch.load(path, map_location=device, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any reason it does not load: say so, try the older one
+            reason = ' '.join(str(e).split())[:100]
+            print(f"skipping {path}: it does not load ({type(e).__name__}: {reason}); trying an older one")
+    raise FileNotFoundError(f"{out_dir} holds no readable ckpt_*.pt")
 
 
 def lr_at(it, lr, warmup_iters, decay_iters, min_lr, decay=True):
