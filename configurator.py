@@ -1,24 +1,26 @@
 """
-Command-line and config-file overrides for plain-globals scripts (nanoGPT's "poor man's configurator").
-A script defines its defaults as globals, then runs this file in its own namespace:
+Command-line and config-file overrides of a script's settings: the one way every script here is configured
+(nanoGPT's "poor man's configurator"). A script writes its settings as plain globals or one dict, each with
+its meaning in a comment on its line, then hands them over:
 
-    batch_size = 12
-    exec(open('configurator.py').read())  # python train.py config/demo.py --batch_size=32
+    batch_size = 12              # sequences per micro-batch
+    configure(globals())         # python train.py config/demo.py --batch_size=32
 
 Arguments apply in command-line order, later ones win: an argument without a leading `--` is a config file,
 Python run with the current values in scope, whose plain names must be existing keys (names starting with
 `_`, modules and functions are ignored); `--key=value` sets one key (the value may contain '='). The keys are
-the globals holding int, float, bool, str or None. Each keeps its default's type: an int passes for a float,
+the names holding int, float, bool, str or None. Each keeps its default's type: an int passes for a float,
 an integral float such as 1e4 for an int, bools are True/False, a str key takes the text as written (a number
-in a config file becomes its text). `--help` lists the keys. A mistake (unknown key, wrong type, missing
-file) ends the program with one line naming it and the closest valid keys, never a traceback. Other scripts
-use the same rules on a dict: `apply_config(['--width=512'], config)` raises ConfigError on a mistake.
+in a config file becomes its text). `--help` lists every key with its default and the comment on the line
+that defines it. A mistake (unknown key, wrong type, missing file) ends the program with one line naming it
+and the closest valid keys, never a traceback; `apply_config` raises ConfigError instead, for callers that
+handle it.
 """
-_names_before_configurator = set(globals())  # so the exec'd form can remove what it defined (see end)
-
 import ast
-import builtins
 import difflib
+import inspect
+import os
+import re
 import sys
 
 CONFIG_TYPES = (int, float, bool, str, type(None))
@@ -81,8 +83,7 @@ def _apply_file(path, config, keys, verbose):
                           f"without '--'; overrides are written --key=value") from None
     scope = {k: config[k] for k in keys}  # config files may read the current values
     try:
-        # builtins.compile: exec'd inside train.py, plain `compile` is train.py's config key
-        exec(builtins.compile(source, path, 'exec'), scope)
+        exec(compile(source, path, 'exec'), scope)
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
     updates = {}  # validate everything before changing anything
@@ -105,25 +106,52 @@ def _apply_file(path, config, keys, verbose):
             if isinstance(t, ast.Name) and t.id in keys}
 
 
-def _print_help(config):
-    print("Config keys (override with --key=value, or name a config file):")
+def meanings(path):
+    """{key: meaning} from a script's source: the comment on the line that sets a key (`key = value  # ...` or a
+    dict's `key=value,  # ...`), continued by comment-only lines indented past the line's start."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out, key, indent = {}, None, 0
+    for line in lines:
+        m = re.match(r'^(\s*)(\w+)\s*=(?!=)[^#]*#\s?(.*)$', line)
+        if m:
+            key, indent = m.group(2), len(m.group(1))
+            out.setdefault(key, m.group(3).strip())
+            continue
+        c = re.match(r'^(\s*)#\s?(.*)$', line)
+        if key and c and len(c.group(1)) > indent and out.get(key) is not None:
+            out[key] += ' ' + c.group(2).strip()
+        else:
+            key = None
+    return out
+
+
+def _print_help(config, source):
     keys = config_keys(config)  # in definition order
+    about = meanings(source) if source else {}
+    print(f"Settings of {os.path.basename(source) if source else 'this script'} (override with --key=value, or "
+          "name a config file; later arguments win):")
     width = max((len(k) for k in keys), default=0)
+    vwidth = min(max((len(repr(config[k])) for k in keys), default=0), 24)
     for k in keys:
-        print(f"  {k:<{width}} = {config[k]!r}  ({type(config[k]).__name__})")
+        print(f"  {k:<{width}} = {config[k]!r:<{vwidth}}  {about.get(k, '')}".rstrip())
 
 
-def apply_config(args, config, verbose=True):
+def apply_config(args, config, verbose=True, source=None):
     """Apply config files and --key=value overrides in `args`, in order, to the dict `config`.
 
-    Raises ConfigError for any user mistake; `--help` prints the keys and raises SystemExit(0).
-    Returns the set of keys that were set (by a file or an override), whether or not their value changed.
+    Raises ConfigError for any user mistake; `--help` prints the keys with the meanings written beside them
+    in `source` (default: the caller's file) and raises SystemExit(0). Returns the set of keys that were set
+    (by a file or an override), whether or not their value changed.
     """
     keys = set(config_keys(config))
     assigned = set()
     for arg in args:
         if arg in ('-h', '--help'):
-            _print_help(config)
+            _print_help(config, source or inspect.stack()[1].filename)
             raise SystemExit(0)
         if not arg.startswith('--'):
             assigned |= _apply_file(arg, config, keys, verbose)
@@ -140,24 +168,11 @@ def apply_config(args, config, verbose=True):
     return assigned
 
 
-def configure(config, args=None):
-    """apply_config on sys.argv[1:] (or `args`) for a script: a user mistake exits with its message."""
+def configure(config, args=None, source=None):
+    """apply_config on sys.argv[1:] (or `args`) for a script: a user mistake exits with its one line. Returns
+    the keys that were set. `config` is a dict, or a script's globals()."""
     try:
-        apply_config(sys.argv[1:] if args is None else args, config)
+        return apply_config(sys.argv[1:] if args is None else args, config,
+                            source=source or inspect.stack()[1].filename)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-
-
-# Run with exec() inside a script (nanoGPT's usage), __name__ is that script's: apply sys.argv to its
-# globals, then remove the helpers defined above so only the script's own names remain. The functions
-# above now live in the script's namespace, where a config key may shadow a builtin they use (train.py
-# has `compile`), so call the imported module's copy when it can be imported.
-if __name__ != 'configurator':
-    try:
-        from configurator import configure as _configure
-    except ImportError:
-        _configure = configure
-    _configure(globals())
-    for _name in set(globals()) - _names_before_configurator - {'_name', '_names_before_configurator'}:
-        del globals()[_name]
-    del _name, _names_before_configurator

@@ -166,6 +166,20 @@ def write_meta(out_dir, meta):
     _atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
 
 
+MIN_TRAIN_BLOCK = 1024  # train.py's default block_size: a split needs block_size + 2 tokens to give one window
+
+
+def check_split_sizes(source, tokens):
+    """Stop before writing a dataset that nothing can train on, and say what train.py's block_size allows."""
+    small = min(tokens.values())
+    sizes = f"{tokens['train']:,} train and {tokens['val']:,} val tokens"
+    if small < 34:  # block_size 32, the smallest context worth training
+        raise ValueError(f"{source} gives {sizes}; each split needs at least block_size + 2 tokens "
+                         f"({MIN_TRAIN_BLOCK + 2:,} for train.py's default block_size): give a longer text")
+    if small < MIN_TRAIN_BLOCK + 2:
+        print(f"note: {source} gives {sizes}: train with --block_size={small - 2} or less")
+
+
 def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
     """Tokenise `text`, cut 90/10 at a line boundary, write train.bin, val.bin and meta.json."""
     meta = dict(tokenizer=tokenizer, source=source, dtype='uint16')
@@ -177,13 +191,15 @@ def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
         meta.update(vocab_size=tok.n_vocab, eot_token=None, itos=tok.itos, stoi=tok.stoi)
     else:
         raise ValueError(f"unknown tokenizer {tokenizer!r}: use 'gpt2' or 'char'")
-    os.makedirs(out_dir, exist_ok=True)
     cut = split_point(text)
+    # encode_ordinary: '<|endoftext|>' in the text is plain text, not the special token
+    ids = {split: tok.encode_ordinary(part) if tokenizer == 'gpt2' else tok.encode(part)
+           for split, part in (('train', text[:cut]), ('val', text[cut:]))}
+    check_split_sizes(source or out_dir, {k: len(v) for k, v in ids.items()})
+    os.makedirs(out_dir, exist_ok=True)
     for split, part in (('train', text[:cut]), ('val', text[cut:])):
-        # encode_ordinary: '<|endoftext|>' in the text is plain text, not the special token
-        ids = tok.encode_ordinary(part) if tokenizer == 'gpt2' else tok.encode(part)
-        _atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids).tobytes())
-        meta[f'{split}_tokens'] = len(ids)
+        _atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids[split]).tobytes())
+        meta[f'{split}_tokens'] = len(ids[split])
         meta[f'{split}_chars'] = len(part)
     write_meta(out_dir, meta)  # last: its presence marks a finished preparation
     print(f"{out_dir}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens, "
@@ -372,13 +388,28 @@ def prepare_gutenberg(out_dir, tokenizer='gpt2', corpus_dir=None, val_fraction=G
     return out_dir
 
 
-def prepare(dataset='shakespeare', data_dir='data', input='', name='', tokenizer='gpt2', **kwargs):
+def read_text(path, encoding='utf-8', errors='strict'):
+    """A text file's contents; a byte the encoding cannot decode stops with where it is and the ways on."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:  # decoded whole, so an error's offset is the file's (a text stream decodes in chunks)
+        return data.decode(encoding, errors).replace('\r\n', '\n').replace('\r', '\n')  # as text mode reads it
+    except LookupError as e:
+        raise ValueError(f"{e}: --encoding takes a Python codec (utf-8, latin-1, cp1252, ...), --errors "
+                         "'strict' or 'replace'") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not {encoding}: byte {e.object[e.start:e.start + 1]!r} at offset {e.start:,} "
+                         f"({e.reason}). Name its encoding (--encoding=latin-1, cp1252, ...) or replace the bytes "
+                         f"that do not decode (--errors=replace)") from None
+
+
+def prepare(dataset='shakespeare', data_dir='data', input='', name='', tokenizer='gpt2', encoding='utf-8',
+            errors='strict', **kwargs):
     """Prepare `dataset` (or the text file `input`, called `name`) under data_dir; return its folder.
     Extra keyword arguments go to the FineWeb-Edu preparation (num_proc to gutenberg's too)."""
     if input:
         name = name or os.path.splitext(os.path.basename(input))[0]
-        with open(input, encoding='utf-8') as f:
-            text = f.read()
+        text = read_text(input, encoding, errors)
         return prepare_text(text, os.path.join(data_dir, name), tokenizer, source=os.path.abspath(input))
     if dataset == 'fineweb_edu':
         return prepare_fineweb(os.path.join(data_dir, name or dataset), **kwargs)
@@ -432,10 +463,13 @@ def ensure_prepared(dataset, data_dir='data'):
     else:
         cmd = f"python prepare_data.py --input=PATH/TO/TEXT.txt --name={dataset}{extra}"
     import difflib
-    known = set(EMBEDDED) | {'fineweb_edu'} | (set(os.listdir(data_dir)) if os.path.isdir(data_dir) else set())
-    close = difflib.get_close_matches(dataset, sorted(known), n=1)
+    prepared = sorted(d for d in (os.listdir(data_dir) if os.path.isdir(data_dir) else [])
+                      if is_prepared(os.path.join(data_dir, d)))
+    close = difflib.get_close_matches(dataset, sorted(set(EMBEDDED) | {'fineweb_edu'} | set(prepared)), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing).{hint} "
+    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing).{hint} Prepared in "
+                     f"{data_dir}: {', '.join(prepared) or 'none'}; shipped with the repo (prepared on first use): "
+                     f"{', '.join(EMBEDDED)}. "
                      f"To prepare it, run:\n    {cmd}")
 
 
@@ -711,25 +745,27 @@ def main():
     from configurator import configure
     config = dict(
         dataset='shakespeare',  # shakespeare | shakespeare_char | gutenberg | gutenberg_char | fineweb_edu
-        input='',               # a UTF-8 text file of your own instead of a named dataset
+        input='',               # a text file of your own instead of a named dataset
+        encoding='utf-8',       # --input's encoding (latin-1, cp1252, ...)
+        errors='strict',        # --input's bytes that do not decode: 'strict' stops, 'replace' writes U+FFFD
         name='',                # output folder name under data_dir (default: dataset, or input's stem)
         tokenizer='gpt2',       # for --input and gutenberg: gpt2 | char
-        data_dir='data',
+        data_dir='data',        # where the prepared datasets go (one folder each)
         # fineweb_edu only
         max_tokens=10e9,        # token budget (train + val)
         val_tokens=1e7,         # the first tokens of the stream form the val split
         shard_tokens=1e8,       # tokens per shard file (200 MB)
         num_proc=os.cpu_count(),  # tokeniser processes (gutenberg too)
         source='HuggingFaceFW/fineweb-edu',  # hub dataset, or local .jsonl/.json/.parquet path or glob
-        source_config='sample-10BT',
-        text_key='text',
+        source_config='sample-10BT',  # the hub dataset's configuration
+        text_key='text',        # the field of a record that holds its text
         max_shards=0,           # stop after this many shards in this run (0: no limit); rerun to resume
     )
     configure(config)
     try:
         prepare(**config)
     except (ValueError, OSError) as e:  # unknown dataset or tokenizer, unreadable input: a message is enough
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {e.strerror + ': ' + e.filename if isinstance(e, OSError) and e.filename else e}")
 
 
 if __name__ == '__main__':

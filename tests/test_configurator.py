@@ -109,43 +109,53 @@ def test_config_file_mistakes(tmp_path, body, words):
 
 SCRIPT = """
 import sys
-batch_size = 12
-learning_rate = 6e-4
-mup = False
-out_dir = 'out'
-compile = True  # shadows the builtin, as in train.py
-exec(open({path!r}).read())
-print('RESULT', batch_size, learning_rate, mup, out_dir, compile,
-      sorted(k for k in globals() if not k.startswith('__')))
+sys.path.insert(0, {root!r})
+from configurator import configure
+batch_size = 12              # sequences a micro-batch
+learning_rate = 6e-4         # the base LR,
+                             # before the per-group multipliers
+mup = False                  # μP or SP
+out_dir = 'out'              # where the run writes
+compile = True               # shadows the builtin, as in train.py
+configure(globals())
+print('RESULT', batch_size, learning_rate, mup, out_dir, compile)
 """
 
 
 def run_script(tmp_path, *args):
     script = tmp_path / 'script.py'
-    script.write_text(SCRIPT.format(path=os.path.join(ROOT, 'configurator.py')))
+    script.write_text(SCRIPT.format(root=ROOT))
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
 
 
-@pytest.mark.parametrize('importable', [True, False])
-def test_exec_usage_like_nanogpt(tmp_path, importable):
+def test_a_scripts_globals_like_nanogpt(tmp_path):
     (tmp_path / 'cfg.py').write_text('learning_rate = 1e-3\n')
-    if importable:  # as for train.py: configurator.py next to the script
-        (tmp_path / 'configurator.py').write_text(open(os.path.join(ROOT, 'configurator.py')).read())
     r = run_script(tmp_path, 'cfg.py', '--batch_size=3', '--mup=True', '--out_dir=x=y', '--compile=False')
     assert r.returncode == 0, r.stderr
     line = [l for l in r.stdout.splitlines() if l.startswith('RESULT')][0]
-    # the exec'd helpers are cleaned up: only the script's own globals remain
-    assert line == "RESULT 3 0.001 True x=y False ['batch_size', 'compile', 'learning_rate', 'mup', 'out_dir', 'sys']"
+    assert line == "RESULT 3 0.001 True x=y False"
 
 
-def test_exec_usage_error_is_one_line_not_a_traceback(tmp_path):
+def test_a_mistake_is_one_line_not_a_traceback(tmp_path):
     r = run_script(tmp_path, '--batch_sise=3')
     assert r.returncode != 0
     assert 'Traceback' not in r.stderr
     assert r.stderr.strip().startswith("error: unknown config key 'batch_sise'") and 'batch_size' in r.stderr
 
 
-def test_help_lists_keys(tmp_path):
+def test_help_lists_keys_with_their_meanings(tmp_path):
     r = run_script(tmp_path, '--help')
-    assert r.returncode == 0
-    assert 'batch_size' in r.stdout and 'learning_rate' in r.stdout and 'RESULT' not in r.stdout
+    assert r.returncode == 0 and 'RESULT' not in r.stdout
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.startswith('  ')}
+    assert list(lines) == ['batch_size', 'learning_rate', 'mup', 'out_dir', 'compile']
+    assert lines['batch_size'].endswith('sequences a micro-batch')
+    assert lines['learning_rate'].endswith('the base LR, before the per-group multipliers')  # a continued comment
+    assert "'out'" in lines['out_dir'] and lines['mup'].endswith('μP or SP')
+
+
+def test_meanings_of_a_dict(tmp_path):
+    from configurator import meanings
+    f = tmp_path / 'defaults.py'
+    f.write_text("D = dict(\n    widths='1,2',   # the widths\n    seeds=3,        # seeds a point\n"
+                 "                    # averaged\n    plain=1,\n)\n")
+    assert meanings(str(f)) == {'widths': 'the widths', 'seeds': 'seeds a point averaged'}

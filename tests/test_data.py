@@ -123,6 +123,33 @@ def test_ensure_prepared(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         prepare_data.ensure_prepared('shakespeare_chr', data_dir=str(tmp_path))
     assert "Did you mean 'shakespeare_char'?" in str(e.value.code)
+    assert 'Prepared in' in str(e.value.code) and 'gutenberg' in str(e.value.code)  # what exists, listed
+
+
+@pytest.mark.parametrize('content, args, words', [
+    (b'', [], ['0 train and 0 val tokens', 'block_size + 2']),
+    (b'hello world\n' * 5, [], ['train and', 'val tokens', 'block_size + 2']),
+    (b'x' * 5000 + b'caf\xe9\n', [], ["byte b'\\xe9' at offset 5,003", '--encoding=latin-1', '--errors=replace']),
+    (b'x', ['--encoding=klingon'], ['klingon', '--encoding takes']),
+])
+def test_input_that_cannot_make_a_dataset_gets_one_line(tmp_path, content, args, words):
+    src = tmp_path / 'bad.txt'
+    src.write_bytes(content)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'prepare_data.py'), f'--input={src}', *args,
+                        f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert all(w in r.stderr for w in words), r.stderr
+    assert not os.path.exists(tmp_path / 'data' / 'bad' / 'meta.json')
+
+
+def test_input_in_another_encoding(tmp_path):
+    src = tmp_path / 'latin.txt'
+    src.write_bytes(('café au lait\r\n' * 400).encode('latin-1'))
+    out = prepare(input=str(src), encoding='latin-1', data_dir=str(tmp_path / 'data'))
+    text = get_tokenizer('gpt2').decode(read_bin(os.path.join(out, 'train.bin')).tolist())
+    assert text.startswith('café au lait\ncafé')  # decoded, with text mode's newlines
+    out = prepare(input=str(src), name='replaced', errors='replace', data_dir=str(tmp_path / 'data'))
+    assert '\ufffd' in get_tokenizer('gpt2').decode(read_bin(os.path.join(out, 'train.bin')).tolist())
 
 
 def test_load_split_single_file(data_dir):

@@ -92,7 +92,7 @@ def test_csv_has_a_row_per_step(tmp_path, data_dir):
     with open(tmp_path / 'log.csv') as f:
         rows = [r for r in csv.DictReader(f) if r['loss']]
     assert [int(r['iter']) for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r['iter'] for r in rows if r['ms']] == ['1', '4', '6']  # speed on the log steps and the first
+    assert [r['iter'] for r in rows if r['ms']] == ['1', '2', '3', '4', '6']  # on the warm-up and log steps
 
 
 def test_resume_refuses_another_config(tmp_path, data_dir):
@@ -177,18 +177,109 @@ def test_ctrl_c_stops_cleanly_and_resumes_exactly(tmp_path, data_dir):
 
 
 def test_defaults_are_the_tuned_base_values():
-    """`python train.py --width=768 --mup=True` is the μTransfer the repo shows: its defaults are the values
-    config/tuned_gutenberg.py holds (the gutenberg corpus, the base width's tuned LR and multipliers), at the
+    """`python train.py --width=768 --mup=True` is the μTransfer the repo shows: the values written at the top of
+    train.py are the ones a bare run uses (--help prints what the run would use), and the base values among them
+    are those config/tuned_gutenberg.py holds (the corpus, the base width's tuned LR and multipliers), at the
     paper's context, for one epoch."""
+    import ast
     tuned = {}
     exec(open(os.path.join(ROOT, 'config', 'tuned_gutenberg.py')).read(), tuned)
+    source = ast.parse(open(os.path.join(ROOT, 'train.py')).read())
+    written = {}
+    for node in source.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                written[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:  # computed, not a setting
+                pass
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
-    shown = dict(ln.split('(')[0].split('=', 1) for ln in r.stdout.splitlines()[1:] if '=' in ln)
-    shown = {k.strip(): v.strip() for k, v in shown.items()}
+    import re
+    shown = {m.group(1): m.group(2) for m in (re.match(r'^\s+(\w+)\s*=\s*(\S+)', ln) for ln in r.stdout.splitlines())
+             if m}
+    assert shown and all(shown[k] == repr(written[k]) for k in shown), (shown, written)
     for key in ('dataset', 'base_width', 'learning_rate', 'output_mult', 'init_std', 'weight_decay'):
-        assert shown[key] == repr(tuned[key]), (key, shown[key], tuned[key])
-    assert shown['block_size'] == '1024' and shown['max_iters'] == '0'
+        assert written[key] == tuned[key], (key, written[key], tuned[key])
+    assert written['block_size'] == 1024 and written['max_iters'] == 0
+    assert "config/tuned_gutenberg.py" in open(os.path.join(ROOT, 'train.py')).read()
+
+
+def test_help_gives_every_key_a_meaning():
+    """--help lists every key with its default and what it means (the comment on the line that sets it)."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    keys = [ln.split()[0] for ln in r.stdout.splitlines()[1:] if ln.startswith('  ')]
+    assert len(keys) > 40 and 'learning_rate' in keys
+    bare = [ln for ln in r.stdout.splitlines()[1:] if ln.startswith('  ') and len(ln.split('=', 1)[1].split()) < 2]
+    assert not bare, bare
+
+
+def test_a_new_run_never_takes_over_another_runs_out_dir(tmp_path, data_dir):
+    """Two runs into one folder: the second stops with one line naming the ways on, and changes nothing; with
+    --overwrite=True it replaces the first, and "done:" names the checkpoint it wrote itself."""
+    out = tmp_path / 'reuse'
+    train(out, data_dir, '--max_iters=20', '--eval_interval=10')
+    before = {p: os.path.getmtime(p) for p in glob.glob(str(out / '*'))}
+    r = train(out, data_dir, '--max_iters=10', '--eval_interval=10', check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr
+    assert '--out_dir' in r.stderr and '--init_from=resume' in r.stderr and '--overwrite=True' in r.stderr
+    assert {p: os.path.getmtime(p) for p in glob.glob(str(out / '*'))} == before
+    r = train(out, data_dir, '--max_iters=10', '--eval_interval=10', '--overwrite=True')
+    assert f"checkpoint {out / 'ckpt_0000010.pt'}" in r.stdout, r.stdout[-1000:]
+    assert sorted(os.path.basename(p) for p in glob.glob(str(out / 'ckpt_*.pt'))) == ['ckpt_0000010.pt']
+    assert max(losses(out)) == 10  # the log is this run's
+
+
+def test_rotation_keeps_other_runs_checkpoints(tmp_path, data_dir):
+    """keep_checkpoints drops only the checkpoints this run wrote, never a file it did not write."""
+    out = tmp_path / 'rot'
+    train(out, data_dir, '--max_iters=4', '--eval_interval=2')
+    foreign = out / 'ckpt_0000001.pt'
+    foreign.write_bytes(open(out / 'ckpt_0000002.pt', 'rb').read())
+    train(out, data_dir, '--max_iters=8', '--eval_interval=2', '--init_from=resume')
+    names = sorted(os.path.basename(p) for p in glob.glob(str(out / 'ckpt_*.pt')))
+    assert names == ['ckpt_0000001.pt', 'ckpt_0000006.pt', 'ckpt_0000008.pt'], names
+
+
+def test_sample_skips_a_damaged_newest_checkpoint(tmp_path, data_dir):
+    train(tmp_path, data_dir, '--max_iters=4', '--eval_interval=2')
+    newest = sorted(glob.glob(str(tmp_path / 'ckpt_*.pt')))[-1]
+    with open(newest, 'r+b') as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), f'--out_dir={tmp_path}',
+                        f'--data_dir={data_dir}', '--num_samples=1', '--max_new_tokens=10', '--device=cpu'],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    skip = [ln for ln in r.stdout.splitlines() if ln.startswith('skipping')]
+    assert len(skip) == 1 and newest in skip[0] and skip[0].endswith('trying an older one'), r.stdout
+    assert 'ckpt_0000002.pt (iter 2)' in r.stdout
+
+
+def test_a_run_too_large_for_the_machine_stops_before_it_starts(tmp_path, data_dir):
+    """The memory estimate stops a run that cannot fit, before the operating system kills it, and says what fits."""
+    r = train(tmp_path, data_dir, '--width=1024', '--n_head=8', '--batch_size=512', '--block_size=4096', check=False)
+    assert r.returncode != 0 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert 'GB' in r.stderr and ('--batch_size=' in r.stderr or 'config/demo.py' in r.stderr), r.stderr
+    assert not glob.glob(str(tmp_path / '*'))  # nothing written
+
+
+def test_eta_holds(tmp_path, data_dir):
+    """The ETA printed once a tenth of the run is done is within 25% of the time the rest then takes (a steady
+    machine), evaluations included."""
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *TINY, '--width=128', '--batch_size=8', '--block_size=64',
+           '--max_iters=300', '--log_interval=10', '--eval_interval=100', '--eval_iters=20',
+           f'--out_dir={tmp_path}', f'--data_dir={data_dir}']
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    eta = None
+    for line in p.stdout:
+        if line.startswith('iter 30:'):
+            value, unit = line.split('~')[1].split()[:2]
+            eta, t = float(value) * (60 if unit == 'min' else 1), time.time()
+    p.wait(timeout=600)
+    assert p.returncode == 0 and eta is not None, p.stderr.read()[-2000:]
+    actual = time.time() - t
+    assert abs(eta - actual) <= 0.25 * actual, (eta, actual)
 
 
 def test_one_epoch_by_default(tmp_path, data_dir):
