@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -28,6 +29,7 @@ from configurator import config_keys, configure
 from model import GDN, GDNConfig
 from mup import check_weight_decay_rule
 from prepare_data import EMBEDDED
+from tracking import Tracker, draw_losses
 from training import (Batches, checkpoints, dataset_setup, device_setup, evaluate, load_checkpoint, load_splits,
                       lr_at, memory_estimate_gb, train_step)
 
@@ -41,6 +43,11 @@ eval_only = False            # evaluate the model (a resumed checkpoint, or the 
 init_from = 'scratch'        # 'scratch' or 'resume' (from the newest readable checkpoint in out_dir)
 overwrite = False            # True: a new run into an out_dir that holds another run removes that run first
 keep_checkpoints = 2         # how many of this run's newest checkpoints to keep
+plot = True                  # draw the loss curves into out_dir/loss.png at every evaluation
+tensorboard = False          # also write TensorBoard event files, to out_dir/tensorboard (offline)
+wandb_log = False            # also log to Weights & Biases (WANDB_MODE=offline: no network)
+wandb_project = 'mup-gdn'    # wandb's project
+wandb_run_name = ''          # wandb's run name ('' = its own)
 # data
 dataset = 'gutenberg'        # a folder of data_dir made by prepare_data.py; 'gutenberg' (121 books, 15M GPT-2
                              # tokens) and 'shakespeare' ship with the repo and are prepared on first use
@@ -143,17 +150,19 @@ tokens_per_iter = gradient_accumulation_steps * world * batch_size * block_size
 torch.manual_seed(seed)
 
 # a run owns its out_dir: run.json names it, and lists the checkpoints it wrote (only those are rotated)
-RUN_FILES = ('run.json', 'log.csv')
+RUN_FILES = ('run.json', 'log.csv', 'loss.png', 'tensorboard')
 found = [os.path.basename(p) for p in checkpoints(out_dir)] + [f for f in RUN_FILES
                                                                if os.path.exists(os.path.join(out_dir, f))]
 if init_from == 'scratch' and found and not eval_only:
     if not overwrite:
         listed = ', '.join(found[:3] + (['...'] if len(found) > 3 else []))
-        fail(f"{out_dir} holds another run ({listed}): give this run its own --out_dir, continue that one with "
-             f"--init_from=resume, or start over there with --overwrite=True (removes it)")
+        fail(f"{out_dir} holds another run ({listed}): give this run its own --out_dir, "
+             + ("continue that one with --init_from=resume, " if checkpoints(out_dir) else "")
+             + "or start over there with --overwrite=True (removes it)")
     if master:
         for f in found:
-            os.remove(os.path.join(out_dir, f))
+            path = os.path.join(out_dir, f)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         print(f"--overwrite=True: removed the earlier run's {len(found)} files from {out_dir}")
 
 # data: uint16 tokens made by prepare_data.py; the embedded corpora are prepared on first use, by rank 0 alone
@@ -311,6 +320,7 @@ def write_run(info):
 
 if master and not eval_only:
     os.makedirs(out_dir, exist_ok=True)
+    tracker = Tracker(out_dir, config, tensorboard, '', wandb_log, wandb_project, wandb_run_name)
     run_info = read_run() if init_from == 'resume' else {'run_id': uuid.uuid4().hex, 'checkpoints': []}
     run_info.update(config=config)
     write_run(run_info)
@@ -428,6 +438,7 @@ def write_log():
             speed = [f'{dt * 1000:.2f}', f'{tokens_per_iter / dt:.0f}', f'{mfu:.4f}' if peak else ''] \
                 if it == iter_num else [''] * 3
             log.writerow([it, f'{l:.5f}', f'{it_lr:.4e}', f'{gn:.4g}', *speed, '', ''])
+            tracker.log(it, {'train/loss': l, 'lr': it_lr, 'grad_norm': gn})
         log_file.flush()
     recent, t_log = [], time.time()
 
@@ -445,6 +456,10 @@ try:
             if not eval_only:
                 log.writerow([iter_num, '', '', '', '', '', '', f"{losses['train']:.5f}", f"{val_loss:.5f}"])
                 log_file.flush()
+                tracker.log(iter_num, {'eval/train_loss': losses['train'], 'eval/val_loss': val_loss})
+                if plot:
+                    draw_losses(log_path, os.path.join(out_dir, 'loss.png'), tokens_per_iter,
+                                f"{parametrization}, width {width}, {dataset}, lr {learning_rate:.3g}")
                 saved_path, saved_iter = save_checkpoint(), iter_num
             if pace['t0'] is not None:
                 pace['eval_s'] += time.time() - t_eval
@@ -473,8 +488,10 @@ try:
         done = iter_num >= max_iters
         print(f"{'done' if done else 'stopped'}: {iter_num - start_iter} steps in {minutes:.1f} min"
               + (f", final val loss {val_loss:.4f}" if done else f" (iter {iter_num} of {max_iters})")
-              + f"; checkpoint {saved_path}\n" + (f"sample from it: python sample.py --out_dir={out_dir}" if done else
-                                                  "go on: the same command with --init_from=resume"))
+              + f"; checkpoint {saved_path}" + (f", curves {out_dir}/loss.png" if plot else '') + "\n"
+              + (f"sample from it: python sample.py --out_dir={out_dir}" if done else
+                 "go on: the same command with --init_from=resume"))
+        tracker.close()
 except KeyboardInterrupt:
     if master:
         if not eval_only:

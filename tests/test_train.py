@@ -321,3 +321,18 @@ def test_ddp_two_processes_match_one(tmp_path, data_dir):
     assert one.keys() == two.keys()
     for i in one:
         assert one[i] == pytest.approx(two[i], abs=1e-4), (i, one, two)
+
+
+def test_tracking_writes_tensorboard_events_and_the_loss_figure(tmp_path, data_dir):
+    pytest.importorskip('tensorboard')
+    r = train(tmp_path, data_dir, '--max_iters=4', '--eval_interval=2', '--tensorboard=True')
+    assert 'loss.png' in r.stdout
+    (events,) = glob.glob(str(tmp_path / 'tensorboard' / 'events.out.tfevents.*'))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(events)
+    acc.Reload()
+    assert [e.step for e in acc.Scalars('train/loss')] == [1, 2, 3, 4]
+    assert [e.value for e in acc.Scalars('eval/val_loss')] == pytest.approx(
+        [float(r['val_loss']) for r in rows(tmp_path) if r['val_loss']], abs=1e-4)
+    with open(tmp_path / 'loss.png', 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
