@@ -6,8 +6,8 @@ For each width (or depth) and each run in {SP, μP} x {AdamW, SGD} (under SGD th
 fixed-fan-out gate rule 'mup_fixed_fanout' and the ablation 'mup_nogdn', μP without the GDN gate/scalar
 corrections), build the model, train `steps` steps at a constant LR on real batches (training.train_step, as
 train.py), and after every step run one fixed batch through the training forward, model(x, y), recording the
-RMS of each probed quantity (PROBES, read by forward hooks that leave the forward as it is; averaged over
-layers) and the RMS of its change since step 0. Under μP the curves against width are flat; under SP the
+RMS of each probed quantity (GDN_PROBES, read by forward hooks that leave the forward as it is; averaged
+over layers) and the RMS of its change since step 0. Under μP the curves against width are flat; under SP the
 logits and the updates grow with width (Yang et al., Tensor Programs V, §D; microsoft/mup's coord_check is
 the original). A run named 'mup-adamw-completep' adds a depth rule (mup.py).
 
@@ -16,7 +16,7 @@ state, the readout, the branch outputs before their multiplier) and the residual
 `depths`: under CompleteP their change is flat in depth (every layer learns, none lazily), under depth-μP the
 layers' own change shrinks like depth^-1/2, and without a depth rule the residual stream's change grows.
 
-    python coord_check.py --out=assets                       # widths to 2048 on a GPU; to 512 on a CPU (minutes)
+    python coord_check.py --out=assets                       # the full check, widths to 2048 (a GPU; CPU: to 512)
     python coord_check.py --dim=depth --out=assets/depth     # the depth check (depths 2..32 at width 256)
     python coord_check.py --widths=64,128,256,512 --steps=3 --device=cpu      # a quick one, -> out/coord_check
 
@@ -334,6 +334,8 @@ def coord_check(cfg, verbose=True):
             raise ValueError(f"unknown run {r!r}: param-optimizer[-depth rule], e.g. {', '.join(RUNS[:2])}, "
                              f"{DEPTH_RUNS[2]}")
     dev = device_setup(cfg['device'], 'float32')
+    if cfg['model'] == 'fla' and dev.type != 'cuda':
+        raise ValueError("model='fla': flash-linear-attention's kernels need a CUDA device")
     if dev.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 throughout: measure the rules, not rounding
         torch.backends.cudnn.allow_tf32 = False
