@@ -1,5 +1,7 @@
 """The coordinate check on CPU: under μP the logits and the GDN readout move by a width-independent
-amount in the first steps; under SP the logits' move grows with width.
+amount in the first steps; under SP the logits' move grows with width. Then the probes (hooks that leave the
+training forward's loss and gradients as they are, each quantity against a direct computation) and the
+script (its plan within seconds; Ctrl-C keeps the widths that finished).
 
 Widths 128..1024, 3 steps, 2 seeds, 4 x 64 tokens a step (~45 s on 2 cores). Widths from 128 because below
 that (d_k = 8 at width 64) the readout S q is dominated by the random overlap of q with the keys, ~1/sqrt(d_k), and
