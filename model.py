@@ -78,12 +78,6 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
-def probe(module, name, x):
-    # coord_check.py sets `module.probes = {}` to record intermediate activations; otherwise a no-op
-    if module.probes is not None:
-        module.probes[name] = x.detach()
-
-
 class CausalConv(nn.Module):
     """Depthwise causal conv over time + SiLU, on [B, T, C], with its state: the last kernel_size - 1 inputs
     (zeros at a sequence's start). One module for q, k and v together: the output is split into `parts`,
@@ -97,6 +91,19 @@ class CausalConv(nn.Module):
 
     def forward(self, x, state=None, backend=''):
         return conv_silu(x, self.weight, state, self.parts, self.norm, backend)
+
+
+class DeltaRule(nn.Module):
+    """The gated delta rule (kernel.py) as a module of its own, without parameters: a forward hook sees its
+    inputs (q, k, v, log alpha, beta) and its readout o as the layer computes them (coord_check.py)."""
+
+    def __init__(self, scale, backend):
+        super().__init__()
+        self.scale, self.backend = scale, backend
+
+    def forward(self, q, k, v, g, beta, initial_state=None, output_final_state=False):
+        return chunk_gated_delta_rule(q, k, v, g, beta, self.scale, initial_state, output_final_state,
+                                      self.backend)
 
 
 class GatedDeltaNet(nn.Module):
@@ -116,8 +123,7 @@ class GatedDeltaNet(nn.Module):
         self.g_proj = nn.Linear(d, H * V, bias=False)  # output gate
         self.o_norm = RMSNorm(V)                         # per-head norm, gain shared across heads
         self.o_proj = nn.Linear(H * V, d, bias=False)
-        self.readout_scale = mup.multipliers(config)['readout']
-        self.probes = None
+        self.delta_rule = DeltaRule(mup.multipliers(config)['readout'], config.kernel_backend)
 
     def forward(self, x, state=None, need_state=False):
         B, T, _ = x.shape
@@ -132,14 +138,7 @@ class GatedDeltaNet(nn.Module):
         q, k, v = q.view(B, T, H, K), k.view(B, T, H, K), v.view(B, T, H, V)
         beta = torch.sigmoid(b.float())
         g = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)  # log alpha
-        probe(self, 'q', q); probe(self, 'k', k); probe(self, 'v', v)
-        probe(self, 'beta', beta); probe(self, 'alpha', g.exp())
-        o, S = chunk_gated_delta_rule(q, k, v, g, beta, self.readout_scale, initial_state=state.get('S'),
-                                      output_final_state=need_state or self.probes is not None,
-                                      backend=self.backend)
-        probe(self, 'readout', o)
-        if S is not None:
-            probe(self, 'state', S)
+        o, S = self.delta_rule(q, k, v, g, beta, state.get('S'), need_state)
         o = self.o_norm(o) * F.silu(gate.view(B, T, H, V))
         return self.o_proj(o.reshape(B, T, H * V)), dict(conv=conv_state, S=S)
 
@@ -163,16 +162,12 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.width)
         self.mlp = MLP(config)
         self.branch_mult = mup.multipliers(config)['branch']  # 1 unless a depth rule scales the branches (exact)
-        self.probes = None
 
     def forward(self, x, state=None, need_state=False):
         h, state = self.mixer(self.mixer_norm(x), state, need_state)
-        probe(self, 'mixer_out', h)
         x = x + self.branch_mult * h
         h = self.mlp(self.mlp_norm(x))
-        probe(self, 'mlp_out', h)
         x = x + self.branch_mult * h
-        probe(self, 'residual', x)
         return x, state
 
 
@@ -184,7 +179,6 @@ class GDN(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.norm_f = RMSNorm(config.width)
         self.logit_mult = mup.multipliers(config)['logits']
-        self.probes = None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -228,24 +222,24 @@ class GDN(nn.Module):
         """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a
         sequence (conv inputs and delta-rule state). Returns (logits, loss) or, with return_state,
         (logits, loss, state). With targets, the loss and no logits (fused_ops computes the loss without
-        them); without, the logits: of the last position only, unless return_state (or coord_check's probes)."""
+        them); without, the logits at every position."""
         x = self.wte(idx)
-        probe(self, 'embed', x)
         new_state = []
         for i, block in enumerate(self.blocks):
             x, s = block(x, state[i] if state else None, return_state)
             new_state.append(s)
         x = self.norm_f(x)
-        # tied embedding as lm_head; μP scales the logits by 1/m (mup.multipliers)
         logits = loss = None
         if targets is not None:
             loss = linear_cross_entropy(x, self.wte.weight, self.logit_mult, targets, self.config.kernel_backend)
         else:
-            if not return_state and self.probes is None:
-                x = x[:, -1:]  # generation only needs the last position
-            logits = F.linear(x, self.wte.weight) * self.logit_mult
-            probe(self, 'logits', logits)
+            logits = self.logits(x)
         return (logits, loss, new_state) if return_state else (logits, loss)
+
+    def logits(self, x):
+        """The logits of the final norm's output x: the tied embedding as the head, times μP's 1/m
+        (mup.multipliers). The loss computes this product chunk by chunk without keeping it (fused_ops)."""
+        return F.linear(x, self.wte.weight) * self.logit_mult
 
     def flops_per_token(self, T):
         """Training FLOPs per token (forward + backward = 3x forward): 6 per matmul parameter, plus

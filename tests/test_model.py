@@ -83,7 +83,8 @@ def test_groups_cover_every_parameter_once():
     assert {mup.group_of(n) for n, _ in model.named_parameters()} == set(mup.GROUPS)
 
 
-# LR exponents of m written out independently of mup.py (DESIGN §3), so a changed rule fails here.
+# LR exponents of m written out independently of mup.py, from Tensor Programs V (Table 3) and Liu & Gu
+# (§4), so a changed rule fails here.
 # 'mup' is the paper's (§4: SGD gates m^-1/2, scalars m^+1/2); 'mup_fixed_fanout' gives the gates and
 # scalars TP5's rows for an output layer of fixed fan-out and its biases (m^-1, m^0).
 EXPECTED_LR_EXP = {
@@ -157,7 +158,7 @@ def test_init_std_and_multipliers_scale_with_width(m):
             assert p[name].std().item() == pytest.approx(0.02 * m ** exp, rel=0.06), name
         assert p['wte.weight'].std().item() == pytest.approx(0.02, rel=0.03)
         d_k = model.config.head_k
-        readout = model.blocks[0].mixer.readout_scale * math.sqrt(d_k)
+        readout = model.blocks[0].mixer.delta_rule.scale * math.sqrt(d_k)
         assert readout == pytest.approx(math.sqrt(m) if param != 'sp' else 1.0)
         assert model.logit_mult == pytest.approx(1 / m if param != 'sp' else 1.0)
 
@@ -206,6 +207,17 @@ def test_token_by_token_equals_full_sequence():
         out, _, state = model(idx[:, t:t + 1], state=state, return_state=True)
         steps.append(out)
     torch.testing.assert_close(torch.cat(steps, 1), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_generate_carries_the_state_exactly():
+    """Greedy sampling (top_k=1): generate, reading the prompt once and carrying the state, picks the tokens
+    that re-reading the whole sequence at every step picks."""
+    model = build().double()
+    idx = torch.randint(0, V, (2, 5))
+    seq = idx
+    for _ in range(8):
+        seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(model.generate(idx, 8, top_k=1), seq)
 
 
 def test_bad_head_dims_fail_clearly():
