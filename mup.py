@@ -359,8 +359,9 @@ def _fla_unsupported(model, inner):
                            f"an MLP activation other than SwiGLU (hidden_act={getattr(layer.mlp, 'hidden_act', '')})")]:
             if bad:
                 why.append(what)
-    why += [f"a parameter the rules do not name ({name})" for name, _ in model.named_parameters()
-            if group_of(name, 'fla') is None]
+    unnamed = [name for name, _ in model.named_parameters() if group_of(name, 'fla') is None]
+    if unnamed:
+        why.append(f"parameters the rules do not name ({', '.join(unnamed[:3])}{', ...' if unnamed[3:] else ''})")
     return list(dict.fromkeys(why))
 
 
