@@ -18,11 +18,12 @@ weights so that fla computes the same function, exactly but for float rounding:
 - the residual stream's norms get that eps too, and RMSNorm(x/s; ε/s²) = RMSNorm(x; ε): the stream is carried
   divided by s, i.e. the embedding and the branches' output matrices o_proj and down_proj (with the depth
   rule's branch multiplier) times 1/s, and the final norm's gain times s and the logit multiplier.
-One eps alone cannot be exact at both: at o_norm alone it leaves a residual norm's output off by up to
-ε (1 - 1/m) / (2 ms) relative, ms its input's mean square (from 4e-4, the embedding's at init: 9e-4 at width
-768, logits off by 0.01); at the residual norms alone, o_norm's by up to 42% on the first tokens, where the state
-is near 0 (logits off by 2.5). Folding in fp32 rounds: mup_gdn.safetensors keeps the folded tensors as they
-were, and the import takes them where they still fold to what model.safetensors holds (bit for bit), else
+Without the stream's scale one eps cannot be exact at both: exact at o_norm, it leaves a residual norm's
+output off by up to ε (1 - 1/m) / (2 ms) relative, ms its input's mean square (8e-4 at m = 3 for the embedding's
+init_std² = 4e-4); exact at the residual norms, it leaves o_norm's off by up to 1 - 1/sqrt(m) (42% at m = 3)
+where the readout is near 0, as on a sequence's first tokens.
+Folding in fp32 rounds: mup_gdn.safetensors keeps the folded tensors as they were, where dividing does not give
+them back, and the import takes them where they still fold to what model.safetensors holds (bit for bit), else
 (a folder trained on elsewhere) divides the factors back out.
 
 The import takes any GatedDeltaNetForCausalLM folder in the shapes train.py builds. A folder without "mup_gdn"
@@ -155,7 +156,7 @@ def export(checkpoint, folder, data_dir='data'):
     if tokenizer == 'gpt2':
         return "the GPT-2 tokenizer"
     return ("no tokenizer: a character-level vocabulary has no Hugging Face tokenizer here (its ids are the "
-            f"dataset's meta.json itos)" if tokenizer == 'char' else
+            "dataset's meta.json itos)" if tokenizer == 'char' else
             f"no tokenizer: dataset {run.get('dataset')!r} is not prepared in {data_dir} to say which it is")
 
 
@@ -274,7 +275,8 @@ def foreign_model_args(config):
         (get('output_gate_activation', 'swish') not in ('swish', 'silu'),
          f"output_gate_activation={get('output_gate_activation')}"),
         (not get('use_short_conv', True), "no short convolution (use_short_conv=false)"),
-        (get('conv_size', 4) != GDNConfig.conv_size, f"conv_size={get('conv_size')} (train.py builds {GDNConfig.conv_size})"),
+        (get('conv_size', 4) != GDNConfig.conv_size,
+         f"conv_size={get('conv_size')} (train.py builds {GDNConfig.conv_size})"),
         (get('allow_neg_eigval', False), "negative eigenvalues (allow_neg_eigval=true)"),
         (get('attn') is not None, "hybrid attention layers (attn)"),
         (get('attnres_block_size') is not None, "attention residuals (attnres_block_size)"),

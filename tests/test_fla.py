@@ -2,7 +2,6 @@
 model's init std, LR, decay and epsilon for the same role; μP == SP at the base shape; the multipliers (the
 final norm's and the branches' hooks, o_norm's eps), a second call replacing the first, nothing stored on the
 parameters; unsupported models fail with one line. On a GPU: training under torch.compile and DDP."""
-import math
 import os
 import socket
 
