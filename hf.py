@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 
 import mup
 from configurator import ConfigError, apply_config
-from model import GDN, GDNConfig, RMSNorm
+from model import GDN, GDNConfig, RMSNorm, padded_vocab
 from prepare_data import GPT2_EOT, GPT2_FILES, get_tokenizer
 from training import checkpoints, load_checkpoint
 
@@ -56,10 +56,13 @@ ORIGINALS = 'mup_gdn.safetensors'
 RUN_KEYS = ('dataset', 'block_size', 'optimizer', 'weight_decay', 'weight_decay_rule', 'beta1', 'beta2', 'momentum')
 
 
+OUTSIDE = {'wte.weight': 'model.embeddings.weight', 'norm_f.weight': 'model.norm.weight'}  # outside the blocks
+
+
 def fla_name(name):
     """This repo's parameter name -> fla's (the conv, one tensor here and three in fla, aside)."""
-    if name in ('wte.weight', 'norm_f.weight'):
-        return {'wte.weight': 'model.embeddings.weight', 'norm_f.weight': 'model.norm.weight'}[name]
+    if name in OUTSIDE:
+        return OUTSIDE[name]
     i, rest = re.fullmatch(r'blocks\.(\d+)\.(.+)', name).groups()
     rest = 'attn_norm.weight' if rest == 'mixer_norm.weight' else re.sub(r'^mixer\.', 'attn.', rest)
     return f'model.layers.{i}.{rest}'
@@ -132,7 +135,7 @@ def export(checkpoint, folder, data_dir='data'):
     if int(c.head_k * (c.head_v / c.head_k)) != c.head_v:
         raise ValueError(f"head_v={c.head_v} is not head_k={c.head_k} times a ratio fla rebuilds exactly")
     norm_eps, factor = fold_factors(c)
-    state = {k: v.float() for k, v in checkpoint['model'].items()}
+    state = {k: v.detach().float().cpu() for k, v in checkpoint['model'].items()}
     folded = {name: fold(w, factor(name)) for name, w in state.items()}
     originals = {name: w for name, w in state.items() if not torch.equal(unfold(folded[name], factor(name)), w)}
     tokenizer, eot = tokenizer_of(run.get('dataset', ''), data_dir, c.vocab_size)
@@ -166,7 +169,7 @@ def tokenizer_of(dataset, data_dir, vocab_size):
     try:
         tok = get_tokenizer(dataset, data_dir)
     except ValueError:
-        return ('gpt2', GPT2_EOT) if vocab_size == 64 * math.ceil((GPT2_EOT + 1) / 64) else (None, None)
+        return ('gpt2', GPT2_EOT) if vocab_size == padded_vocab(GPT2_EOT + 1) else (None, None)
     return ('gpt2' if getattr(tok, 'name', '') == 'gpt2' else 'char'), tok.eot_token
 
 

@@ -189,9 +189,9 @@ def fla_refuses_backward():
 
 @pytest.mark.gpu
 def test_gpu_apply_under_compile_and_ddp():
-    """Five AdamW steps of fla's model (μP, width 512 over base 256, CompleteP at 4 layers over 2) in bf16
-    autocast, eager against torch.compile inside DDP (world size 1, NCCL): the same losses within bf16 noise,
-    and the compiled model's logits carry the multipliers (without them they are twice as large)."""
+    """Five AdamW steps of fla's model (μP, width 512 over base 256, CompleteP at 4 layers over 2) on fresh
+    random tokens in bf16 autocast, eager against torch.compile inside DDP (world size 1, NCCL): the same losses
+    within bf16 noise, and the compiled model's logits carry the logit multiplier (doubling it doubles them)."""
     if fla_refuses_backward():
         pytest.skip("fla 0.6 refuses its backward on Hopper with this Triton (< 3.7.1; fla issue #640)")
     import torch.distributed as dist
@@ -202,21 +202,21 @@ def test_gpu_apply_under_compile_and_ddp():
     os.environ.update(MASTER_ADDR='localhost', MASTER_PORT=str(port))
     dist.init_process_group('nccl', rank=0, world_size=1)
     try:
-        torch.manual_seed(0)
-        batch = torch.randint(0, V, (4, 257), device='cuda')
-        x, y = batch[:, :-1], batch[:, 1:]
+        gen = torch.Generator('cuda').manual_seed(0)
+        batches = [torch.randint(0, V, (4, 257), device='cuda', generator=gen) for _ in range(5)]
+        x = batches[0][:, :-1]
         runs = {}
         for name in ('eager', 'compiled ddp'):
             model = fla_model(512, 4, fuse_norm=True, fuse_swiglu=True).cuda()
-            groups = mup.apply(model, base_width=256, lr=3e-3, weight_decay=0.1, depth_rule='completep',
+            groups = mup.apply(model, base_width=256, lr=1e-3, weight_decay=0.1, depth_rule='completep',
                                base_depth=2, seed=0, output_mult=4.0)
             opt = torch.optim.AdamW(groups, betas=(0.9, 0.95))
             run = model if name == 'eager' else DDP(torch.compile(model), device_ids=[0])
             losses = []
-            for _ in range(5):
+            for batch in batches:
                 with torch.autocast('cuda', dtype=torch.bfloat16):
-                    logits = run(input_ids=x).logits.float()
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+                    logits = run(input_ids=batch[:, :-1]).logits.float()
+                loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -226,9 +226,9 @@ def test_gpu_apply_under_compile_and_ddp():
             last = model
         (a, la), (b, lb) = runs['eager'], runs['compiled ddp']
         assert all(abs(p - q) < 2e-2 for p, q in zip(a, b)), (a, b)
-        assert a[-1] < a[0] - 0.1, a  # it learns
+        assert a[-1] < a[0] - 0.05, a  # it learns (the logits' scale, on random tokens)
         assert (la - lb).abs().mean() < 2e-2 * la.abs().mean(), ((la - lb).abs().mean(), la.abs().mean())
-        mup.apply(last, base_width=256, lr=3e-3, depth_rule='completep', base_depth=2, init=False,
+        mup.apply(last, base_width=256, lr=1e-3, depth_rule='completep', base_depth=2, init=False,
                   output_mult=8.0)  # the same model with the logit multiplier 8 / 2 in place of 4 / 2
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
             doubled = last(input_ids=x).logits.float()

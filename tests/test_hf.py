@@ -266,7 +266,7 @@ def test_gpu_fla_forward_on_the_folder_matches_ours(tmp_path, width, n_layer, de
     """fla's own forward (its Triton kernels) on the exported folder against this repo's model in fp32 on the same
     tokens, μP over base 128 with output_mult 4 (every fold acts), at init: fla in fp32, logits max |Δ| <= 2e-2 and
     mean <= 2e-3; fla in bf16 autocast, no further from ours than ours in bf16 autocast is (x 1.5, + 1e-3)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
+    tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False
     args = dict(vocab_size=50304, width=width, n_layer=n_layer, n_head=6, head_k=0, head_v=0, parametrization='mup',
                 base_width=128, depth_rule=depth_rule, base_depth=2, output_mult=4.0, init_std=0.02,
                 embed_lr_mult=1.0, gate_lr_mult=1.0)
@@ -282,6 +282,7 @@ def test_gpu_fla_forward_on_the_folder_matches_ours(tmp_path, width, n_layer, de
         fp32 = (model(input_ids=x).logits.float() - want).abs()
         with torch.autocast('cuda', dtype=torch.bfloat16):
             bf16 = (model(input_ids=x).logits.float() - want).abs()
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     print(f"width {width}, {depth_rule}: logits rms {want.pow(2).mean().sqrt():.3f}; |Δ| max/mean fla fp32 "
           f"{fp32.max():.2e}/{fp32.mean():.2e}, fla bf16 {bf16.max():.2e}/{bf16.mean():.2e}, ours bf16 "
           f"{ours_bf16.max():.2e}/{ours_bf16.mean():.2e}")
