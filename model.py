@@ -186,33 +186,7 @@ class GDN(nn.Module):
         """Initialise every parameter by mup.py's rules. With a seed the draws come from a generator of
         their own (on the CPU, then copied), so the init depends on the seed alone: the same whatever the
         device, and whatever was drawn before (train.py, sweep.py and coord_check.py rely on it)."""
-        c = self.config
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-
-        def draw(p, fill):  # fill a CPU fp32 tensor of p's shape with gen's draws, then copy into p
-            t = torch.empty(p.shape)
-            fill(t)
-            p.copy_(t)
-        for name, p in self.named_parameters():
-            std = mup.init_std(c, mup.group_of(name))
-            if std is not None:
-                draw(p, lambda t: t.normal_(0.0, std, generator=gen))
-            elif name.endswith('A_log'):
-                # decay rate exp(A_log) ~ U(0, 16), as in the GDN paper (clamped away from log 0)
-                draw(p, lambda t: t.uniform_(0, 16, generator=gen).clamp_(min=1e-4).log_())
-            elif name.endswith('dt_bias'):
-                # softplus(dt_bias) = dt ~ logU(1e-3, 1e-1): the initial step sizes span two decades
-                def inv_softplus_dt(t):
-                    dt = t.uniform_(math.log(1e-3), math.log(1e-1), generator=gen).exp_().clamp_(min=1e-4)
-                    t.copy_(dt + torch.log(-torch.expm1(-dt)))
-                draw(p, inv_softplus_dt)
-            elif 'norm' in name:
-                p.fill_(1.0)
-            elif 'conv' in name:
-                bound = 1 / math.sqrt(p.size(-1))  # depthwise: each channel sees only its own kernel_size taps
-                draw(p, lambda t: t.uniform_(-bound, bound, generator=gen))
-            else:
-                raise RuntimeError(f"no init rule for parameter {name}")
+        mup.init_parameters(self.named_parameters(), self.config, seed=seed)
 
     def num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())

@@ -4,9 +4,9 @@ Every scaling rule of the Maximal Update Parametrization (μP) for Gated DeltaNe
 The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers
 to put in the forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight
 decay per group), and how much each residual branch counts. `grep -n mup model.py train.py` shows the whole
-difference from standard parametrization (SP).
+difference from standard parametrization (SP). apply() does the four to flash-linear-attention's model.
 
-Width. m = width / base_width. Parametrizations:
+Width. m = width / base_width; at m = m_L = 1 every combination is SP, parameter by parameter. Parametrizations:
   'sp'                standard parametrization: every matrix N(0, init_std²), one LR, readout 1/sqrt(d_k).
   'mup'               μP as published by Liu & Gu (arXiv 2606.04048, §4): the q/k/state readout multiplier,
                       gates initialised like hidden weights and, under SGD, the paper's correction: W_alpha,
@@ -21,8 +21,6 @@ adjust the LR and Adam's epsilon of the parameters inside the branches; 'none' i
 Weight decay. PyTorch's AdamW decays by lr_group * weight_decay a step, so under μP the hidden matrices'
 decay timescale grows with width. WEIGHT_DECAY_RULES say how the decay of each group scales instead.
 
-At width == base_width and n_layer == base_depth every combination is SP, parameter by parameter.
-
 Base hyper-parameters (μTransfer, Tensor Programs V §1) are the values AT THE BASE SHAPE: SP uses them as
 they are at every width, μP scales them by the rules below, so that their optimum stays put:
   output_mult     the logits multiplier (μP: output_mult / m)
@@ -35,37 +33,39 @@ At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
     python mup.py --width=1024 --n_layer=32 --optimizer=sgd   # print every rule as numbers
 """
 import math
+import re
+import weakref
 
+import torch
+
+BASE_HPARAMS = {'output_mult': 1.0, 'init_std': 0.02, 'embed_lr_mult': 1.0, 'gate_lr_mult': 1.0}  # SP's values
 PARAMETRIZATIONS = ('sp', 'mup', 'mup_fixed_fanout', 'mup_nogdn')
 OPTIMIZERS = ('adamw', 'sgd')
-BASE_HPARAMS = {'output_mult': 1.0, 'init_std': 0.02, 'embed_lr_mult': 1.0, 'gate_lr_mult': 1.0}  # SP's values
-
-# Parameter groups. Each parameter belongs to exactly one, by its name in model.py.
-GROUPS = {
+GROUPS = {  # the parameter groups
     'embedding': 'tied token embedding / lm_head (wte)',
     'hidden':    'W_q W_k W_v W_g W_o, MLP (width x width matrices)',
     'gate':      'W_alpha W_beta (a_proj, b_proj: width -> n_head)',
     'scalar':    'A_log, dt_bias (per head, width-independent)',
     'vector':    'RMSNorm gains, depthwise conv weights',
 }
+# Each parameter's one group, by its name: one map per model, model.py's ('gdn') and flash-linear-attention's
+# GatedDeltaNetForCausalLM ('fla', for apply()): a pattern per group (the first found in the name wins), then
+# that of the names inside a residual branch (a block's mixer or MLP with its pre-norm: the depth rules' domain).
+NAMES = {
+    'gdn': ({'scalar': r'(A_log|dt_bias)$', 'embedding': r'^wte\.', 'gate': r'\.[ab]_proj\.',
+             'vector': r'norm|conv', 'hidden': r''}, r'^blocks\.'),
+    'fla': ({'scalar': r'(A_log|dt_bias)$', 'embedding': r'(^|\.)embeddings\.', 'gate': r'\.[ab]_proj\.',
+             'vector': r'norm|conv1d', 'hidden': r'\.([qkvgo]|gate|up|down)_proj\.weight$'}, r'(^|\.)layers\.\d+\.'),
+}
 
-def group_of(name):
-    if name.endswith(('A_log', 'dt_bias')):
-        return 'scalar'
-    if name.startswith('wte.'):
-        return 'embedding'
-    if '.a_proj.' in name or '.b_proj.' in name:
-        return 'gate'
-    if 'norm' in name or 'conv' in name:
-        return 'vector'
-    return 'hidden'
+def group_of(name, names='gdn'):  # None: no rule (a parameter the model's layout does not have)
+    return next((group for group, pattern in NAMES[names][0].items() if re.search(pattern, name)), None)
 
-def in_branch(name):
-    """Parameters inside a residual branch (a block's mixer or MLP, with its pre-norm): the depth rules' domain."""
-    return name.startswith('blocks.')
+def in_branch(name, names='gdn'):
+    return re.search(NAMES[names][1], name) is not None
 
 # ---- width ----------------------------------------------------------------------------------------------
-# Init std = init_std * m**INIT_EXP[group]; None = the group's own width-independent init (model.py).
+# Init std = init_std * m**INIT_EXP[group]; None = the group's own width-independent init (own_init).
 INIT_EXP = {
     'sp':  {'embedding': 0, 'hidden': 0, 'gate': 0, 'scalar': None, 'vector': None},
     # hidden: std ∝ 1/sqrt(fan_in) keeps h = Wx at Θ(1) coordinates (Tensor Programs V, Table 3).
@@ -211,15 +211,18 @@ def eps_mult(c, branch=True):
     return (c.n_layer / c.base_depth) ** (DEPTH_EPS_EXP * DEPTH_ALPHA[c.depth_rule]) if branch else 1.0
 
 def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
-    """Optimizer groups: dicts with params, lr_mult (the trainer sets lr = lr_mult * schedule), weight_decay
-    and, for AdamW, eps. One group per (group, inside a branch or not)."""
-    c = model.config
+    """Optimizer groups of model.py's model: dicts with params, lr_mult (the trainer sets lr = lr_mult *
+    schedule), weight_decay and, for AdamW, eps. One group per (group, inside a branch or not)."""
+    return groups_of(model.named_parameters(), model.config, 'gdn', optimizer, weight_decay, weight_decay_rule, eps)
+
+def groups_of(named_parameters, c, names, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
+    """param_groups for any model: its (name, parameter) pairs, its shape c and its name map (NAMES)."""
     assert c.parametrization in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (c.parametrization, optimizer)
     check_weight_decay_rule(weight_decay_rule)
     groups = {}
-    for name, p in model.named_parameters():
+    for name, p in named_parameters:
         if p.requires_grad:
-            groups.setdefault((group_of(name), in_branch(name)), []).append(p)
+            groups.setdefault((group_of(name, names), in_branch(name, names)), []).append(p)
     first = list(dict.fromkeys(g for g, _ in groups))  # a group's two halves side by side: the parameters keep
     out = []                                           # the order of one group per name (clipping sums them)
     for (g, branch), ps in sorted(groups.items(), key=lambda kv: (first.index(kv[0][0]), not kv[0][1])):
@@ -231,24 +234,164 @@ def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=
         out.append(d)
     return out
 
+# ---- init -----------------------------------------------------------------------------------------------
+def own_init(name, t, gen=None):
+    """Fill t, a CPU fp32 tensor of the parameter's shape, with the init of a group that INIT_EXP leaves to its
+    own: the same at every width, in SP and μP."""
+    if name.endswith('A_log'):
+        # decay rate exp(A_log) ~ U(0, 16), as in the GDN paper (clamped away from log 0)
+        t.uniform_(0, 16, generator=gen).clamp_(min=1e-4).log_()
+    elif name.endswith('dt_bias'):
+        # softplus(dt_bias) = dt ~ logU(1e-3, 1e-1): the initial step sizes span two decades
+        dt = t.uniform_(math.log(1e-3), math.log(1e-1), generator=gen).exp_().clamp_(min=1e-4)
+        t.copy_(dt + torch.log(-torch.expm1(-dt)))
+    elif 'norm' in name:
+        t.fill_(1.0)
+    elif 'conv' in name:
+        bound = 1 / math.sqrt(t.size(-1))  # depthwise: each channel sees only its own kernel_size taps
+        t.uniform_(-bound, bound, generator=gen)
+    else:
+        raise RuntimeError(f"no init rule for parameter {name}")
+
+@torch.no_grad()
+def init_parameters(named_parameters, c, names='gdn', seed=None):
+    """Initialise every parameter by the rules: N(0, init_std(c, group)²) or its group's own init. With a seed
+    the draws come from a generator of their own (on the CPU, then copied), so the init depends on the seed
+    alone: the same whatever the device, and whatever was drawn before."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    for name, p in named_parameters:
+        t = torch.empty(p.shape)
+        std = init_std(c, group_of(name, names))
+        if std is None:
+            own_init(name, t, gen)
+        else:
+            t.normal_(0.0, std, generator=gen)
+        p.copy_(t)
+
+# ---- flash-linear-attention's model ---------------------------------------------------------------------
+# apply() gives fla's GatedDeltaNetForCausalLM the rules above through its name map, NAMES['fla']. It stores
+# nothing on the parameters (microsoft/mup's attributes there are lost under FSDP and torch.compile): the
+# multipliers are forward hooks on modules and one eps, so DDP, FSDP and torch.compile see a plain fla model.
+_HOOKS = weakref.WeakKeyDictionary()    # module -> the handle of the multiplier hook apply() put on it
+_OWN_EPS = weakref.WeakKeyDictionary()  # o_norm -> its eps before apply() set it
+
+def apply(model, base_width, lr, parametrization='mup', optimizer='adamw', weight_decay=0.0,
+          weight_decay_rule='paper', eps=1e-8, depth_rule='none', base_depth=None, seed=None, init=True,
+          output_mult=BASE_HPARAMS['output_mult'], init_std=BASE_HPARAMS['init_std'],
+          embed_lr_mult=BASE_HPARAMS['embed_lr_mult'], gate_lr_mult=BASE_HPARAMS['gate_lr_mult']):
+    """μP for flash-linear-attention's Gated DeltaNet LM (fla.models.GatedDeltaNetForCausalLM, or its
+    GatedDeltaNetModel), in one call before the optimizer, DDP or torch.compile:
+
+        groups = mup.apply(model, base_width=256, lr=3e-3, weight_decay=0.1)
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95))
+
+    It initialises every parameter as model.py's (init=False keeps the weights; seed as init_parameters), puts
+    in the multipliers and returns the optimizer groups of param_groups, each with lr = lr * lr_mult. Widths
+    scale as in model.py (num_heads fixed; head_dim, the value dim and the MLP ∝ width); base_depth (default:
+    the model's depth) is the depth rule's base. A second call undoes the first (hooks and eps) and applies
+    itself. An fla model outside the rules' shapes raises ValueError naming what is unsupported."""
+    from types import SimpleNamespace
+    inner = getattr(model, 'model', model)
+    unsupported = _fla_unsupported(model, inner)
+    if unsupported:
+        raise ValueError("mup.apply: this fla model has what the μP rules do not cover: " + '; '.join(unsupported))
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
+    check_weight_decay_rule(weight_decay_rule)
+    attn = inner.layers[0].attn
+    c = SimpleNamespace(parametrization=check(parametrization), depth_rule=check_depth_rule(depth_rule),
+                        width=inner.embeddings.embedding_dim, base_width=base_width, n_layer=len(inner.layers),
+                        base_depth=base_depth or len(inner.layers), head_k=attn.head_k_dim, output_mult=output_mult,
+                        init_std=init_std, embed_lr_mult=embed_lr_mult, gate_lr_mult=gate_lr_mult)
+    if init:
+        init_parameters(model.named_parameters(), c, 'fla', seed)
+    mult = multipliers(c)
+    # for a tied, bias-free head, the final norm's output times c is the logits times c (and fla's fused linear
+    # cross-entropy takes that output, not the logits)
+    _multiply_output(inner.norm, mult['logits'])
+    for layer in inner.layers:
+        # fla's kernel scales S q by K^-1/2 and o_norm, an RMSNorm, takes it: RMSNorm(s o; ε) = RMSNorm(o; ε/s²),
+        # so the readout multiplier s (the readout relative to K^-1/2: sqrt(m) under μP) is exactly eps ε/s²
+        s = mult['readout'] * math.sqrt(layer.attn.head_k_dim)
+        layer.attn.o_norm.eps = _OWN_EPS.setdefault(layer.attn.o_norm, layer.attn.o_norm.eps) / s ** 2
+        # the branch multiplier on each branch's output (the MLP's whole: fla's fused SwiGLU calls down_proj's
+        # weight without its module)
+        _multiply_output(layer.attn.o_proj, mult['branch'])
+        _multiply_output(layer.mlp, mult['branch'])
+    groups = groups_of(model.named_parameters(), c, 'fla', optimizer, weight_decay, weight_decay_rule, eps)
+    for g in groups:
+        g['lr'] = lr * g['lr_mult']
+    return groups
+
+def _multiply_output(module, mult):
+    """module's output times mult, by a forward hook that replaces the one an earlier apply() put there."""
+    handle = _HOOKS.pop(module, None)
+    if handle is not None:
+        handle.remove()
+    if mult != 1:
+        _HOOKS[module] = module.register_forward_hook(lambda mod, args, out: out * mult)
+
+def _fla_unsupported(model, inner):
+    """What of an fla model the rules do not cover (model.py's shapes), one phrase each; [] if nothing."""
+    from fla.layers import GatedDeltaNet
+    if not all(hasattr(inner, key) for key in ('embeddings', 'layers', 'norm')):
+        return [f"{type(model).__name__} is not laid out as fla's GatedDeltaNetModel (embeddings, layers, norm)"]
+    config, head = getattr(model, 'config', None), getattr(model, 'lm_head', None)
+    why = []
+    if getattr(config, 'attn', None) is not None:
+        why.append("hybrid attention layers (config.attn)")
+    if getattr(config, 'attnres_block_size', None) is not None:
+        why.append("attention residuals (attnres_block_size)")
+    if head is not None and (head.weight is not inner.embeddings.weight or head.bias is not None):
+        why.append("an untied lm_head (tie_word_embeddings=False): the rules are for a tied embedding")
+    for i, layer in enumerate(inner.layers):
+        a = getattr(layer, 'attn', None)
+        if not isinstance(a, GatedDeltaNet):
+            why.append(f"a mixer that is not fla.layers.GatedDeltaNet ({type(a).__name__}, layer {i})")
+            continue
+        for bad, what in [(a.num_v_heads != a.num_heads, f"grouped value heads (num_v_heads={a.num_v_heads} "
+                                                           f"!= num_heads={a.num_heads})"),
+                          (not a.use_gate, "no output gate (use_gate=False)"),
+                          (not a.use_short_conv, "no short convolution (use_short_conv=False)"),
+                          (a.conv_bias, "conv biases (conv_bias=True)"),
+                          (a.allow_neg_eigval, "negative eigenvalues (allow_neg_eigval=True)"),
+                          (getattr(layer.mlp, 'hidden_act', 'swish') != 'swish',
+                           f"an MLP activation other than SwiGLU (hidden_act={getattr(layer.mlp, 'hidden_act', '')})")]:
+            if bad:
+                why.append(what)
+    unnamed = [name for name, _ in model.named_parameters() if group_of(name, 'fla') is None]
+    if unnamed:
+        why.append(f"parameters the rules do not name ({', '.join(unnamed[:3])}{', ...' if unnamed[3:] else ''})")
+    return list(dict.fromkeys(why))
+
 
 if __name__ == '__main__':
-    import argparse
+    import sys
     from types import SimpleNamespace
-    ap = argparse.ArgumentParser(description='print the μP rules as numbers')
-    ap.add_argument('--width', type=int, default=768)
-    ap.add_argument('--base_width', type=int, default=256)
-    ap.add_argument('--n_layer', type=int, default=8)
-    ap.add_argument('--base_depth', type=int, default=8)
-    ap.add_argument('--optimizer', choices=OPTIMIZERS, default='adamw')
-    ap.add_argument('--parametrization', choices=PARAMETRIZATIONS, default='mup')
-    ap.add_argument('--depth_rule', choices=list(DEPTH_ALPHA), default='none')
-    ap.add_argument('--weight_decay', type=float, default=0.1)
-    ap.add_argument('--weight_decay_rule', choices=list(WEIGHT_DECAY_RULES), default='paper')
-    for k, v in BASE_HPARAMS.items():
-        ap.add_argument(f'--{k}', type=float, default=v, help='at the base width')
-    a = ap.parse_args()
-    c = SimpleNamespace(**vars(a), head_k=a.width // 8)
+
+    from configurator import configure
+    cfg = dict(
+        width=768,                   # the model's width
+        base_width=256,              # μP's base width: at width == base_width μP is SP
+        n_layer=8,
+        base_depth=8,                # the depth rules' base depth
+        optimizer='adamw',           # one of OPTIMIZERS: 'adamw', 'sgd'
+        parametrization='mup',       # one of PARAMETRIZATIONS
+        depth_rule='none',           # one of DEPTH_ALPHA: 'none', 'depth_mup', 'completep'
+        weight_decay=0.1,            # AdamW's (the paper's SGD runs use none: 0 under SGD)
+        weight_decay_rule='paper',   # one of WEIGHT_DECAY_RULES
+        **BASE_HPARAMS,              # output_mult, init_std, embed_lr_mult, gate_lr_mult at the base width
+    )
+    configure(cfg)
+    try:
+        check(cfg['parametrization']), check_depth_rule(cfg['depth_rule'])
+        check_weight_decay_rule(cfg['weight_decay_rule'])
+        if cfg['optimizer'] not in OPTIMIZERS:
+            raise ValueError(f"optimizer={cfg['optimizer']!r}: choose from {', '.join(OPTIMIZERS)}")
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    a = SimpleNamespace(**cfg)
+    c = SimpleNamespace(**cfg, head_k=a.width // 8)
     wd = 0.0 if a.optimizer == 'sgd' else a.weight_decay  # the paper's SGD runs use no weight decay
     m, m_L = a.width / a.base_width, a.n_layer / a.base_depth
     print(f"{a.parametrization}, {a.optimizer}, width {a.width} (m = {m:g}), depth {a.n_layer} (m_L = {m_L:g}), "
