@@ -2,28 +2,30 @@
 The tables of docs/transfer.md, printed from the CSVs in assets/ (each CSV's commands: docs/transfer.md,
 "Reproduce"). CPU, seconds:
 
-    python experiments/why_mup_lost_to_sp/transfer_tables.py              # tables 1-7 (paper architecture)
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --quick      # the quick default: seed spread, optima
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --momentum   # 8a-8d, 9a-9b: SGD momentum, deeper grid
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --init_std   # 10: the base init std
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --grad_norms # 11: SGD's pre-clip gradient norm by width
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables                     # tables 1-7 (paper architecture)
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=quick        # the quick default: seeds, optima
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=momentum     # 8a-8d, 9a-9b: SGD momentum
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=init_std     # 10: the base init std
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=grad_norms   # 11: SGD's pre-clip grad norm
 
 Tables: 1 output_mult at 256 and 1024; 2 seed spread; 3 LR optima per width; 4 val loss along the runs; 5 AdamW
 unclipped; 6 SGD unclipped, all four parametrizations; 7 gate_lr_mult; 8 SGD momentum 0.9 vs 0.98; 9 the quick
 grid at 4 layers, 600 steps; 10 init_std; 11 SGD's pre-clip gradient norm and clipped fraction per width.
+A CSV has a row for every label (at the base width the μP rows are SP's run, their trained_as says so).
 """
 import csv
 import math
 import os
-import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+from configurator import configure
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..')
 LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-out gates',
           'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW', 'sgd': 'SGD (Nesterov)'}
 
 
 def load_results(path):
-    """The rows of a sweep.py results CSV (its columns only: this script does not import the repo)."""
+    """The rows of a results CSV (study/grid.py's columns), the columns these tables read."""
     with open(path, newline='') as f:
         return [dict(width=int(r['width']), lr=float(r['lr']), parametrization=r['parametrization'],
                      optimizer=r['optimizer'], seed=int(r['seed']), val=float(r['final_val_loss']),
@@ -31,17 +33,6 @@ def load_results(path):
                      init_std=float(r['init_std']), gate_lr_mult=float(r['gate_lr_mult']),
                      grad_norm=float(r['grad_norm_median'] or 'nan'), clip_frac=float(r['clip_frac'] or 'nan'),
                      curve=r['val_curve']) for r in csv.DictReader(f)]
-
-
-def with_base_rows(rows, base_width):
-    """At the base width every μP variant is SP (sweep.py trains SP only there): SP's rows stand for them."""
-    params = {}
-    for r in rows:
-        params.setdefault(r['optimizer'], set()).add(r['parametrization'])
-    extra = [dict(r, parametrization=p) for r in rows if r['width'] == base_width and r['parametrization'] == 'sp'
-             for p in params[r['optimizer']] - {'sp'}]
-    have = {(r['optimizer'], r['parametrization'], r['width']) for r in rows}
-    return rows + [r for r in extra if (r['optimizer'], r['parametrization'], r['width']) not in have]
 
 
 def fmt_lr(lr):
@@ -58,9 +49,9 @@ INIT_STD = os.path.join(ROOT, 'assets', 'lr_sweep_paper_init_std.csv')
 
 
 def cells(rows):
-    """{(optimizer, param, width, lr, output_mult): {seed: row}}; the base width's SP rows stand for μP."""
+    """{(optimizer, param, width, lr, output_mult): {seed: row}}."""
     out = {}
-    for r in with_base_rows(rows, 256):
+    for r in rows:
         out.setdefault((r['optimizer'], r['parametrization'], r['width'], r['lr'], r['output_mult']), {})[r['seed']] = r
     return out
 
@@ -185,7 +176,7 @@ def gate_lr_table(path):
     one at 512 and 1024 (seed 1337; the gate_lr_mult 1 cells are those of the unclipped sweep)."""
     print("\n7. gate_lr_mult (the gates' and scalars' LR at the base width), SGD without clipping, seed 1337: "
           "val loss")
-    rows = with_base_rows(load_results(path), 256)
+    rows = load_results(path)
     mults = sorted({r['gate_lr_mult'] for r in rows})
     print("| width, parametrization, LR | " + ' | '.join(f'g = {g:g}' for g in mults) + ' |')
     print('|---' * (len(mults) + 1) + '|')
@@ -242,7 +233,7 @@ def edge_table(c, om, widths=(256, 512, 1024), params=('sp', 'mup'), opt='sgd', 
 def init_std_table(path=INIT_STD, base=256):
     """10. The base init std (init_std: SP's std of every matrix; μP's at the base width, init_std/sqrt(m)
     for the hidden and gate matrices above it), AdamW, paper architecture, seed 1337: val loss per cell."""
-    rows = with_base_rows(load_results(path), base)
+    rows = load_results(path)
     stds = sorted({r['init_std'] for r in rows})
     print("10. init_std x LR, AdamW, paper architecture (output_mult 4), seed 1337: val loss")
     print("| width, parametrization, LR | " + ' | '.join(f'init_std {s:g}' for s in stds) + ' |')
@@ -288,24 +279,33 @@ def grad_norm_table(name, lr_exp, om, widths, params=('sp', 'mup'), seed=1337):
         print(f"| {LABELS[p]} | " + ' | '.join(line) + ' |')
 
 
+DEFAULTS = dict(
+    tables='paper',              # which: 'paper' (1-7), 'quick', 'momentum' (8-9), 'init_std' (10), 'grad_norms' (11)
+)
+
+
 def main():
-    if sys.argv[1:2] == ['--grad_norms']:
+    cfg = dict(DEFAULTS)
+    configure(cfg)
+    if cfg['tables'] == 'grad_norms':
         grad_norm_table('lr_sweep_paper.csv', -4, 4, (256, 512, 1024))
         grad_norm_table('lr_sweep_paper_momentum.csv', -4, 4, (256, 512, 1024))
         grad_norm_table('lr_sweep_momentum09.csv', -3, 2, (256, 512, 1024))
         grad_norm_table('lr_sweep_noclip09.csv', -9, 2, (256, 512, 1024))
         return
-    if sys.argv[1:2] == ['--quick']:  # the quick default (assets/lr_sweep.csv, output_mult 2 from its probe)
+    if cfg['tables'] == 'quick':  # the quick default (assets/lr_sweep.csv, output_mult 2 from its probe)
         c = cells(load_results(QUICK))
         seed_table(c, om=2)
         optimum_table(c, om=2, widths=(128, 256, 512, 1024))
         return
-    if sys.argv[1:2] == ['--momentum']:
+    if cfg['tables'] == 'momentum':
         momentum_tables()
         return
-    if sys.argv[1:2] == ['--init_std']:
+    if cfg['tables'] == 'init_std':
         init_std_table()
         return
+    if cfg['tables'] != 'paper':
+        raise SystemExit(f"error: tables={cfg['tables']!r}: use 'paper', 'quick', 'momentum', 'init_std' or 'grad_norms'")
     c = cells(load_results(PAPER) + load_results(OUTPUT_MULT))
     nc = cells(load_results(NOCLIP))
     output_mult_table(c)
