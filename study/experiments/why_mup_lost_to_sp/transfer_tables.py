@@ -211,23 +211,30 @@ def momentum_tables():
     optimum_table(load('lr_sweep_quick_deep_noclip.csv'), **deep, title='9b. the same without clipping,')
 
 
-def edge_table(c, om, widths=(256, 512, 1024), params=('sp', 'mup'), opt='sgd', seed=1337):
-    """Per width: the largest LR that trains, and the median gradient norm at the smallest LR and at the
-    width's optimum (one seed)."""
-    print(f"   largest LR that trains; median grad norm at the smallest LR / at the optimum (seed {seed})")
+def per_width(c, opt, om, widths, params, seed, cell):
+    """A table with a row per parametrization and a column per width, each cell cell(runs, finished runs),
+    both {lr: row} of one seed."""
     print("| parametrization | " + ' | '.join(f'width {w}' for w in widths) + ' |')
     print('|---' * (len(widths) + 1) + '|')
     for p in params:
         line = []
         for w in widths:
             rs = {k[3]: s[seed] for k, s in c.items() if k[:3] == (opt, p, w) and k[4] == om and seed in s}
-            ok = {lr: r for lr, r in rs.items() if not r['diverged']}
-            if not ok:
-                line.append('-')
-                continue
-            best = min(ok, key=lambda lr: ok[lr]['val'])
-            line.append(f"{fmt_lr(max(ok))}; {rs[min(rs)]['grad_norm']:.2f} / {ok[best]['grad_norm']:.2f}")
+            line.append(cell(rs, {lr: r for lr, r in rs.items() if not r['diverged']}))
         print(f"| {LABELS[p]} | " + ' | '.join(line) + ' |')
+
+
+def edge_table(c, om, widths=(256, 512, 1024), params=('sp', 'mup'), opt='sgd', seed=1337):
+    """Per width: the largest LR that trains, and the median gradient norm at the smallest LR and at the
+    width's optimum (one seed)."""
+    print(f"   largest LR that trains; median grad norm at the smallest LR / at the optimum (seed {seed})")
+
+    def cell(rs, ok):
+        if not ok:
+            return '-'
+        best = min(ok, key=lambda lr: ok[lr]['val'])
+        return f"{fmt_lr(max(ok))}; {rs[min(rs)]['grad_norm']:.2f} / {ok[best]['grad_norm']:.2f}"
+    per_width(c, opt, om, widths, params, seed, cell)
 
 
 def init_std_table(path=INIT_STD, base=256):
@@ -266,17 +273,12 @@ def grad_norm_table(name, lr_exp, om, widths, params=('sp', 'mup'), seed=1337):
     c = cells(load_results(os.path.join(ROOT, 'assets', name)))
     print(f"\n11. {name}, SGD, seed {seed}: median grad norm (clipped fraction) at {fmt_lr(2.0 ** lr_exp)}"
           " / at the width's optimum")
-    print("| parametrization | " + ' | '.join(f'width {w}' for w in widths) + ' |')
-    print('|---' * (len(widths) + 1) + '|')
-    for p in params:
-        line = []
-        for w in widths:
-            rs = {k[3]: s[seed] for k, s in c.items() if k[:3] == ('sgd', p, w) and k[4] == om and seed in s}
-            ok = {lr: r for lr, r in rs.items() if not r['diverged']}
-            at = rs.get(2.0 ** lr_exp)
-            best = ok[min(ok, key=lambda lr: ok[lr]['val'])] if ok else None
-            line.append(' / '.join(f"{r['grad_norm']:.2f} ({r['clip_frac']:.0%})" if r else '-' for r in (at, best)))
-        print(f"| {LABELS[p]} | " + ' | '.join(line) + ' |')
+
+    def cell(rs, ok):
+        best = ok[min(ok, key=lambda lr: ok[lr]['val'])] if ok else None
+        at = rs.get(2.0 ** lr_exp)
+        return ' / '.join(f"{r['grad_norm']:.2f} ({r['clip_frac']:.0%})" if r else '-' for r in (at, best))
+    per_width(c, 'sgd', om, widths, params, seed, cell)
 
 
 DEFAULTS = dict(
