@@ -8,6 +8,7 @@ not depend on where a pool's workers run.
 """
 import os
 import signal
+import threading
 import time
 import traceback
 
@@ -38,11 +39,9 @@ def run_job(runner, r):
 
 def worker_main(wid, cfg, jobs, results):
     """A worker process: runs the jobs the driver sends until it gets None; reports each result. Ctrl-C is the
-    driver's to handle (it stops the workers); a worker ends when the driver ends, however that happens (a
-    kill -9 leaves nobody to send the None)."""
+    driver's to handle (ProcessPool starts the workers with it ignored); a worker ends when the driver ends,
+    however that happens (a kill -9 leaves nobody to send the None)."""
     import multiprocessing
-    import threading
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
     try:
@@ -82,8 +81,15 @@ class ProcessPool:
         self.jobs, self.results = [ctx.Queue() for _ in range(n)], ctx.Queue()
         self.procs = [ctx.Process(target=worker_main, args=(i, cfg, self.jobs[i], self.results), daemon=True)
                       for i in range(n)]
-        for p in self.procs:
-            p.start()
+        # a worker starts with Ctrl-C ignored (the disposition passes to the new process): the driver stops them
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for p in self.procs:
+                p.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, handler)
 
     def submit(self, wid, r):
         self.jobs[wid].put(r)
@@ -94,8 +100,9 @@ class ProcessPool:
     def close(self):
         for q in self.jobs:
             q.put(None)
+        deadline = time.time() + 5  # a worker mid-run does not read its None: it is stopped
         for p in self.procs:
-            p.join(timeout=5)
+            p.join(timeout=max(0.0, deadline - time.time()))
             if p.is_alive():
                 p.terminate()
 
