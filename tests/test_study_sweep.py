@@ -231,9 +231,12 @@ def test_weight_decay_rules_are_one_grid_of_lambda(data_dir, tmp_path, capsys, m
 
 def test_base_width_rows_stand_for_mup(data_dir, tmp_path, capsys, monkeypatch):
     """At the base width only SP is trained; its run is written as the SP row and as the μP row (trained as
-    SP), and the summary says they are one model."""
+    SP), a μP row asked for later is written from the SP run the CSV holds, and the summary says they are
+    one model."""
     out = str(tmp_path / 'res.csv')
     calls = count_runs(monkeypatch)
+    sweep.main(args(data_dir, out, '--base_width=64', '--widths=64', '--adamw_params=sp'))
+    assert len(calls) == 2 and len(rows(out)) == 2
     sweep.main(args(data_dir, out, '--base_width=64'))
     got = rows(out)
     assert len(calls) == 6 and {r['parametrization'] for r in calls if r['width'] == 64} == {'sp'}
