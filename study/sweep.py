@@ -87,15 +87,15 @@ DEFAULTS = dict(
 # the keys that say where and how a sweep runs, not which runs: with none but these given on a CPU, CPU_GRID
 WHERE_KEYS = {'out', 'plot', 'axis', 'at_step', 'note', 'data_dir', 'heartbeat', 'workers', 'gpu_mem_gb', 'device',
               'dtype', 'compile', 'compile_mode', 'max_runs', 'kernel_backend'}
-# the quick grid made small for a CPU (2 cores: about 5 minutes): AdamW, SP against μP over a 4x width range
+# the quick grid made small for a CPU (2 cores: about 2 minutes): AdamW, SP against μP over a 4x width range
 CPU_GRID = dict(out='out/lr_sweep_cpu.csv', widths='32,64,128', base_width=32, n_layer='2', optimizers='adamw',
-                adamw_lrs='-9:-5', max_iters=50, warmup_iters=5, batch_size=8, block_size=32, eval_iters=5)
+                adamw_lrs='-9:-4', max_iters=100, warmup_iters=10, batch_size=8, block_size=64, eval_iters=5)
 # A run's time, for the plan and the ETA: its FLOPs at a share of the device's measured matmul rate, plus a cost
 # per layer and 1024 tokens of each micro-batch beyond them (the PyTorch delta rule's loop over chunks on a
 # CPU; the host's launches on a GPU), and on a GPU a compile for each model a worker builds. Fitted within 2x
 # on a 2-core CPU (widths 64-512) and from docs/benchmarks.md's H100 steps.
 EFFICIENCY = {'cuda': 0.3, 'cpu': 1.0}
-LAYER_SECONDS = {'cuda': 0.001, 'cpu': 0.1}
+LAYER_SECONDS = {'cuda': 0.001, 'cpu': 0.05}
 COMPILE_SECONDS = 40
 
 
