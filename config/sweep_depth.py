@@ -1,8 +1,8 @@
 # Depth transfer: does the base LR carry across depth, as across width? Width 256 (the base), depths 2..16
 # (base depth 8), the paper's block and data, AdamW under width-only μP ('none', depth ignored), depth-μP and
 # CompleteP, 600 steps of 16 x 512 tokens, two seeds. Judged by the fitted optimum and its seed interval.
-#   python sweep.py config/sweep_depth.py --out=assets/lr_sweep_depth.csv
-#   python sweep.py config/sweep_depth.py --out=assets/lr_sweep_depth.csv --plot
+#   python -m study.sweep config/sweep_depth.py --out=assets/lr_sweep_depth.csv
+#   python -m study.sweep config/sweep_depth.py --out=assets/lr_sweep_depth.csv --plot
 out = 'out/lr_sweep_depth.csv'
 dataset = 'gutenberg'
 widths = '256'

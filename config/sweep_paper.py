@@ -5,8 +5,8 @@
 # 300 steps x 16 x 512 tokens reads 2.5M of them, each at most once (training.Batches).
 # output_mult = 4: the base width's best logits multiplier (README, "Why μP lost to SP"); SP and μP use it
 # alike (they are one model at the base width), μP scales it by 1/m.
-#   python sweep.py config/sweep_paper.py                       # resumable: run it again to go on
-#   python sweep.py config/sweep_paper.py --plot                # figure + optima from the CSV
+#   python -m study.sweep config/sweep_paper.py                       # resumable: run it again to go on
+#   python -m study.sweep config/sweep_paper.py --plot                # figure + optima from the CSV
 out = 'out/lr_sweep_paper.csv'
 dataset = 'gutenberg'
 n_layer = 8

@@ -5,8 +5,8 @@
 # norm by sqrt(6), and each row's clip_frac says whether clipping became rare (it did not: at 300 steps the
 # norm is the gradient's mean, docs/transfer.md). The paper's batch is 480 x 1024. On one H100, about 20 min a
 # seed with 8 workers:
-#   python sweep.py config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --seeds=1337
-#   python sweep.py config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --plot
+#   python -m study.sweep config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --seeds=1337
+#   python -m study.sweep config/sweep_paper.py config/sweep_sgd_batch.py --out=assets/lr_sweep_sgd_batch.csv --plot
 out = 'out/lr_sweep_sgd_batch.csv'
 gradient_accumulation_steps = 6
 optimizers = 'sgd'

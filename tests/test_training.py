@@ -1,20 +1,10 @@
-"""training.py, the one definition of the batches, the schedule and the step: a sweep row and a train.py
-run with the same settings give the same loss; the batches never repeat a token within a pass and do not
-depend on the DDP layout; the schedule's shape."""
-import csv
-import math
-import os
-import subprocess
-import sys
-
+"""training.py, the one definition of the batches, the schedule and the step: the batches never repeat a
+token within a pass and do not depend on the DDP layout; the schedule's shape. (A sweep row and a train.py
+run with the same settings give the same loss: tests/test_study_run.py.)"""
 import pytest
 import torch
 
-import sweep
 import training
-from prepare_data import ensure_prepared
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_schedule():
@@ -58,28 +48,3 @@ def test_batches_do_not_depend_on_the_layout():
     # eval batches are fixed and not the training ones
     assert torch.equal(one.get('val', -1)[0], training.Batches(data, 2, 16, seed=1).get('val', -1)[0])
     assert not torch.equal(one.get('val', -1)[0], one.get('val', -2)[0])
-
-
-def test_a_sweep_row_is_a_train_py_run(tmp_path):
-    """The sweep trains through training.py as train.py does: the same settings give the same losses."""
-    data_dir = str(tmp_path / 'data')
-    ensure_prepared('shakespeare_char', data_dir)
-    out = str(tmp_path / 'sweep.csv')
-    cfg = dict(sweep.DEFAULTS, out=out, data_dir=data_dir, widths='64', base_width=32, optimizers='adamw,sgd',
-               adamw_params='mup', sgd_params='mup', adamw_lrs='-7', sgd_lrs='-3', output_mult='2',
-               init_std='0.03', max_iters=8, warmup_iters=2, n_layer=2, n_head=2, batch_size=3, block_size=24,
-               eval_iters=2, workers=0, device='cpu', check_interval=100)
-    sweep.sweep(cfg)
-    rows = {r['optimizer']: r for r in sweep.load_results(out)}
-    for opt, run in rows.items():
-        args = sweep.train_py_args(cfg, run)
-        p = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args, f'--out_dir={tmp_path / opt}',
-                            '--device=cpu', '--log_interval=1'],
-                           capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-        assert p.returncode == 0, p.stderr[-2000:]
-        log = list(csv.DictReader(open(tmp_path / opt / 'log.csv')))
-        val = [float(x['val_loss']) for x in log if x['val_loss']]
-        train = [float(x['train_loss']) for x in log if x['train_loss']]
-        assert len(val) == 1 and math.isfinite(val[0])
-        assert val[0] == pytest.approx(run['val'], abs=2e-5), (opt, val, run)
-        assert train[0] == pytest.approx(run['train'], abs=2e-5), (opt, train, run)

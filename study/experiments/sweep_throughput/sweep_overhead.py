@@ -1,26 +1,24 @@
 """Where a sweep run's time goes outside its training steps (the sweep's gap to train.py's tokens/s).
 Run on a GPU machine (on a CPU it runs, slowly, and measures the CPU):
 
-    python experiments/sweep_throughput/sweep_overhead.py config/sweep_paper.py --widths=1024 --max_iters=150 \
-        --eval_interval=0 --runs=4
+    python -m study.experiments.sweep_throughput.sweep_overhead config/sweep_paper.py --widths=1024 \
+        --max_iters=150 --eval_interval=0 --runs=4
 
-Runs `runs` AdamW μP runs of the sweep's Trainer in this process (the LRs of a grid, one model, so
+Runs `runs` AdamW μP runs of the sweep's Runner (study/run.py) in this process (the LRs of a grid, one model, so
 the first run builds and compiles it and the others reuse it, as a sweep worker does) and prints per
 run: the model (build / compile), the init, the optimizer's construction, the first step (its state is
 created there), the other steps, the evaluations, and the rest. Each timed part synchronises the
 device before and after, so the parts add up to the run's wall time.
 """
-import os
-import sys
 import time
 from collections import defaultdict
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-import torch  # noqa: E402
+import torch
 
-import model  # noqa: E402
-import sweep  # noqa: E402
-import training  # noqa: E402
+import model
+import training
+from configurator import configure
+from study import grid, run, sweep
 
 parts = defaultdict(float)
 
@@ -41,23 +39,19 @@ def timed(name, fn):
     return wrapper
 
 
-def main(argv):
-    from configurator import apply_config
-    runs = 4
-    for a in list(argv):
-        if a.startswith('--runs='):
-            runs = int(a.split('=')[1])
-            argv.remove(a)
-    cfg = dict(sweep.DEFAULTS)
-    apply_config(argv, cfg)
-    cfg['eval_interval'] = cfg['eval_interval'] or 0
-    r0 = [r for r in sweep.grid(dict(cfg, optimizers='adamw', adamw_params='mup'))
+DEFAULTS = dict(sweep.DEFAULTS, runs=4)  # runs: how many runs of the grid's widest width to time
+
+
+def main():
+    cfg = dict(DEFAULTS)
+    configure(cfg)
+    r0 = [r for r in grid.grid(dict(cfg, optimizers='adamw', adamw_params='mup'))
           if r['parametrization'] == 'mup' or r['width'] == cfg['base_width']]
     width = max(r['width'] for r in r0)
-    todo = [r for r in r0 if r['width'] == width][:runs]
-    trainer = sweep.Trainer(cfg)
-    sweep.Trainer.model = timed('model', sweep.Trainer.model)
-    sweep.Trainer.initialise = timed('init', sweep.Trainer.initialise)
+    todo = [r for r in r0 if r['width'] == width][:cfg['runs']]
+    runner = run.Runner(cfg)
+    run.Runner.model = timed('model', run.Runner.model)
+    run.Runner.initialise = timed('init', run.Runner.initialise)
     model.GDN.configure_optimizer = timed('optimizer', model.GDN.configure_optimizer)
     training.evaluate = timed('eval', training.evaluate)
     step, first_step = training.train_step, timed('first step', training.train_step)
@@ -71,7 +65,7 @@ def main(argv):
         parts.clear()
         sync()
         t = time.perf_counter()
-        row = trainer.run(r)
+        row = runner.run(r)
         sync()
         total = time.perf_counter() - t
         rest = total - sum(parts.values())  # the other steps, and the host code between them
@@ -83,4 +77,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    main()

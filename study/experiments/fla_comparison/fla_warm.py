@@ -1,4 +1,4 @@
-"""Compile flash-linear-attention's autotuning configs in parallel, before bench.py times the fla-built LM.
+"""Compile flash-linear-attention's autotuning configs in parallel, before study/bench.py times the fla-built LM.
 Run on a GPU machine with fla-core installed (NOTES.md beside this file).
 
 fla autotunes each Triton kernel anew at every head and hidden size; its first step at a new width takes
@@ -11,26 +11,25 @@ fla's own. A worker's tuning results are kept apart: Triton keys them by the con
 
 Some configs fault (illegal memory access: fla 0.6's chunk_bwd_kernel_dqkwg at width 256, head size 32,
 on Triton 3.6 / Hopper). A worker writes the kernel and config whose benchmark faulted to the file named
-by FLA_SKIP_CONFIGS and is run again without it while time is left; bench.py leaves those configs out too.
+by FLA_SKIP_CONFIGS and is run again without it while time is left; study/bench.py leaves those configs out too.
 
     export TRITON_CACHE_DIR=$HOME/.triton_fla FLA_SKIP_CONFIGS=$HOME/.triton_fla/fla_skip_configs.txt
-    python experiments/fla_comparison/fla_warm.py --widths=1024,256 --secs=240
+    python -m study.experiments.fla_comparison.fla_warm --widths=1024,256 --secs=240
 """
-import argparse
 import os
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from configurator import configure
 
 
 def worker(width, i, procs):
     import torch
     from triton.runtime.autotuner import Autotuner
 
-    import bench
-    bench.load_fla()  # as bench.py times it: past fla's Triton-version guard, without the faulting configs
+    from study import bench
+    bench.load_fla()  # as study/bench.py times it: past fla's Triton-version guard, without the faulting configs
     prune, bench_one = Autotuner.prune_configs, Autotuner._bench
 
     def my_share(self, kwargs):  # this worker's slice of what the autotuner would benchmark
@@ -59,33 +58,38 @@ def faults():
     return open(path).read().splitlines() if os.path.exists(path) else []
 
 
+DEFAULTS = dict(
+    widths='1024,1536,256',      # comma list: the widths to warm (8 layers, fla's LM)
+    procs=5,                     # workers per width, each compiling every procs-th config
+    secs=240.0,                  # deadline for all workers (seconds)
+    worker='',                   # (internal) 'width,i,procs': run as one worker
+)
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--widths", default="1024,1536,256")
-    p.add_argument("--procs", type=int, default=5, help="workers per width")
-    p.add_argument("--secs", type=float, default=240, help="deadline for all workers")
-    p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # "width,i,procs"
-    a = p.parse_args()
+    a = dict(DEFAULTS)
+    configure(a)
     os.environ.setdefault("FLA_SKIP_CONFIGS", os.path.join(os.environ.get("TRITON_CACHE_DIR", "."),
                                                            "fla_skip_configs.txt"))
-    if a.worker:
-        return worker(*map(int, a.worker.split(",")))
+    if a['worker']:
+        return worker(*map(int, a['worker'].split(",")))
     t0 = time.time()
-    todo = [(w, i) for w in map(int, a.widths.split(",")) for i in range(a.procs)]
-    while todo and time.time() - t0 < a.secs:
+    todo = [(w, i) for w in map(int, a['widths'].split(",")) for i in range(a['procs'])]
+    while todo and time.time() - t0 < a['secs']:
         known = len(faults())
-        jobs = {wi: subprocess.Popen([sys.executable, __file__, f"--worker={wi[0]},{wi[1]},{a.procs}"],
+        me = [sys.executable, "-m", __spec__.name]  # this script, as one worker
+        jobs = {wi: subprocess.Popen(me + [f"--worker={wi[0]},{wi[1]},{a['procs']}"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 for wi in todo}
         todo = []
         for (w, i), job in jobs.items():
             try:
-                job.wait(timeout=max(1, a.secs - (time.time() - t0)))
+                job.wait(timeout=max(1, a['secs'] - (time.time() - t0)))
             except subprocess.TimeoutExpired:
                 job.kill()
             err = job.communicate()[1].strip().splitlines()
             state = {0: "done"}.get(job.returncode, f"rc {job.returncode}" + (f": {err[-1]}" if err else ""))
-            print(f"width {w} worker {i}/{a.procs}: {state} at {time.time() - t0:.0f} s", flush=True)
+            print(f"width {w} worker {i}/{a['procs']}: {state} at {time.time() - t0:.0f} s", flush=True)
             if job.returncode and any("illegal memory access" in e for e in err):
                 todo.append((w, i))
         new = faults()[known:]

@@ -12,26 +12,26 @@ Per run: the RMS change since step 0 of coord_check's probes (per layer and seed
 (RMS of (W_t - W_0) applied to the module's current input on the measurement batch), and at init the RMS
 of lr*grad per group; printed as width exponents, and written to out/sgd_drift/.
 
-    python experiments/sgd_coord_drift/sgd_drift.py --jobs=2                 # all ablations (2 cores: ~30 min)
-    python experiments/sgd_coord_drift/sgd_drift.py --jobs=2 --only=base,lr/2 --widths=128,256,512,1024
+    python -m study.experiments.sgd_coord_drift.sgd_drift --jobs=2                 # all ablations (2 cores: ~30 min)
+    python -m study.experiments.sgd_coord_drift.sgd_drift --jobs=2 --only=base,lr/2 --widths=128,256,512,1024
 """
-import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
-sys.path.insert(0, ROOT)
-import coord_check as cc  # noqa: E402
-import mup  # noqa: E402
-from model import GDN, GDNConfig  # noqa: E402
-from training import Batches  # noqa: E402
+import coord_check as cc
+import mup
+import training
+from configurator import configure
+from model import GDN, GDNConfig
+from training import Batches
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..')
 
 QTY = ['q', 'v', 'beta', 'alpha', 'readout', 'mixer_out', 'mlp_out', 'residual', 'logits',
        'norm_gain', 'conv', 'A_log']
@@ -166,7 +166,8 @@ def run(width, seed, abl, cfg, data):
 def worker(args):
     name, width, seed, cfg = args
     torch.set_num_threads(cfg['threads'])
-    data = cc.load_data('shakespeare_char', os.path.join(ROOT, 'data'))
+    folder, vocab = training.dataset_setup('shakespeare_char', os.path.join(ROOT, 'data'))
+    data = training.load_splits(folder), vocab
     t = time.time()
     r = run(width, seed, ABLATIONS[name], cfg, data)
     return name, width, seed, r, time.time() - t
@@ -224,27 +225,31 @@ def report(res, widths, steps, seeds, names):
     return '\n'.join(lines)
 
 
+DEFAULTS = dict(
+    widths='128,256,512',        # comma list: the widths (base width 256)
+    steps=20,                    # SGD steps of each run
+    seeds=2,                     # seeds 0 .. seeds-1 at each width
+    lr=0.05,                     # the base SGD LR
+    momentum=0.9,                # Nesterov momentum
+    only='',                     # comma list of ABLATIONS to run ('' = all)
+    jobs=1,                      # worker processes (forked), the CPU's threads split among them
+    out=os.path.join(ROOT, 'out', 'sgd_drift'),  # where the text and JSON go
+)
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--widths', default='128,256,512')
-    ap.add_argument('--steps', type=int, default=20)
-    ap.add_argument('--seeds', type=int, default=2)
-    ap.add_argument('--lr', type=float, default=0.05)
-    ap.add_argument('--momentum', type=float, default=0.9)
-    ap.add_argument('--only', default='', help='comma list of ablations (default all)')
-    ap.add_argument('--jobs', type=int, default=1)
-    ap.add_argument('--out', default=os.path.join(ROOT, 'out', 'sgd_drift'))
-    a = ap.parse_args()
-    widths = [int(w) for w in a.widths.split(',')]
-    names = [n for n in (a.only.split(',') if a.only else ABLATIONS)]
-    cfg = dict(steps=a.steps, lr=a.lr, momentum=a.momentum, dwx_steps=[1, 10, a.steps],
-               threads=max(1, (os.cpu_count() or 2) // a.jobs))
-    tasks = [(n, w, s, cfg) for n in names for w in widths for s in range(a.seeds)]
+    a = dict(DEFAULTS)
+    configure(a)
+    widths = [int(w) for w in a['widths'].split(',')]
+    names = [n for n in (a['only'].split(',') if a['only'] else ABLATIONS)]
+    cfg = dict(steps=a['steps'], lr=a['lr'], momentum=a['momentum'], dwx_steps=[1, 10, a['steps']],
+               threads=max(1, (os.cpu_count() or 2) // a['jobs']))
+    tasks = [(n, w, s, cfg) for n in names for w in widths for s in range(a['seeds'])]
     res = {n: {w: {} for w in widths} for n in names}
     t0 = time.time()
-    if a.jobs > 1:
+    if a['jobs'] > 1:
         import multiprocessing as mp
-        with mp.get_context('fork').Pool(a.jobs) as pool:
+        with mp.get_context('fork').Pool(a['jobs']) as pool:
             it = pool.imap_unordered(worker, tasks)
             for n, w, s, r, dt in it:
                 res[n][w][s] = r
@@ -254,14 +259,14 @@ def main():
             n, w, s, r, dt = worker(t)
             res[n][w][s] = r
             print(f'{n} w{w} s{s} {dt:.0f}s (total {time.time() - t0:.0f}s)', flush=True)
-    txt = report(res, widths, a.steps, a.seeds, names)
+    txt = report(res, widths, a['steps'], a['seeds'], names)
     print(txt)
-    os.makedirs(a.out, exist_ok=True)
+    os.makedirs(a['out'], exist_ok=True)
     tag = ('_'.join(names) if len(names) < 4 else 'all').replace('/', 'div').replace('^', '')
-    with open(os.path.join(a.out, f'sgd_drift_{tag}.json'), 'w') as f:
-        json.dump({'args': vars(a), 'res': {n: {str(w): v for w, v in d.items()} for n, d in res.items()}},
+    with open(os.path.join(a['out'], f'sgd_drift_{tag}.json'), 'w') as f:
+        json.dump({'args': a, 'res': {n: {str(w): v for w, v in d.items()} for n, d in res.items()}},
                   f, default=float)
-    with open(os.path.join(a.out, f'sgd_drift_{tag}.txt'), 'w') as f:
+    with open(os.path.join(a['out'], f'sgd_drift_{tag}.txt'), 'w') as f:
         f.write(txt + '\n')
 
 

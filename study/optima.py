@@ -1,5 +1,5 @@
 """
-The fitted optimum of every curve of a sweep, its seed interval, the summary and the figures (sweep.py --plot).
+The fitted optimum of every curve of a sweep, its seed interval and the summary (the figures: study/plots.py).
 
 A panel is one optimizer, parametrization, depth rule and weight-decay rule; a curve is one width and depth in
 it, its loss against the axis (the LR, or a base hyper-parameter), the best over the other axes at each x.
@@ -11,12 +11,14 @@ so each seed's level is fitted and removed first (seed_offsets). Its seed interv
 the seeds (resampled jointly for every curve, as a seed fixes the data order at every width), and so does the
 interval of the optimum's shift across widths or depths. A fit whose window has one seed at each of its points
 has no interval (seeds_near), however many seeds the sweep ran elsewhere.
+
+Where rows of several labels are one trained run (μP and SP at the base width, the depth rules at the base
+depth, weight-decay rules that rescale λ), the summary says so first (one_model).
 """
 import math
-import os
-import textwrap
 
 import mup
+from study.grid import TRAINED_AS, trained_key
 
 LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-out gates',
           'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW', 'sgd': 'SGD (Nesterov)',
@@ -220,12 +222,39 @@ def tuned_check(xs, seeds, tuned_lr, best_loss):
     return f"; at the tuned LR {ty:.4f} ({ty - best_loss:+.4f}; {verdict})"
 
 
+def one_model(rows):
+    """Lines naming the labels that share one trained run (the rows' trained_as), each with the number of
+    runs it holds for: 'adamw at width 256 x 8: mup = sp (14 runs)'. A group's weight decays are given in
+    units of its smallest: 'mup fixed_timescale λ = mup paper 4λ'."""
+    groups, notes = {}, {}
+    for r in rows:
+        groups.setdefault(trained_key(r), []).append(r)
+    for g in (g for g in groups.values() if len(g) > 1):
+        t = dict(g[0], **dict(kv.split('=', 1) for kv in g[0]['trained_as'].split()), trained_as='')
+        t['weight_decay'] = float(t['weight_decay'])
+        keys = [k for k in TRAINED_AS if any(r[k] != t[k] for r in g) or len({r[k] for r in g}) > 1]
+        lam = min(r['weight_decay'] for r in g + [t])
+
+        def label(r):
+            ratio = f"{r['weight_decay'] / lam:g}λ".replace('1λ', 'λ') if lam else ''
+            return ' '.join(ratio if k == 'weight_decay' else str(r[k]) for k in keys)
+        r = g[0]
+        where = f"{r['optimizer']}{'' if 'parametrization' in keys else ' ' + r['parametrization']} at width " \
+                f"{r['width']} x {r['n_layer']}" + (', λ 0' if 'weight_decay_rule' in keys and not lam else '')
+        text = f"{where}: {' = '.join(sorted({label(x) for x in g}))}"
+        text += '' if any(not x['trained_as'] for x in g) else f" (trained as {label(t)})"
+        notes[text] = notes.get(text, 0) + 1
+    return [f"{text} ({n} run{'s' if n > 1 else ''})" for text, n in notes.items()]
+
+
 def summarize(rows, axis='lr', tuned_lr=0.0):
     """Print, per panel, every curve's fitted optimum of `axis` with its seed interval, and the optimum's shift
     across the curves with its interval; return {panel: {'best': {curve: (x*, loss, edge)}, 'interval':
     {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}}}, with 'shift' (log2 ratio), 'shift_interval' (lo, hi)
     and 'better' (bool) added where a panel has two curves or more."""
-    summary = {}
+    summary, shared = {}, one_model(rows)
+    if shared:
+        print("\none model, several labels (one run trained, a row for each):\n  " + '\n  '.join(shared))
     for key, panel_cells in cells(rows, axis).items():
         seeds = panel_seeds(panel_cells)
         best = panel_optima(panel_cells, seeds)
@@ -269,75 +298,3 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
                   f"larger better at the optimum: {order} ({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
             summary[key].update(shift=shift, shift_interval=siv, better=better)
     return summary
-
-
-def plot(rows, axis, out, run, note='', summary=None, tuned_lr=0.0):
-    """The final val loss against the axis per panel, a curve per width (or depth) with its fitted optimum (star)
-    and seed interval (bar), and a dashed line at `tuned_lr` where one is given; for the LR also the paper's style
-    (<stem>_relative.png), each curve minus its own best on one shared y-range, beside the CSV `out` whose run
-    settings are `run`; `note` goes under the title. Returns the first figure's path."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    data = cells(rows, axis)
-    if not data:
-        raise SystemExit(f"error: no results in {out} to plot")
-    stem = os.path.splitext(out)[0]
-    stem += '' if axis == 'lr' or stem.endswith(axis) else f'_{axis}'
-    keys = list(data)
-    ncol = min(3, len(keys))
-    nrow = math.ceil(len(keys) / ncol)
-    curves = sorted({k for pc in data.values() for k in pc})
-    cmap = plt.get_cmap('viridis')
-    color = {k: cmap(i / max(1, len(curves) - 1) * 0.9) for i, k in enumerate(curves)}
-    steps = sorted({r['steps'] for r in rows})
-    clip = f"clip {run['grad_clip']}" if float(run['grad_clip']) else 'no clipping'
-    seqs = int(run['batch_size']) * int(run['gradient_accumulation_steps'])  # sequences a step, accumulated
-    title = (f"GDN, {run['dataset']}, {'/'.join(map(str, steps))} steps of {seqs}x{run['block_size']} "
-             f"tokens, {clip}, base width {run['base_width']}  (* fitted optimum with its seed interval)")
-    paths = []
-    for relative in (False, True) if axis == 'lr' else (False,):
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.8 * nrow), squeeze=False)
-        for ax in axes.flat[len(keys):]:
-            ax.axis('off')
-        for ax, key in zip(axes.flat, keys):
-            panel = data[key]
-            seeds = panel_seeds(panel)
-            s = (summary or {}).get(key, {})
-            finite_all, fits = [], s.get('best') or panel_optima(panel, seeds)  # the summary's fits, where it has them
-            log = in_log2(panel)  # drawn in the units it is fitted in: log2, or linear where an axis has a 0
-            for k in sorted(panel):
-                c = curve(panel[k], seeds)
-                xs = sorted(c)
-                lx = [log2x(x) for x in xs] if log else xs
-                fit = fits.get(k)
-                base = (fit[1] if fit else 0.0) if relative else 0.0
-                ys = [c[x] - base for x in xs]
-                finite_all += [y for y in ys if math.isfinite(y)]
-                ax.plot(lx, ys, '-o', ms=3, color=color[k], label=curve_label(k, panel))
-                if fit:
-                    ax.plot([fit[0]], [fit[1] - base], '*', ms=13, color=color[k], mec='k', mew=0.6, zorder=5)
-                    if k in s.get('interval', {}) and math.isfinite(s['interval'][k][0]):
-                        lo, hi = s['interval'][k]
-                        ax.plot([lo, hi], [fit[1] - base] * 2, '-', color=color[k], lw=2.5, alpha=0.6)
-            if tuned_lr and axis == 'lr' and key[0] == 'adamw':  # the base width's LR, which μP carries unchanged
-                ax.axvline(math.log2(tuned_lr), ls='--', lw=1, color='gray', label='the base LR, carried')
-            if relative:
-                ax.set_ylim(-0.01, 0.3)
-                ax.set_ylabel('val loss - the curve\'s best')
-            elif finite_all:
-                ax.set_ylim(min(finite_all) - 0.03, min(max(finite_all), min(finite_all) + 1.0) + 0.05)
-                ax.set_ylabel('final val loss')
-            ax.set_title(panel_title(key), fontsize=10)
-            ax.set_xlabel(f"{'log2 ' if log else ''}{LABELS.get(axis, axis)}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        lines = [title] + ([note] if note else [])  # wrapped to the figure: one panel is narrow
-        fig.suptitle('\n'.join(textwrap.fill(t, 62 * ncol) for t in lines), fontsize=9)
-        fig.tight_layout()
-        path = stem + ('_relative' if relative else '') + '.png'
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    print(f"\nwrote {' and '.join(paths)}")
-    return paths[0]

@@ -1,18 +1,18 @@
 """Timing: the chunked gated delta rule's kernels, and a training step of the whole model against the fla-built LM.
 
-    python bench.py              # kernel table: ours (Triton), PyTorch fallback, fla, SDPA causal attention
-    python bench.py --model --widths=768 --variants='ours compiled,fla eager'   # a train.py step, one run
-    python bench.py --model --profile ...                                        # + where the step's time goes
-    flags combine; --quick skips the PyTorch fallback in the table. Run on a GPU machine.
+    python -m study.bench                     # kernel table: ours (Triton), PyTorch fallback, fla, SDPA causal attention
+    python -m study.bench --model=True --table=False --widths=768 --variants='ours compiled,fla eager'   # a train.py step
+    python -m study.bench --model=True --profile=True ...                      # + where the step's time goes
+    python -m study.bench --help                                               # every key, its value and meaning
+    keys combine; --quick=True skips the PyTorch fallback in the table. Run on a GPU machine.
 
 Correctness lives in the tests (python -m pytest -m gpu tests: every output and gradient against float64).
 Times are medians of triton.testing.do_bench (CUDA events), bf16 q/k/v, fp32 g and beta. The memory floor
 counts each input read once and each output written once: forward reads q, k, v, g, beta and writes o;
 forward+backward also re-reads them, reads dO and writes dq, dk, dv, dg, dbeta. 'x floor' = time / (floor
 bytes / 3.0 TB/s, the H100's measured copy rate). fla's backward refuses Triton < 3.7.1 on Hopper (wrong gated
-dq/dk there, fla issue #640); bench.py bypasses that guard for timing only. Results: docs/benchmarks.md.
+dq/dk there, fla issue #640); this script bypasses that guard for timing only. Results: docs/benchmarks.md.
 """
-import argparse
 import os
 import re
 import sys
@@ -45,7 +45,7 @@ def load_fla():
 
 def skip_faulting_configs(path):
     """Leave out of every Triton autotuner's list the configs named in the file at path, one
-    "kernel config" a line: those that experiments/fla_comparison/fla_warm.py saw fault (illegal memory access)
+    "kernel config" a line: those that study/experiments/fla_comparison/fla_warm.py saw fault (illegal memory access)
     on this card (fla 0.6 at head size 32 on Triton 3.6). A config that faults cannot be the one autotuning picks,
     so the picks are otherwise fla's own."""
     if not os.path.exists(path):
@@ -248,9 +248,10 @@ def profile_step(step, steps=3, top=40, host_top=12):
 
 
 def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=None, profile=False):
-    """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run: ours
-    compiled (as train.py runs it), with CUDA graphs, eager, and in fp32 on the PyTorch ops (the reference the
-    bf16 paths are measured against), and the fla-built LM eager and compiled. ms, tokens/s, MFU against the
+    """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run, for each
+    of `variants`: 'ours compiled' (as train.py runs it), 'ours compiled cudagraphs', 'ours eager', 'ours eager
+    fp32' (no autocast, the PyTorch ops: the reference the bf16 paths are measured against; put it first), and
+    the fla-built LM, 'fla eager' and 'fla compiled'. ms, tokens/s, MFU against the
     measured matmul peak and the spec sheet, peak memory, the first three losses; then, per width, the largest
     and mean loss difference of every pair of our variants over all 3 + steps steps (same init, same batch).
     Each compiled row compiles for about a minute: run a width or two at a time (--widths)."""
@@ -317,8 +318,8 @@ def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=
             m = opt = fwd = None
             if lost:
                 print(f"# the CUDA context is lost: run the variants after {name!r} in a new process"
-                      + ("; for fla, experiments/fla_comparison/fla_warm.py first names the configs that fault, and"
-                         " bench.py then leaves them out (FLA_SKIP_CONFIGS)" if name.startswith("fla") else ""))
+                      + ("; for fla, study/experiments/fla_comparison/fla_warm.py first names the configs that fault,"
+                         " and study.bench then leaves them out (FLA_SKIP_CONFIGS)" if name.startswith("fla") else ""))
                 return
         names = list(curves)
         for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise
@@ -346,30 +347,38 @@ def parse_cfg(text):
 
 _BASE = kernel.launch_config if kernel.HAS_TRITON else None
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", action="store_true")
-    ap.add_argument("--no-table", action="store_true")
-    ap.add_argument("--widths", default="768,256,1024,1536", help="--model: the widths (8 layers, B 16 x T 1024)")
-    ap.add_argument("--variants", default="", help="--model: a comma list of 'ours compiled', 'ours compiled "
-                    "cudagraphs', 'ours eager', 'ours eager fp32' (the reference for the losses: put it first), "
-                    "'fla eager', 'fla compiled' (default: ours compiled, ours eager, fla eager, fla compiled)")
-    ap.add_argument("--profile", action="store_true", help="--model: after timing each variant, its CUDA "
-                    "kernel time per step by kind (matmul, delta rule, compiled fusions, ...) and its top kernels")
-    ap.add_argument("--cfg", default="", help="launch-config overrides, e.g. state_num_warps=4,fwd_num_stages=1")
-    ap.add_argument("--quick", action="store_true", help="skip the PyTorch fallback in the table")
-    ap.add_argument("--shapes", default="", help="table rows to time, indices into the 4 anchor + 3 paper "
-                    "shapes, e.g. 0,1,2 (default: all)")
-    args = ap.parse_args()
+DEFAULTS = dict(
+    table=True,                  # the kernel table (delta rule: ours, PyTorch, fla, SDPA) at the anchor and paper shapes
+    quick=False,                 # leave the PyTorch fallback out of the table
+    shapes='',                   # comma list of table rows, indices into the 4 anchor + 3 paper shapes ('' = all)
+    cfg='',                      # launch-config overrides, e.g. 'state_num_warps=4,fwd_num_stages=1' (kernel.launch_config)
+    model=False,                 # a train.py step of the model (8 layers, B 16 x T 1024) at each width
+    widths='768,256,1024,1536',  # with model: comma list of widths
+    variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, ours eager, fla eager, fla compiled)
+    profile=False,               # with model: each variant's CUDA kernel time per step by kind, and its top kernels
+)
+
+
+def main(argv=None):
+    from configurator import configure
+    cfg = dict(DEFAULTS)
+    configure(cfg, argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("error: study.bench times CUDA kernels: run it on a GPU machine")
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     fla_gdr = load_fla()
-    if args.cfg:
-        over = parse_cfg(args.cfg)
+    if cfg['cfg']:
+        over = parse_cfg(cfg['cfg'])
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
     table = ANCHOR_SHAPES + PAPER_SHAPES
-    if not args.no_table:
-        kernel_table([table[int(i)] for i in args.shapes.split(",")] if args.shapes else table, not args.quick, fla_gdr)
-    if args.model:
-        model_table([int(w) for w in args.widths.split(",")], fla_gdr is not None,
-                    variants=args.variants.split(",") if args.variants else None, profile=args.profile)
+    if cfg['table']:
+        kernel_table([table[int(i)] for i in cfg['shapes'].split(",")] if cfg['shapes'] else table, not cfg['quick'],
+                     fla_gdr)
+    if cfg['model']:
+        model_table([int(w) for w in cfg['widths'].split(",")], fla_gdr is not None,
+                    variants=cfg['variants'].split(",") if cfg['variants'] else None, profile=cfg['profile'])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
-"""bench.py's profile: kernel names as the CUDA profiler reports them land in the right kind; the host side."""
+"""study/bench.py's profile: kernel names as the CUDA profiler reports them land in the right kind; the host side."""
 import torch
 
-import bench
+from study import bench
 
 
 def test_kernel_kinds():
@@ -42,7 +42,7 @@ def test_profile_step_names_the_host_ops(capsys):
 
 
 def test_skip_faulting_configs_leaves_out_exactly_the_named(tmp_path, monkeypatch):
-    """The configs experiments/fla_comparison/fla_warm.py saw fault are left out of that kernel's autotuning and no other's;
+    """The configs study/experiments/fla_comparison/fla_warm.py saw fault are left out of that kernel's autotuning and no other's;
     a missing file changes nothing."""
     import triton
     import triton.language as tl

@@ -1,26 +1,23 @@
 """Launch-setting sweeps of fused_ops.py's Triton conv + SiLU (CONV_CONFIG) and cross-entropy (CE_LAUNCH).
 Run on a GPU machine:
 
-    python experiments/launch_configs/launch_sweep.py --op=conv [--shapes=w768,w1024] [--iters=20]
-    python experiments/launch_configs/launch_sweep.py --op=ce [--ce_shape=16384x50304]
+    python -m study.experiments.launch_configs.launch_sweep --op=conv [--shapes=w768,w1024] [--iters=20]
+    python -m study.experiments.launch_configs.launch_sweep --op=ce [--ce_shape=16384x50304]
 
 conv: the model's q, k, v conv (B 16, T 1024, 6 heads, q and k L2-normalised per head) at widths 768, 1024,
 1536; each setting of each step (fwd, bwd = dz, dx, the normalised heads' "norm fwd" / "norm bwd") checked
 against float64 (y, dx, dw), then its op timed; the fastest of each step last. ce: the row kernel alone over
 BLOCK x num_warps, with the gradient and without. One setting's op-level time spreads 20-30% within a
-process: decide close candidates by the step's kernel time (bench.py --model --profile).
+process: decide close candidates by the step's kernel time (python -m study.bench --model=True --profile=True).
 """
-import argparse
 import math
-import os
 import statistics
-import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-import fused_ops as ops  # noqa: E402
+import fused_ops as ops
+from configurator import configure
 
 W = 4
 SHAPES = {"w768": (96, 192), "w1024": (128, 256), "w1536": (192, 384)}  # (K, V), 6 heads, B 16, T 1024
@@ -137,17 +134,24 @@ def ce_sweep(N, V, iters):
     ops.CE_LAUNCH.update(default)
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--op", choices=("conv", "ce"), required=True)
-    ap.add_argument("--shapes", default="w768,w1024,w1536")
-    ap.add_argument("--ce_shape", default="16384x50304")
-    ap.add_argument("--iters", type=int, default=20)
-    a = ap.parse_args()
-    if not (torch.cuda.is_available() and ops.HAS_TRITON):
-        sys.exit("needs a CUDA GPU and triton: run on a GPU machine")
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    if a.op == "conv":
-        conv_sweep(a.shapes.split(","), a.iters)
+DEFAULTS = dict(
+    op='',                       # 'conv' (fused_ops.CONV_CONFIG) or 'ce' (fused_ops.CE_LAUNCH)
+    shapes='w768,w1024,w1536',   # conv: comma list of SHAPES' widths
+    ce_shape='16384x50304',      # ce: rows x vocabulary
+    iters=20,                    # calls timed back to back per measurement
+)
+
+
+def main():
+    a = dict(DEFAULTS)
+    configure(a)
+    if a['op'] == "conv":
+        conv_sweep(a['shapes'].split(","), a['iters'])
+    elif a['op'] == "ce":
+        ce_sweep(*map(int, a['ce_shape'].split("x")), a['iters'])
     else:
-        ce_sweep(*map(int, a.ce_shape.split("x")), a.iters)
+        raise SystemExit(f"error: op={a['op']!r}: use --op=conv or --op=ce")
+
+
+if __name__ == "__main__":
+    main()

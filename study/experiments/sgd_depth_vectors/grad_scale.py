@@ -10,21 +10,19 @@ batch 8 x 128, PyTorch kernels, float32), for depths 2..32 and seeds 0..2:
 with the embedding as it is (std 0.02) and multiplied by 50 on the input side, printed as depth exponents
 (log-log slopes).
 
-    python experiments/sgd_depth_vectors/grad_scale.py            # CPU, about a minute
-    python experiments/sgd_depth_vectors/grad_scale.py --per_block # where in the stack the gradient sits
-    python experiments/sgd_depth_vectors/grad_scale.py --coord_check   # the SGD depth check, stream Θ(1) (6 min)
+    python -m study.experiments.sgd_depth_vectors.grad_scale                   # CPU, about a minute
+    python -m study.experiments.sgd_depth_vectors.grad_scale --mode=per_block   # where in the stack the gradient sits
+    python -m study.experiments.sgd_depth_vectors.grad_scale --mode=coord_check # the SGD depth check, stream Θ(1) (6 min)
 """
-import os
-import sys
-
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-import mup  # noqa: E402
-from coord_check import load_data, rms, slope  # noqa: E402
-from model import GDN, GDNConfig  # noqa: E402
-from training import Batches  # noqa: E402
+import mup
+import training
+from configurator import configure
+from coord_check import rms, slope
+from model import GDN, GDNConfig
+from training import Batches
 
 DEPTHS, SEEDS, RULES = [2, 4, 8, 16, 32], [0, 1, 2], ['none', 'completep']
 INPUT_MULTS = [1.0, 50.0]  # the embedding's output times this: 50 = 1/init_std makes the stream Θ(1) from block 0
@@ -72,11 +70,21 @@ def coord_check_with_input_mult(input_mult=50.0):
     print(coord_check.summary(coord_check.coord_check(cfg), cfg['flat_tol']))
 
 
+DEFAULTS = dict(
+    mode='exponents',            # 'exponents' (depth exponents at init), 'per_block' or 'coord_check'
+)
+
+
 def main():
-    if '--coord_check' in sys.argv:
+    cfg = dict(DEFAULTS)
+    configure(cfg)
+    if cfg['mode'] not in ('exponents', 'per_block', 'coord_check'):
+        raise SystemExit(f"error: mode={cfg['mode']!r}: use 'exponents', 'per_block' or 'coord_check'")
+    if cfg['mode'] == 'coord_check':
         return coord_check_with_input_mult()
-    data, vocab = load_data('shakespeare_char', 'data')
-    if '--per_block' in sys.argv:
+    folder, vocab = training.dataset_setup('shakespeare_char', 'data')
+    data = training.load_splits(folder)
+    if cfg['mode'] == 'per_block':
         for rule in RULES:
             for depth in (8, 32):
                 rows = measure(data, vocab, rule, depth, 0, 1.0, per_block=True)

@@ -1,4 +1,4 @@
-"""optima.py on synthetic sweeps: the fitted optimum of a curve, its seed interval (and none where the seeds
+"""study/optima.py on synthetic sweeps: the fitted optimum of a curve, its seed interval (and none where the seeds
 cannot move it), seed levels that do not bend the curves, "larger better" judged with the seeds, one unit per
 panel, and the check of a tuned LR against the best run."""
 import itertools
@@ -7,7 +7,7 @@ import math
 import pytest
 
 import mup
-import optima
+from study import optima
 
 
 def test_fit_optimum():
@@ -27,10 +27,10 @@ def test_fit_optimum():
 
 
 def result(width, lr, seed, val, weight_decay=0.1):
-    """One μP-AdamW result as sweep.load_results() gives it, at depth 8 with the base hyper-parameters."""
+    """One μP-AdamW result as study.grid.load_results() gives it, at depth 8 with the base hyper-parameters."""
     return dict(width=width, n_layer=8, depth_rule='none', lr=lr, parametrization='mup', optimizer='adamw',
-                seed=seed, steps=10, weight_decay=weight_decay, weight_decay_rule='paper', val=val, diverged=False,
-                **mup.BASE_HPARAMS)
+                seed=seed, steps=10, weight_decay=weight_decay, weight_decay_rule='paper', trained_as='', val=val,
+                diverged=False, **mup.BASE_HPARAMS)
 
 
 def test_seed_interval_brackets_the_seed_optima():
@@ -131,3 +131,22 @@ def test_tuned_lr_is_judged_against_the_best_run(capsys):
     lone = [r for r in rows if r['seed'] == 1 or r['lr'] != 2.0 ** -8]  # the best run without its second seed
     optima.summarize(lone, tuned_lr=2.0 ** -7)
     assert "; the best run has one seed)" in capsys.readouterr().out
+
+
+def test_labels_of_one_model_are_said_once():
+    """Rows of several labels trained as one run are named together, counted per kind (not per run), with a
+    group's decays in units of its smallest; a row alone on its run is not named, whatever it was trained as."""
+    rows = [result(256, 2.0 ** e, 1, 3.0) for e in (-8, -7)]
+    rows += [dict(r, parametrization='sp', trained_as='') for r in rows]
+    rows = [dict(r, trained_as='parametrization=sp') if r['parametrization'] == 'mup' else r for r in rows]
+    rows += [result(1024, 2.0 ** -8, 1, 2.9, weight_decay=0.4),
+             dict(result(1024, 2.0 ** -8, 1, 2.9, weight_decay=0.1), weight_decay_rule='fixed_timescale',
+                  trained_as='weight_decay_rule=paper weight_decay=0.4'),
+             dict(result(1024, 2.0 ** -8, 1, 2.9, weight_decay=0.2), weight_decay_rule='sqrt_width',
+                  trained_as='weight_decay_rule=paper weight_decay=0.4'),
+             dict(result(1024, 2.0 ** -7, 1, 2.9, weight_decay=0.1), weight_decay_rule='fixed_timescale',
+                  trained_as='weight_decay_rule=paper weight_decay=0.4'),
+             result(1024, 2.0 ** -6, 1, 2.9)]
+    assert optima.one_model(rows) == [
+        'adamw at width 256 x 8: mup = sp (2 runs)',
+        'adamw mup at width 1024 x 8: fixed_timescale λ = paper 4λ = sqrt_width 2λ (1 run)']

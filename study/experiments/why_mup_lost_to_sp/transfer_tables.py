@@ -2,28 +2,30 @@
 The tables of docs/transfer.md, printed from the CSVs in assets/ (each CSV's commands: docs/transfer.md,
 "Reproduce"). CPU, seconds:
 
-    python experiments/why_mup_lost_to_sp/transfer_tables.py              # tables 1-7 (paper architecture)
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --quick      # the quick default: seed spread, optima
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --momentum   # 8a-8d, 9a-9b: SGD momentum, deeper grid
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --init_std   # 10: the base init std
-    python experiments/why_mup_lost_to_sp/transfer_tables.py --grad_norms # 11: SGD's pre-clip gradient norm by width
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables                     # tables 1-7 (paper architecture)
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=quick        # the quick default: seeds, optima
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=momentum     # 8a-8d, 9a-9b: SGD momentum
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=init_std     # 10: the base init std
+    python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=grad_norms   # 11: SGD's pre-clip grad norm
 
 Tables: 1 output_mult at 256 and 1024; 2 seed spread; 3 LR optima per width; 4 val loss along the runs; 5 AdamW
 unclipped; 6 SGD unclipped, all four parametrizations; 7 gate_lr_mult; 8 SGD momentum 0.9 vs 0.98; 9 the quick
 grid at 4 layers, 600 steps; 10 init_std; 11 SGD's pre-clip gradient norm and clipped fraction per width.
+A CSV has a row for every label (at the base width the μP rows are SP's run, their trained_as says so).
 """
 import csv
 import math
 import os
-import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+from configurator import configure
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..')
 LABELS = {'sp': 'SP', 'mup': 'μP (paper)', 'mup_fixed_fanout': 'μP, fixed-fan-out gates',
           'mup_nogdn': 'μP w/o GDN corrections', 'adamw': 'AdamW', 'sgd': 'SGD (Nesterov)'}
 
 
 def load_results(path):
-    """The rows of a sweep.py results CSV (its columns only: this script does not import the repo)."""
+    """The rows of a results CSV (study/grid.py's columns), the columns these tables read."""
     with open(path, newline='') as f:
         return [dict(width=int(r['width']), lr=float(r['lr']), parametrization=r['parametrization'],
                      optimizer=r['optimizer'], seed=int(r['seed']), val=float(r['final_val_loss']),
@@ -31,17 +33,6 @@ def load_results(path):
                      init_std=float(r['init_std']), gate_lr_mult=float(r['gate_lr_mult']),
                      grad_norm=float(r['grad_norm_median'] or 'nan'), clip_frac=float(r['clip_frac'] or 'nan'),
                      curve=r['val_curve']) for r in csv.DictReader(f)]
-
-
-def with_base_rows(rows, base_width):
-    """At the base width every μP variant is SP (sweep.py trains SP only there): SP's rows stand for them."""
-    params = {}
-    for r in rows:
-        params.setdefault(r['optimizer'], set()).add(r['parametrization'])
-    extra = [dict(r, parametrization=p) for r in rows if r['width'] == base_width and r['parametrization'] == 'sp'
-             for p in params[r['optimizer']] - {'sp'}]
-    have = {(r['optimizer'], r['parametrization'], r['width']) for r in rows}
-    return rows + [r for r in extra if (r['optimizer'], r['parametrization'], r['width']) not in have]
 
 
 def fmt_lr(lr):
@@ -58,9 +49,9 @@ INIT_STD = os.path.join(ROOT, 'assets', 'lr_sweep_paper_init_std.csv')
 
 
 def cells(rows):
-    """{(optimizer, param, width, lr, output_mult): {seed: row}}; the base width's SP rows stand for μP."""
+    """{(optimizer, param, width, lr, output_mult): {seed: row}}."""
     out = {}
-    for r in with_base_rows(rows, 256):
+    for r in rows:
         out.setdefault((r['optimizer'], r['parametrization'], r['width'], r['lr'], r['output_mult']), {})[r['seed']] = r
     return out
 
@@ -185,7 +176,7 @@ def gate_lr_table(path):
     one at 512 and 1024 (seed 1337; the gate_lr_mult 1 cells are those of the unclipped sweep)."""
     print("\n7. gate_lr_mult (the gates' and scalars' LR at the base width), SGD without clipping, seed 1337: "
           "val loss")
-    rows = with_base_rows(load_results(path), 256)
+    rows = load_results(path)
     mults = sorted({r['gate_lr_mult'] for r in rows})
     print("| width, parametrization, LR | " + ' | '.join(f'g = {g:g}' for g in mults) + ' |')
     print('|---' * (len(mults) + 1) + '|')
@@ -220,29 +211,36 @@ def momentum_tables():
     optimum_table(load('lr_sweep_quick_deep_noclip.csv'), **deep, title='9b. the same without clipping,')
 
 
-def edge_table(c, om, widths=(256, 512, 1024), params=('sp', 'mup'), opt='sgd', seed=1337):
-    """Per width: the largest LR that trains, and the median gradient norm at the smallest LR and at the
-    width's optimum (one seed)."""
-    print(f"   largest LR that trains; median grad norm at the smallest LR / at the optimum (seed {seed})")
+def per_width(c, opt, om, widths, params, seed, cell):
+    """A table with a row per parametrization and a column per width, each cell cell(runs, finished runs),
+    both {lr: row} of one seed."""
     print("| parametrization | " + ' | '.join(f'width {w}' for w in widths) + ' |')
     print('|---' * (len(widths) + 1) + '|')
     for p in params:
         line = []
         for w in widths:
             rs = {k[3]: s[seed] for k, s in c.items() if k[:3] == (opt, p, w) and k[4] == om and seed in s}
-            ok = {lr: r for lr, r in rs.items() if not r['diverged']}
-            if not ok:
-                line.append('-')
-                continue
-            best = min(ok, key=lambda lr: ok[lr]['val'])
-            line.append(f"{fmt_lr(max(ok))}; {rs[min(rs)]['grad_norm']:.2f} / {ok[best]['grad_norm']:.2f}")
+            line.append(cell(rs, {lr: r for lr, r in rs.items() if not r['diverged']}))
         print(f"| {LABELS[p]} | " + ' | '.join(line) + ' |')
+
+
+def edge_table(c, om, widths=(256, 512, 1024), params=('sp', 'mup'), opt='sgd', seed=1337):
+    """Per width: the largest LR that trains, and the median gradient norm at the smallest LR and at the
+    width's optimum (one seed)."""
+    print(f"   largest LR that trains; median grad norm at the smallest LR / at the optimum (seed {seed})")
+
+    def cell(rs, ok):
+        if not ok:
+            return '-'
+        best = min(ok, key=lambda lr: ok[lr]['val'])
+        return f"{fmt_lr(max(ok))}; {rs[min(rs)]['grad_norm']:.2f} / {ok[best]['grad_norm']:.2f}"
+    per_width(c, opt, om, widths, params, seed, cell)
 
 
 def init_std_table(path=INIT_STD, base=256):
     """10. The base init std (init_std: SP's std of every matrix; μP's at the base width, init_std/sqrt(m)
     for the hidden and gate matrices above it), AdamW, paper architecture, seed 1337: val loss per cell."""
-    rows = with_base_rows(load_results(path), base)
+    rows = load_results(path)
     stds = sorted({r['init_std'] for r in rows})
     print("10. init_std x LR, AdamW, paper architecture (output_mult 4), seed 1337: val loss")
     print("| width, parametrization, LR | " + ' | '.join(f'init_std {s:g}' for s in stds) + ' |')
@@ -275,37 +273,41 @@ def grad_norm_table(name, lr_exp, om, widths, params=('sp', 'mup'), seed=1337):
     c = cells(load_results(os.path.join(ROOT, 'assets', name)))
     print(f"\n11. {name}, SGD, seed {seed}: median grad norm (clipped fraction) at {fmt_lr(2.0 ** lr_exp)}"
           " / at the width's optimum")
-    print("| parametrization | " + ' | '.join(f'width {w}' for w in widths) + ' |')
-    print('|---' * (len(widths) + 1) + '|')
-    for p in params:
-        line = []
-        for w in widths:
-            rs = {k[3]: s[seed] for k, s in c.items() if k[:3] == ('sgd', p, w) and k[4] == om and seed in s}
-            ok = {lr: r for lr, r in rs.items() if not r['diverged']}
-            at = rs.get(2.0 ** lr_exp)
-            best = ok[min(ok, key=lambda lr: ok[lr]['val'])] if ok else None
-            line.append(' / '.join(f"{r['grad_norm']:.2f} ({r['clip_frac']:.0%})" if r else '-' for r in (at, best)))
-        print(f"| {LABELS[p]} | " + ' | '.join(line) + ' |')
+
+    def cell(rs, ok):
+        best = ok[min(ok, key=lambda lr: ok[lr]['val'])] if ok else None
+        at = rs.get(2.0 ** lr_exp)
+        return ' / '.join(f"{r['grad_norm']:.2f} ({r['clip_frac']:.0%})" if r else '-' for r in (at, best))
+    per_width(c, 'sgd', om, widths, params, seed, cell)
+
+
+DEFAULTS = dict(
+    tables='paper',              # which: 'paper' (1-7), 'quick', 'momentum' (8-9), 'init_std' (10), 'grad_norms' (11)
+)
 
 
 def main():
-    if sys.argv[1:2] == ['--grad_norms']:
+    cfg = dict(DEFAULTS)
+    configure(cfg)
+    if cfg['tables'] == 'grad_norms':
         grad_norm_table('lr_sweep_paper.csv', -4, 4, (256, 512, 1024))
         grad_norm_table('lr_sweep_paper_momentum.csv', -4, 4, (256, 512, 1024))
         grad_norm_table('lr_sweep_momentum09.csv', -3, 2, (256, 512, 1024))
         grad_norm_table('lr_sweep_noclip09.csv', -9, 2, (256, 512, 1024))
         return
-    if sys.argv[1:2] == ['--quick']:  # the quick default (assets/lr_sweep.csv, output_mult 2 from its probe)
+    if cfg['tables'] == 'quick':  # the quick default (assets/lr_sweep.csv, output_mult 2 from its probe)
         c = cells(load_results(QUICK))
         seed_table(c, om=2)
         optimum_table(c, om=2, widths=(128, 256, 512, 1024))
         return
-    if sys.argv[1:2] == ['--momentum']:
+    if cfg['tables'] == 'momentum':
         momentum_tables()
         return
-    if sys.argv[1:2] == ['--init_std']:
+    if cfg['tables'] == 'init_std':
         init_std_table()
         return
+    if cfg['tables'] != 'paper':
+        raise SystemExit(f"error: tables={cfg['tables']!r}: use 'paper', 'quick', 'momentum', 'init_std' or 'grad_norms'")
     c = cells(load_results(PAPER) + load_results(OUTPUT_MULT))
     nc = cells(load_results(NOCLIP))
     output_mult_table(c)
