@@ -231,6 +231,10 @@ def check_memory():
          + ("python train.py config/demo.py (minutes on a CPU)" if run.type == 'cpu' else "a larger GPU"))
 
 
+def duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def matmul_flops():
     """This device's matmul FLOP/s, measured in a fraction of a second: the time estimate's yardstick."""
     n, dt = (4096, torch.bfloat16) if run.type == 'cuda' else (1024, torch.float32)
@@ -294,7 +298,7 @@ if master:
           f"x {block_size}); lr {learning_rate:.3g}, output_mult {output_mult:g}, init_std {init_std:g} at width "
           f"{base_width}; {run.device}, {run.dtype}, compile={compile}")
     estimate = (max_iters - iter_num) * flops_per_iter / (STEP_EFFICIENCY.get(run.type, 0.25) * matmul_flops())
-    print(f"estimate: ~{need_gb:.1f} GB of {free_gb:.0f} GB free, ~{estimate / 60:.1f} min for {max_iters - iter_num} "
+    print(f"estimate: ~{need_gb:.1f} GB of {free_gb:.0f} GB free, ~{duration(estimate)} for {max_iters - iter_num} "
           f"steps (from this {run.type}'s matmul speed; the log's ETA is measured)", flush=True)
     if run.type == 'cpu' and estimate > 3600:
         print(f"that is ~{estimate / 3600:.1f} h on this CPU: for a demo in minutes, python train.py config/demo.py; "
@@ -423,7 +427,7 @@ def write_log():
         dt = (time.time() - t_log) / len(recent)
         mfu = flops_per_iter / dt / peak if peak else float('nan')
         eta = eta_seconds()
-        left = '' if eta is None else f", ~{eta:.0f} s left" if eta < 120 else f", ~{eta / 60:.1f} min left"
+        left = '' if eta is None else f", ~{duration(eta)} left"
         when = f"{(time.time() - t_start) / 60:.1f} min{left}"
         first = iter_num == start_iter + 1
         print(f"iter {iter_num}: loss {step_losses[-1]:.4f}, lr {recent[-1][1]:.3e}, grad norm {norms[-1]:.3g}, "

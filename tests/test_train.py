@@ -275,7 +275,7 @@ def test_eta_holds(tmp_path, data_dir):
     for line in p.stdout:
         if line.startswith('iter 30:'):
             value, unit = line.split('~')[1].split()[:2]
-            eta, t = float(value) * (60 if unit == 'min' else 1), time.time()
+            eta, t = float(value) * {'s': 1, 'min': 60, 'h': 3600}[unit], time.time()
     p.wait(timeout=600)
     assert p.returncode == 0 and eta is not None, p.stderr.read()[-2000:]
     actual = time.time() - t
