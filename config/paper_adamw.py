@@ -1,7 +1,7 @@
 # The paper's AdamW setup (Liu & Gu, arXiv 2606.04048): FineWeb-Edu, GPT-2 tokenizer,
 # 8 layers, 6 heads, seq 1024, global batch 480, 20k steps, 2k warmup, cosine to 5e-5, clip 1.0.
 # Widths in the paper: 256, 512, 1024, 1536; LR grid 1e-3 ... 2e-2.
-#   python prepare_data.py --dataset=fineweb_edu --max_tokens=10e9     # once
+#   python prepare_fineweb.py --max_tokens=10e9     # once
 #   torchrun --standalone --nproc_per_node=8 train.py config/paper_adamw.py --width=1024
 dataset = 'fineweb_edu'
 out_dir = 'out-paper-adamw'

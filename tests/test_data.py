@@ -11,11 +11,11 @@ import tarfile
 
 import numpy as np
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import prepare_data  # noqa: E402
+import prepare_data
+import prepare_fineweb  # noqa: E402
 from prepare_data import get_tokenizer, load_split, prepare  # noqa: E402
 
 SHAKESPEARE_TOKENS = 1_566_042  # GPT-2 tokens of data/shakespeare/shakespeare.txt.gz (see its README)
@@ -116,7 +116,7 @@ def test_ensure_prepared(tmp_path, capsys):
     assert capsys.readouterr().out == ''
     with pytest.raises(SystemExit) as e:
         prepare_data.ensure_prepared('fineweb_edu', data_dir=str(tmp_path))
-    assert 'python prepare_data.py --dataset=fineweb_edu' in str(e.value.code)
+    assert 'python prepare_fineweb.py' in str(e.value.code)
     with pytest.raises(SystemExit) as e:
         prepare_data.ensure_prepared('my_corpus', data_dir=str(tmp_path))
     assert '--input=' in str(e.value.code) and '--name=my_corpus' in str(e.value.code)
@@ -156,10 +156,7 @@ def test_load_split_single_file(data_dir):
     s = load_split(os.path.join(data_dir, 'shakespeare'), 'val')
     raw = read_bin(os.path.join(data_dir, 'shakespeare', 'val.bin'))
     assert len(s) == len(raw) and np.array_equal(s[10:20], raw[10:20])
-    w = s.sample(4, 32, torch.Generator().manual_seed(0))
-    assert w.shape == (4, 33) and w.dtype == torch.int64
-    ix = torch.randint(len(s) - 32, (4,), generator=torch.Generator().manual_seed(0)).tolist()
-    assert all(np.array_equal(w[b].numpy(), raw[i:i + 33]) for b, i in enumerate(ix))
+    assert np.array_equal(s[len(raw) - 33:], raw[-33:]) and s[10:20].dtype == np.uint16
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,7 +182,7 @@ def docs_jsonl(tmp_path_factory, text):
 def fineweb(out, src, **kw):
     settings = dict(source=src, max_tokens=40_000, val_tokens=6_000, shard_tokens=4_000, num_proc=1)
     settings.update(kw)
-    return prepare_data.prepare_fineweb(str(out), **settings)
+    return prepare_fineweb.prepare_fineweb(str(out), **settings)
 
 
 def shard_bytes(out):
@@ -252,12 +249,7 @@ def test_sharded_loader_windows(tmp_path, docs_jsonl):
     assert len(train) == len(ref) and len(val) == 6_000
     for i in (0, 3_990, 3_999, 4_000, 11_000, len(ref) - 65):  # windows inside and across shard boundaries
         assert np.array_equal(train[i:i + 65], ref[i:i + 65])
-    w = train.sample(16, 512, torch.Generator().manual_seed(1))
-    ix = torch.randint(len(ref) - 512, (16,), generator=torch.Generator().manual_seed(1)).tolist()
-    assert w.shape == (16, 513) and w.dtype == torch.int64
-    assert all(np.array_equal(w[b].numpy(), ref[i:i + 513]) for b, i in enumerate(ix))
-    with pytest.raises(ValueError):
-        val.sample(1, 6_000)
+    assert len(val[5_990:6_010]) == 10  # a slice past the end stops at it, as a numpy array's does
 
 
 # ---------------------------------------------------------------------------------------------------
