@@ -150,7 +150,7 @@ def measure(model, x, y, family):
     without the backward), in QUANTITIES' units, and the width-independent parameters by kind."""
     with probes(model, family.probes) as seen:
         model(x, y)
-    unit = math.sqrt(family.head_k(model))
+    unit = math.sqrt(model.config.head_k)
     out = {q: [t.float() * (unit if q in PER_UNIT_NORM else 1.0) for t in seen[q]]
            for q in family.probes if not q.startswith('_')}
     for kind, is_kind in PARAM_KINDS.items():
@@ -181,15 +181,16 @@ def parse_run(run):
     return param, optimizer, rule[0] if rule else 'none'
 
 
-def build_gdn(run, width, n_layer, seed, lr, cfg, vocab, device):
-    """model.py's model for a run, initialised by seed, and its optimizer."""
+def build(family, run, width, n_layer, seed, lr, cfg, vocab, device):
+    """The family's model for a run (model.GDN, or fla_mup.FlaLM: fla's model behind the same interface),
+    initialised by seed, and its optimizer."""
     param, optimizer, rule = parse_run(run)
     backend = cfg['kernel_backend']
     if backend != 'torch' and (width // 8) % 16:
         backend = 'torch'  # the Triton kernel needs head dims that are multiples of 16
-    model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'],
-                          parametrization=param, base_width=cfg['base_width'], depth_rule=rule,
-                          base_depth=cfg['base_depth'], kernel_backend=backend))
+    model = family.model(GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'],
+                                   parametrization=param, base_width=cfg['base_width'], depth_rule=rule,
+                                   base_depth=cfg['base_depth'], kernel_backend=backend))
     model.reset_parameters(seed)
     share_head_scalars(model, seed)
     model.to(device)
@@ -201,7 +202,7 @@ def build_gdn(run, width, n_layer, seed, lr, cfg, vocab, device):
 # Its delta rule is a function, not a module, so the probes read the rule's inputs from the projections
 # (with the layer's conv, A_log and dt_bias) and recompute the state with kernel.py; the readout is the
 # gated norm's input.
-ATTN = r'model\.layers\.\d+\.attn'
+ATTN = r'fla\.model\.layers\.\d+\.attn'
 
 
 def fla_layer(c):
@@ -221,7 +222,7 @@ def fla_conv(c, conv):
 
 
 FLA_PROBES = {
-    'embed': (r'model\.embeddings', lambda c: c.out),
+    'embed': (r'fla\.model\.embeddings', lambda c: c.out),
     'q': (ATTN + r'\.q_proj', lambda c: fla_conv(c, 'q_conv1d')),
     'k': (ATTN + r'\.k_proj', lambda c: fla_conv(c, 'k_conv1d')),
     'v': (ATTN + r'\.v_proj', lambda c: fla_conv(c, 'v_conv1d')),
@@ -233,45 +234,25 @@ FLA_PROBES = {
         *(c.seen[n][-1] for n in ('q', 'k', 'v', '_g', 'beta')), 1.0, output_final_state=True, backend='torch')[1]),
     'readout': (ATTN + r'\.o_norm', lambda c: c.args[0]),
     'mixer_out': (ATTN, lambda c: c.out[0]),
-    'mlp_out': (r'model\.layers\.\d+\.mlp', lambda c: c.out),
-    'residual': (r'model\.layers\.\d+', lambda c: c.out[0]),
-    'logits': (r'model\.norm', lambda c: c.model.lm_head(c.out)),
+    'mlp_out': (r'fla\.model\.layers\.\d+\.mlp', lambda c: c.out),
+    'residual': (r'fla\.model\.layers\.\d+', lambda c: c.out[0]),
+    'logits': (r'fla\.model\.norm', lambda c: c.model.logits(c.out)),
 }
 
 
-def build_fla(run, width, n_layer, seed, lr, cfg, vocab, device):
-    """flash-linear-attention's GatedDeltaNetForCausalLM at model.py's shapes (head dims width/8 and width/4,
-    its SwiGLU width, tied embedding), μP by fla_mup.apply, and its optimizer. Called as train_step calls a model,
-    model(x, y), it returns (None, fla's loss); fla shifts the labels itself, so they are the inputs x."""
-    from fla.models import GatedDeltaNetForCausalLM
-
-    import fla_mup
-    fla_mup.train_on_this_kernel()  # fla 0.6's own backward refuses to run on Hopper with Triton < 3.7.1
-    param, optimizer, rule = parse_run(run)
-    if rule != 'none':
-        raise ValueError(f"run {run!r}: model='fla' has no depth rules")
-    shape = GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'], parametrization=param)
-    torch.manual_seed(seed)
-    model = GatedDeltaNetForCausalLM(fla_mup.config(shape, use_cache=False))
-    forward = model.forward
-    model.forward = lambda idx, targets: (None, forward(input_ids=idx, labels=idx).loss)
-    groups = fla_mup.apply(model, base_width=cfg['base_width'], parametrization=param, optimizer=optimizer, lr=lr,
-                       weight_decay=cfg['weight_decay'])
-    share_head_scalars(model, seed, shape)
-    model.to(device)
-    if optimizer == 'adamw':
-        return model, torch.optim.AdamW(groups, lr=lr, betas=(cfg['beta1'], cfg['beta2']))
-    return model, torch.optim.SGD(groups, lr=lr, momentum=cfg['momentum'], nesterov=cfg['momentum'] > 0)
+def fla_model(config):
+    from fla_mup import FlaLM
+    return FlaLM(config)
 
 
-FAMILIES = {'gdn': SimpleNamespace(probes=GDN_PROBES, head_k=lambda m: m.config.head_k, build=build_gdn),
-            'fla': SimpleNamespace(probes=FLA_PROBES, head_k=lambda m: m.config.head_dim, build=build_fla)}
+FAMILIES = {'gdn': SimpleNamespace(name='gdn', probes=GDN_PROBES, model=GDN),
+            'fla': SimpleNamespace(name='fla', probes=FLA_PROBES, model=fla_model)}
 
 
 def run_one(family, run, width, n_layer, seed, cfg, batches, vocab, device, tick=lambda step: None):
     """Train one model; return {quantity: {'value': [steps+1][layers], 'delta': [...]}} and the losses."""
     lr = cfg['lr_adamw'] if parse_run(run)[1] == 'adamw' else cfg['lr_sgd']
-    model, opt = family.build(run, width, n_layer, seed, lr, cfg, vocab, device)
+    model, opt = build(family, run, width, n_layer, seed, lr, cfg, vocab, device)
     mx, my = batches.get('val', -1)  # the fixed measurement batch
     stats = {name: {'value': [], 'delta': []} for name in QUANTITIES}
     losses = []
@@ -294,7 +275,7 @@ def run_one(family, run, width, n_layer, seed, cfg, batches, vocab, device, tick
 def step_seconds(family, run, shape, cfg, data, vocab, device):
     """Seconds of one forward and backward of a run's model of this (width, depth) (the second of two: the
     first pays for compiling kernels)."""
-    model, _ = family.build(run, *shape, 0, 0.0, cfg, vocab, device)
+    model, _ = build(family, run, *shape, 0, 0.0, cfg, vocab, device)
     x, y = Batches(data, cfg['batch_size'], cfg['block_size'], 0, device).get('train', 0)
     for _ in range(2):
         t0 = time.time()

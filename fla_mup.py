@@ -6,15 +6,19 @@
 
 apply() reads mup.py's one table through fla's name map (mup.NAMES['fla']). It stores nothing on the parameters
 (microsoft/mup's attributes there are lost under FSDP and torch.compile): the multipliers are forward hooks on
-modules and one eps, so DDP, FSDP and torch.compile see a plain fla model. config() builds fla's config at
-model.py's shapes; train_on_this_kernel() lets fla's model train where fla's own backward refuses to run.
+modules and one eps, so DDP, FSDP and torch.compile see a plain fla model. fla_config() builds fla's config at
+model.py's shapes; FlaLM puts fla's model behind model.GDN's training interface, so the sweeps and the
+coordinate check train either; train_on_this_kernel() lets it train where fla's own backward refuses to run.
 """
 import math
 import weakref
 
+import torch
 import torch.nn.functional as F
 
+from fused_ops import linear_cross_entropy
 from kernel import chunk_gated_delta_rule
+from model import make_optimizer
 from mup import (BASE_HPARAMS, OPTIMIZERS, check, check_depth_rule, check_weight_decay_rule, group_of, groups_of,
                  init_parameters, multipliers)
 
@@ -22,7 +26,7 @@ _HOOKS = weakref.WeakKeyDictionary()    # module -> the handle of the multiplier
 _OWN_EPS = weakref.WeakKeyDictionary()  # o_norm -> its eps before apply() set it
 
 
-def config(c, **extra):
+def fla_config(c, **extra):
     """fla's GatedDeltaNetConfig with the shapes of model.py's config c (a model.GDNConfig): n_head heads of
     head_k and head_v, its SwiGLU width, its conv, a tied embedding; `extra` sets fla's other keys."""
     from fla.models import GatedDeltaNetConfig
@@ -143,3 +147,44 @@ def train_on_this_kernel():
     GatedDeltaNet layers run the same math on this repo's kernel, whose gradients are checked against float64."""
     import fla.layers.gated_deltanet
     fla.layers.gated_deltanet.chunk_gated_delta_rule = fla_delta_rule
+
+
+class FlaLM(torch.nn.Module):
+    """fla's GatedDeltaNetForCausalLM at the shapes and μP settings of a model.GDNConfig, trained as model.GDN
+    is: forward(idx, targets) -> (logits, loss) with this repo's loss over every position (fused_ops),
+    reset_parameters(seed), configure_optimizer(...). fla's model is .fla; its delta rule runs on this repo's
+    kernel (train_on_this_kernel)."""
+
+    def __init__(self, config):
+        from fla.models import GatedDeltaNetForCausalLM
+        super().__init__()
+        if config.depth_rule != 'none' or config.embed_lr_mult != 1 or config.gate_lr_mult != 1:
+            raise ValueError("FlaLM: depth rules and LR multipliers go to apply() directly, not through a config")
+        train_on_this_kernel()
+        self.config = config
+        self.fla = GatedDeltaNetForCausalLM(fla_config(config, use_cache=False))
+        self.reset_parameters()
+
+    def rules(self, **kw):
+        c = self.config
+        return apply(self.fla, c.base_width, parametrization=c.parametrization, output_mult=c.output_mult,
+                     init_std=c.init_std, **kw)
+
+    def reset_parameters(self, seed=None):
+        self.rules(lr=0.0, seed=seed)
+
+    def logits(self, h):
+        return F.linear(h, self.fla.model.embeddings.weight)  # the final norm's hook holds the multiplier
+
+    def forward(self, idx, targets=None):
+        h = self.fla.model(input_ids=idx).last_hidden_state
+        if targets is None:
+            return self.logits(h), None
+        return None, linear_cross_entropy(h, self.fla.model.embeddings.weight, 1.0, targets,
+                                          self.config.kernel_backend)
+
+    def configure_optimizer(self, optimizer, learning_rate, weight_decay, betas, momentum, device_type,
+                            weight_decay_rule='paper'):
+        groups = self.rules(lr=learning_rate, optimizer=optimizer, weight_decay=weight_decay,
+                            weight_decay_rule=weight_decay_rule, init=False)
+        return make_optimizer(groups, optimizer, learning_rate, betas, momentum, device_type)

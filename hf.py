@@ -139,7 +139,7 @@ def export(checkpoint, folder, data_dir='data'):
     folded = {name: fold(w, factor(name)) for name, w in state.items()}
     originals = {name: w for name, w in state.items() if not torch.equal(unfold(folded[name], factor(name)), w)}
     tokenizer, eot = tokenizer_of(run.get('dataset', ''), data_dir, c.vocab_size)
-    config = fla_mup.config(
+    config = fla_mup.fla_config(
         c, norm_eps=norm_eps, max_position_embeddings=run.get('block_size', 2048), initializer_range=c.init_std,
         bos_token_id=eot, eos_token_id=eot, pad_token_id=None, architectures=['GatedDeltaNetForCausalLM'],
         mup_gdn=dict(model_args=args, config=run, iter_num=checkpoint.get('iter_num')))

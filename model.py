@@ -25,6 +25,17 @@ def padded_vocab(vocab_size):
     return vocab_size if vocab_size < 1024 else 64 * math.ceil(vocab_size / 64)
 
 
+def make_optimizer(groups, optimizer, learning_rate, betas, momentum, device_type):
+    """AdamW or SGD (Nesterov) over parameter groups that carry their 'lr_mult' (mup.py's)."""
+    for g in groups:
+        g['lr'] = learning_rate * g['lr_mult']
+    if optimizer == 'adamw':
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+    if optimizer == 'sgd':
+        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=momentum > 0)
+    raise ValueError(f"optimizer={optimizer!r}: use 'adamw' or 'sgd'")
+
+
 @dataclass
 class GDNConfig:
     vocab_size: int = 50304      # GPT-2's 50257 padded up to a multiple of 64
@@ -230,13 +241,7 @@ class GDN(nn.Module):
         """AdamW or SGD (Nesterov) over mup.py's parameter groups. Each group keeps its 'lr_mult':
         the trainer sets group['lr'] = lr_mult * schedule(it)."""
         groups = mup.param_groups(self, optimizer, weight_decay, weight_decay_rule)
-        for g in groups:
-            g['lr'] = learning_rate * g['lr_mult']
-        if optimizer == 'adamw':
-            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
-        if optimizer == 'sgd':
-            return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=momentum > 0)
-        raise ValueError(f"optimizer={optimizer!r}: use 'adamw' or 'sgd'")
+        return make_optimizer(groups, optimizer, learning_rate, betas, momentum, device_type)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):

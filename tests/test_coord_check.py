@@ -140,7 +140,7 @@ def test_probes_read_what_they_name():
     """Every probed quantity, in measure's units, against the same quantity computed directly from the
     weights in float64 (the conv by F.conv1d, the delta rule by kernel.py's token-by-token reference)."""
     model = gdn('mup', width=64, dtype=torch.float64)
-    x, y = torch.randint(0, V, (2, 70)), torch.randint(0, V, (2, 70))
+    x, y = torch.randint(0, V, (2, 2, 70), generator=torch.Generator().manual_seed(0))
     got = coord_check.measure(model, x, y, coord_check.FAMILIES['gdn'])
     H, K, Vh, T = model.config.n_head, model.config.head_k, model.config.head_v, x.size(1)
     h = model.wte(x)
@@ -167,16 +167,19 @@ def test_probes_read_what_they_name():
     for name in want:
         assert len(got[name]) == len(want[name]), name
         for a, b in zip(got[name], want[name]):
-            torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-6, msg=name)
+            # the conv runs in fp32 whatever the model's dtype (fused_ops), and the L2 norm of a short vector
+            # magnifies its rounding: q, k, v to fp32's precision of unit-norm coordinates
+            atol = 1e-5 if name in ('q', 'k', 'v') else 1e-6
+            torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=atol, msg=lambda m: f"{name}: {m}")
     assert [len(got[kind]) for kind in coord_check.PARAM_KINDS] == [7, 2, 2, 2]  # 3 norms a layer and norm_f
 
 
 def fla_model(width=64, n_layer=2):
-    fla = pytest.importorskip('fla.models')
+    """fla's model behind model.GDN's interface (fla_mup.FlaLM), as the check builds it."""
+    pytest.importorskip('fla.models')
+    from fla_mup import FlaLM
     torch.manual_seed(0)
-    return fla.GatedDeltaNetForCausalLM(fla.GatedDeltaNetConfig(
-        hidden_size=width, num_heads=2, head_dim=width // 8, expand_v=2, num_hidden_layers=n_layer,
-        intermediate_size=192, vocab_size=V, tie_word_embeddings=True))
+    return FlaLM(GDNConfig(vocab_size=V, width=width, n_layer=n_layer, n_head=2, base_width=width))
 
 
 def test_fla_table_names_its_modules():
@@ -203,16 +206,15 @@ def test_fla_probes_are_its_delta_rule_inputs():
     model = fla_model(width=128).cuda()
     x = torch.randint(0, V, (2, 100), device='cuda')
     with coord_check.probes(model, coord_check.FLA_PROBES) as seen:
-        model(input_ids=x, labels=x)
+        model(x[:, :-1], x[:, 1:])
     for i in range(2):
         inputs = [seen[n][i] for n in ('q', 'k', 'v', '_g', 'beta')]
-        o = chunk_gated_delta_rule(*inputs, model.config.head_dim ** -0.5, backend='torch')[0]
+        o = chunk_gated_delta_rule(*inputs, model.config.head_k ** -0.5, backend='torch')[0]
         ref = seen['readout'][i].float()
         assert ((o - ref).norm() / ref.norm()).item() < 1e-2  # fla's fp32 matmuls may run in TF32
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not hasattr(coord_check, 'build_fla'), reason="needs mup.apply (μP for fla's model)")
 def test_fla_check_runs():
     """The check on fla's model (CUDA), widths 128 and 256 = base: every value finite, q and k of RMS 1 per
     unit-norm coordinate, and μP the same as SP at the base width."""
