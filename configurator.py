@@ -47,7 +47,7 @@ def _convert(key, value, default, origin):
     if default is None or type(value) is expected:
         return value
     if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)  # a number for a text key (sweep.py's comma lists): a list of one
+        return repr(value)  # a number for a text key (the sweep's comma lists): a list of one
     # bool is a subclass of int, so test it first: True must not pass as an int, nor 1 as a bool
     if expected is not bool and not isinstance(value, bool):
         if expected is float and isinstance(value, int):

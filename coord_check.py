@@ -239,37 +239,23 @@ FLA_PROBES = {
 }
 
 
-def fla_delta_rule(q, k, v, g, beta, initial_state=None, output_final_state=False, A_log=None, dt_bias=None,
-                   scale=None, **flags):
-    """fla's layer's call of its delta rule, computed by kernel.py: the gate from A_log and dt_bias, q and k
-    L2-normalised and β = σ(beta), as fla's flags ask (use_gate_in_kernel, use_qk_l2norm_in_kernel,
-    use_beta_sigmoid_in_kernel). fla 0.6 refuses its backward with Triton < 3.7.1 on Hopper (wrong gradients
-    there), so training fla's model runs the same math on this repo's kernel; the state is [B, H, K, V]."""
-    g = -A_log.float().exp() * F.softplus(g.float() + dt_bias)
-    q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
-    return chunk_gated_delta_rule(q, k, v, g, beta.float().sigmoid(), scale or q.size(-1) ** -0.5,
-                                  initial_state, output_final_state)
-
-
 def build_fla(run, width, n_layer, seed, lr, cfg, vocab, device):
     """flash-linear-attention's GatedDeltaNetForCausalLM at model.py's shapes (head dims width/8 and width/4,
-    its SwiGLU width, tied embedding), μP by mup.apply, and its optimizer. Called as train_step calls a model,
+    its SwiGLU width, tied embedding), μP by fla_mup.apply, and its optimizer. Called as train_step calls a model,
     model(x, y), it returns (None, fla's loss); fla shifts the labels itself, so they are the inputs x."""
-    import fla.layers.gated_deltanet
-    from fla.models import GatedDeltaNetConfig, GatedDeltaNetForCausalLM
-    fla.layers.gated_deltanet.chunk_gated_delta_rule = fla_delta_rule
+    from fla.models import GatedDeltaNetForCausalLM
+
+    import fla_mup
+    fla_mup.train_on_this_kernel()  # fla 0.6's own backward refuses to run on Hopper with Triton < 3.7.1
     param, optimizer, rule = parse_run(run)
     if rule != 'none':
         raise ValueError(f"run {run!r}: model='fla' has no depth rules")
     shape = GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'], parametrization=param)
     torch.manual_seed(seed)
-    model = GatedDeltaNetForCausalLM(GatedDeltaNetConfig(
-        hidden_size=width, num_heads=shape.n_head, head_dim=shape.head_k, expand_v=shape.head_v / shape.head_k,
-        num_hidden_layers=n_layer, intermediate_size=shape.mlp_hidden, conv_size=shape.conv_size,
-        vocab_size=vocab, tie_word_embeddings=True, use_cache=False))
+    model = GatedDeltaNetForCausalLM(fla_mup.config(shape, use_cache=False))
     forward = model.forward
     model.forward = lambda idx, targets: (None, forward(input_ids=idx, labels=idx).loss)
-    groups = mup.apply(model, base_width=cfg['base_width'], parametrization=param, optimizer=optimizer, lr=lr,
+    groups = fla_mup.apply(model, base_width=cfg['base_width'], parametrization=param, optimizer=optimizer, lr=lr,
                        weight_decay=cfg['weight_decay'])
     share_head_scalars(model, seed, shape)
     model.to(device)

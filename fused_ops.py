@@ -80,7 +80,7 @@ def _conv_silu_torch(x, weight, state, parts, norm):
 #   tiles each dx needs, far over the memory floor).
 # Launch settings: a program's tile is [BT, BC]; the dz kernel's program (bwd) takes NT row blocks in turn;
 # norm: the normalised heads' launches, tiles BT x next_power_of_2(K). Each the fastest setting at width 768
-# on an H200 that spills no registers on sm_90 (experiments/launch_configs/launch_sweep.py --op=conv).
+# on an H200 that spills no registers on sm_90 (python -m study.experiments.launch_configs.launch_sweep --op=conv).
 CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=32, NT=8, num_warps=1),
                    dx=dict(BT=16, BC=128, num_warps=4),
                    norm=dict(fwd=dict(BT=16, num_warps=2), bwd=dict(BT=8, NT=1, num_warps=2)))
@@ -403,7 +403,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 # overwrites them with their gradient, so no fp32 copy of the logits ever exists. The gradient lacks the 1/n
 # of the mean: n is a device value, and the backward's fp32 scalar takes it (no host sync).
 # Launch: a row's vocabulary in blocks of BLOCK, the fastest setting at 16384 x 50304 on an H200
-# (experiments/launch_configs/launch_sweep.py --op=ce); a vocabulary up to BLOCK is one block, read once (a
+# (python -m study.experiments.launch_configs.launch_sweep --op=ce); a vocabulary up to BLOCK is one block, read once (a
 # GPT-2 row in one block is slower and spills on sm_90).
 CE_LAUNCH = dict(BLOCK=4096, num_warps=8)
 

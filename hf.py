@@ -42,6 +42,7 @@ import tempfile
 import torch
 from safetensors.torch import load_file, save_file
 
+import fla_mup
 import mup
 from configurator import ConfigError, apply_config
 from model import GDN, GDNConfig, RMSNorm, padded_vocab
@@ -129,7 +130,6 @@ def unfold(w, f):
 
 def export(checkpoint, folder, data_dir='data'):
     """Write checkpoint (train.py's) as a Hugging Face folder; returns a line on the tokenizer written."""
-    from fla.models import GatedDeltaNetConfig
     args, run = checkpoint['model_args'], checkpoint.get('config', {})
     c = GDNConfig(**args)
     if int(c.head_k * (c.head_v / c.head_k)) != c.head_v:
@@ -139,11 +139,8 @@ def export(checkpoint, folder, data_dir='data'):
     folded = {name: fold(w, factor(name)) for name, w in state.items()}
     originals = {name: w for name, w in state.items() if not torch.equal(unfold(folded[name], factor(name)), w)}
     tokenizer, eot = tokenizer_of(run.get('dataset', ''), data_dir, c.vocab_size)
-    config = GatedDeltaNetConfig(
-        hidden_size=c.width, num_hidden_layers=c.n_layer, num_heads=c.n_head, head_dim=c.head_k,
-        expand_v=c.head_v / c.head_k, intermediate_size=c.mlp_hidden, conv_size=c.conv_size, norm_eps=norm_eps,
-        vocab_size=c.vocab_size, tie_word_embeddings=True, use_gate=True, use_short_conv=True, hidden_act='swish',
-        max_position_embeddings=run.get('block_size', 2048), initializer_range=c.init_std,
+    config = fla_mup.config(
+        c, norm_eps=norm_eps, max_position_embeddings=run.get('block_size', 2048), initializer_range=c.init_std,
         bos_token_id=eot, eos_token_id=eot, pad_token_id=None, architectures=['GatedDeltaNetForCausalLM'],
         mup_gdn=dict(model_args=args, config=run, iter_num=checkpoint.get('iter_num')))
     tmp = folder.rstrip('/') + '.tmp'

@@ -555,7 +555,8 @@ def _pow2(n):
 
 def launch_config(K, V, fp32=False):
     """Block size over V and warps / stages per kernel; depends on the head dims and dtype only
-    (never T). bench.py --sweep overrides it to compare settings, each checked against float64."""
+    (never T). study/bench.py's `cfg` key overrides it to time a setting; the GPU tests check a setting
+    against float64."""
     big = K > 128 or fp32  # bwd scan: 1 stage (shared memory) for BK = 256 or fp32 tiles
     # fwd scan: 2 stages at every bf16 K (faster than 1, also at K > 128)
     fwd = dict(BV=64, num_warps=8 if fp32 else 4, num_stages=1 if fp32 else 2)

@@ -185,7 +185,7 @@ class GDN(nn.Module):
     def reset_parameters(self, seed=None):
         """Initialise every parameter by mup.py's rules. With a seed the draws come from a generator of
         their own (on the CPU, then copied), so the init depends on the seed alone: the same whatever the
-        device, and whatever was drawn before (train.py, sweep.py and coord_check.py rely on it)."""
+        device, and whatever was drawn before (train.py, the study's runs and coord_check.py rely on it)."""
         mup.init_parameters(self.named_parameters(), self.config, seed=seed)
 
     def num_params(self, non_embedding=True):

@@ -4,7 +4,7 @@ Every scaling rule of the Maximal Update Parametrization (μP) for Gated DeltaNe
 The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers
 to put in the forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight
 decay per group), and how much each residual branch counts. `grep -n mup model.py train.py` shows the whole
-difference from standard parametrization (SP). apply() does the four to flash-linear-attention's model.
+difference from standard parametrization (SP). fla_mup.apply() does the four to flash-linear-attention's model.
 
 Width. m = width / base_width; at m = m_L = 1 every combination is SP, parameter by parameter. Parametrizations:
   'sp'                standard parametrization: every matrix N(0, init_std²), one LR, readout 1/sqrt(d_k).
@@ -34,7 +34,6 @@ At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
 """
 import math
 import re
-import weakref
 
 import torch
 
@@ -49,7 +48,7 @@ GROUPS = {  # the parameter groups
     'vector':    'RMSNorm gains, depthwise conv weights',
 }
 # Each parameter's one group, by its name: one map per model, model.py's ('gdn') and flash-linear-attention's
-# GatedDeltaNetForCausalLM ('fla', for apply()): a pattern per group (the first found in the name wins), then
+# GatedDeltaNetForCausalLM ('fla', for fla_mup.apply()): a pattern per group (the first found in the name wins), then
 # that of the names inside a residual branch (a block's mixer or MLP with its pre-norm: the depth rules' domain).
 NAMES = {
     'gdn': ({'scalar': r'(A_log|dt_bias)$', 'embedding': r'^wte\.', 'gate': r'\.[ab]_proj\.',
@@ -267,103 +266,6 @@ def init_parameters(named_parameters, c, names='gdn', seed=None):
         else:
             t.normal_(0.0, std, generator=gen)
         p.copy_(t)
-
-# ---- flash-linear-attention's model ---------------------------------------------------------------------
-# apply() gives fla's GatedDeltaNetForCausalLM the rules above through its name map, NAMES['fla']. It stores
-# nothing on the parameters (microsoft/mup's attributes there are lost under FSDP and torch.compile): the
-# multipliers are forward hooks on modules and one eps, so DDP, FSDP and torch.compile see a plain fla model.
-_HOOKS = weakref.WeakKeyDictionary()    # module -> the handle of the multiplier hook apply() put on it
-_OWN_EPS = weakref.WeakKeyDictionary()  # o_norm -> its eps before apply() set it
-
-def apply(model, base_width, lr, parametrization='mup', optimizer='adamw', weight_decay=0.0,
-          weight_decay_rule='paper', eps=1e-8, depth_rule='none', base_depth=None, seed=None, init=True,
-          output_mult=BASE_HPARAMS['output_mult'], init_std=BASE_HPARAMS['init_std'],
-          embed_lr_mult=BASE_HPARAMS['embed_lr_mult'], gate_lr_mult=BASE_HPARAMS['gate_lr_mult']):
-    """μP for flash-linear-attention's Gated DeltaNet LM (fla.models.GatedDeltaNetForCausalLM, or its
-    GatedDeltaNetModel), in one call before the optimizer, DDP or torch.compile:
-
-        groups = mup.apply(model, base_width=256, lr=3e-3, weight_decay=0.1)
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95))
-
-    It initialises every parameter as model.py's (init=False keeps the weights; seed as init_parameters), puts
-    in the multipliers and returns the optimizer groups of param_groups, each with lr = lr * lr_mult. Widths
-    scale as in model.py (num_heads fixed; head_dim, the value dim and the MLP ∝ width); base_depth (default:
-    the model's depth) is the depth rule's base. A second call undoes the first (hooks and eps) and applies
-    itself. An fla model outside the rules' shapes raises ValueError naming what is unsupported."""
-    from types import SimpleNamespace
-    inner = getattr(model, 'model', model)
-    unsupported = _fla_unsupported(model, inner)
-    if unsupported:
-        raise ValueError("mup.apply: this fla model has what the μP rules do not cover: " + '; '.join(unsupported))
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
-    check_weight_decay_rule(weight_decay_rule)
-    attn = inner.layers[0].attn
-    c = SimpleNamespace(parametrization=check(parametrization), depth_rule=check_depth_rule(depth_rule),
-                        width=inner.embeddings.embedding_dim, base_width=base_width, n_layer=len(inner.layers),
-                        base_depth=base_depth or len(inner.layers), head_k=attn.head_k_dim, output_mult=output_mult,
-                        init_std=init_std, embed_lr_mult=embed_lr_mult, gate_lr_mult=gate_lr_mult)
-    if init:
-        init_parameters(model.named_parameters(), c, 'fla', seed)
-    mult = multipliers(c)
-    # for a tied, bias-free head, the final norm's output times c is the logits times c (and fla's fused linear
-    # cross-entropy takes that output, not the logits)
-    _multiply_output(inner.norm, mult['logits'])
-    for layer in inner.layers:
-        # fla's kernel scales S q by K^-1/2 and o_norm, an RMSNorm, takes it: RMSNorm(s o; ε) = RMSNorm(o; ε/s²),
-        # so the readout multiplier s (the readout relative to K^-1/2: sqrt(m) under μP) is exactly eps ε/s²
-        s = mult['readout'] * math.sqrt(layer.attn.head_k_dim)
-        layer.attn.o_norm.eps = _OWN_EPS.setdefault(layer.attn.o_norm, layer.attn.o_norm.eps) / s ** 2
-        # the branch multiplier on each branch's output (the MLP's whole: fla's fused SwiGLU calls down_proj's
-        # weight without its module)
-        _multiply_output(layer.attn.o_proj, mult['branch'])
-        _multiply_output(layer.mlp, mult['branch'])
-    groups = groups_of(model.named_parameters(), c, 'fla', optimizer, weight_decay, weight_decay_rule, eps)
-    for g in groups:
-        g['lr'] = lr * g['lr_mult']
-    return groups
-
-def _multiply_output(module, mult):
-    """module's output times mult, by a forward hook that replaces the one an earlier apply() put there."""
-    handle = _HOOKS.pop(module, None)
-    if handle is not None:
-        handle.remove()
-    if mult != 1:
-        _HOOKS[module] = module.register_forward_hook(lambda mod, args, out: out * mult)
-
-def _fla_unsupported(model, inner):
-    """What of an fla model the rules do not cover (model.py's shapes), one phrase each; [] if nothing."""
-    from fla.layers import GatedDeltaNet
-    if not all(hasattr(inner, key) for key in ('embeddings', 'layers', 'norm')):
-        return [f"{type(model).__name__} is not laid out as fla's GatedDeltaNetModel (embeddings, layers, norm)"]
-    config, head = getattr(model, 'config', None), getattr(model, 'lm_head', None)
-    why = []
-    if getattr(config, 'attn', None) is not None:
-        why.append("hybrid attention layers (config.attn)")
-    if getattr(config, 'attnres_block_size', None) is not None:
-        why.append("attention residuals (attnres_block_size)")
-    if head is not None and (head.weight is not inner.embeddings.weight or head.bias is not None):
-        why.append("an untied lm_head (tie_word_embeddings=False): the rules are for a tied embedding")
-    for i, layer in enumerate(inner.layers):
-        a = getattr(layer, 'attn', None)
-        if not isinstance(a, GatedDeltaNet):
-            why.append(f"a mixer that is not fla.layers.GatedDeltaNet ({type(a).__name__}, layer {i})")
-            continue
-        for bad, what in [(a.num_v_heads != a.num_heads, f"grouped value heads (num_v_heads={a.num_v_heads} "
-                                                           f"!= num_heads={a.num_heads})"),
-                          (not a.use_gate, "no output gate (use_gate=False)"),
-                          (not a.use_short_conv, "no short convolution (use_short_conv=False)"),
-                          (a.conv_bias, "conv biases (conv_bias=True)"),
-                          (a.allow_neg_eigval, "negative eigenvalues (allow_neg_eigval=True)"),
-                          (getattr(layer.mlp, 'hidden_act', 'swish') != 'swish',
-                           f"an MLP activation other than SwiGLU (hidden_act={getattr(layer.mlp, 'hidden_act', '')})")]:
-            if bad:
-                why.append(what)
-    unnamed = [name for name, _ in model.named_parameters() if group_of(name, 'fla') is None]
-    if unnamed:
-        why.append(f"parameters the rules do not name ({', '.join(unnamed[:3])}{', ...' if unnamed[3:] else ''})")
-    return list(dict.fromkeys(why))
-
 
 if __name__ == '__main__':
     import sys

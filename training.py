@@ -3,7 +3,7 @@ What every run shares, defined once here and called by train.py, the study's swe
 where a run runs (device, precision, data), its memory, which tokens a batch holds, the learning-rate
 schedule, one optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a
 `python train.py` run with the same settings see the same batches, take the same steps and report the same
-loss (tests/test_training.py).
+loss (tests/test_study_run.py).
 """
 import glob
 import math
@@ -179,7 +179,7 @@ class Batches:
         d = self.data[split]
         if isinstance(d, torch.Tensor):
             if d.is_cuda:  # from pageable memory the copy waits for the GPU's queue to drain, an
-                ix = ix.pin_memory()  # idle gap every step (sweep.py: 30 ms steps against train.py's 27)
+                ix = ix.pin_memory()  # idle gap every step (the study's runs: 30 ms steps against train.py's 27)
             ix = ix.to(d.device, non_blocking=True)
             w = d[ix[:, None] + torch.arange(self.T + 1, device=d.device)].long()
             w = w.to(self.device)

@@ -81,7 +81,7 @@ def test_config_file_then_override(tmp_path):
 
 
 def test_apply_config_reports_the_keys_it_set(tmp_path):
-    """What a file assigns (whatever the value) and what the command line overrides: sweep.py --plot
+    """What a file assigns (whatever the value) and what the command line overrides: the sweep's --plot
     filters a results CSV by these keys only."""
     cfg = dict(a=1, b=2.0, c='x', d=True)
     path = tmp_path / 'conf.py'

@@ -212,7 +212,7 @@ def test_fla_probes_are_its_delta_rule_inputs():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not hasattr(coord_check.mup, 'apply'), reason="needs mup.apply (μP for fla's model)")
+@pytest.mark.skipif(not hasattr(coord_check, 'build_fla'), reason="needs mup.apply (μP for fla's model)")
 def test_fla_check_runs():
     """The check on fla's model (CUDA), widths 128 and 256 = base: every value finite, q and k of RMS 1 per
     unit-norm coordinate, and μP the same as SP at the base width."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fla_mup
 import mup
 from model import GDN, GDNConfig
 
@@ -55,7 +56,7 @@ def test_groups_equal_this_repos_for_the_same_role(depth_rule, n_layer):
                                  depth_rule=depth_rule, base_depth=2, **TUNED))
             for optimizer in mup.OPTIMIZERS:
                 for rule in mup.WEIGHT_DECAY_RULES:
-                    groups = mup.apply(model, base_width=256, lr=1e-2, parametrization=param, optimizer=optimizer,
+                    groups = fla_mup.apply(model, base_width=256, lr=1e-2, parametrization=param, optimizer=optimizer,
                                        weight_decay=0.1, weight_decay_rule=rule, depth_rule=depth_rule,
                                        base_depth=2, init=False, **TUNED)
                     ids = [id(p) for g in groups for p in g['params']]
@@ -73,7 +74,7 @@ def test_init_std_equals_this_repos_for_the_same_role(width):
     within ±1/2, exp(A_log) in (0, 16], softplus(dt_bias) in [1e-3, 1e-1])."""
     c = GDNConfig(width=width, n_layer=2, vocab_size=V, parametrization='mup', init_std=0.03)
     model = fla_model(width)
-    mup.apply(model, base_width=256, lr=1e-2, init_std=0.03, seed=0)
+    fla_mup.apply(model, base_width=256, lr=1e-2, init_std=0.03, seed=0)
     ours = GDN(c)
     ours.reset_parameters(0)
     mine = dict(ours.named_parameters())
@@ -100,12 +101,12 @@ def test_mup_equals_sp_at_the_base_shape(optimizer):
     SP's: the same init draws for the same seed, the same groups, the same o_norm eps and final norm output."""
     x = torch.randn(2, 5, 256)
     sp = fla_model()
-    ref = mup.apply(sp, base_width=256, lr=1e-2, parametrization='sp', optimizer=optimizer, weight_decay=0.1,
+    ref = fla_mup.apply(sp, base_width=256, lr=1e-2, parametrization='sp', optimizer=optimizer, weight_decay=0.1,
                     seed=3, **TUNED)
     for param in mup.PARAMETRIZATIONS:
         for rule in mup.DEPTH_ALPHA:
             model = fla_model()
-            groups = mup.apply(model, base_width=256, lr=1e-2, parametrization=param, optimizer=optimizer,
+            groups = fla_mup.apply(model, base_width=256, lr=1e-2, parametrization=param, optimizer=optimizer,
                                weight_decay=0.1, depth_rule=rule, base_depth=2, seed=3, **TUNED)
             for (n1, p1), (n2, p2) in zip(sp.named_parameters(), model.named_parameters()):
                 assert n1 == n2 and torch.equal(p1, p2), (param, rule, n1)
@@ -121,7 +122,7 @@ def test_multipliers(monkeypatch):
     1/2; a second call replaces the first (one hook a module), and SP at the base undoes every change."""
     monkeypatch.setattr('fla.modules.mlp.swiglu', lambda g, y: F.silu(g) * y)  # fla's is Triton only
     model = fla_model(512, 4)
-    mup.apply(model, base_width=256, lr=1e-2, depth_rule='completep', base_depth=2, seed=0, output_mult=4.0)
+    fla_mup.apply(model, base_width=256, lr=1e-2, depth_rule='completep', base_depth=2, seed=0, output_mult=4.0)
     x = torch.randn(2, 5, 512)
     inner = model.model
     torch.testing.assert_close(inner.norm(x), 2.0 * F.rms_norm(x, (512,), inner.norm.weight, 1e-6), rtol=0, atol=0)
@@ -136,10 +137,10 @@ def test_multipliers(monkeypatch):
     def hooks():
         return [len(mod._forward_hooks) for mod in model.modules() if mod._forward_hooks]
     assert hooks() == [1] * (1 + 2 * 4)
-    mup.apply(model, base_width=512, lr=1e-2, depth_rule='completep', base_depth=2, init=False, output_mult=3.0)
+    fla_mup.apply(model, base_width=512, lr=1e-2, depth_rule='completep', base_depth=2, init=False, output_mult=3.0)
     assert hooks() == [1] * (1 + 2 * 4) and layer.attn.o_norm.eps == 1e-6
     torch.testing.assert_close(inner.norm(x), 3.0 * F.rms_norm(x, (512,), inner.norm.weight, 1e-6), rtol=0, atol=0)
-    mup.apply(model, base_width=512, lr=1e-2, parametrization='sp', init=False)
+    fla_mup.apply(model, base_width=512, lr=1e-2, parametrization='sp', init=False)
     assert hooks() == [] and all(a.attn.o_norm.eps == 1e-6 for a in inner.layers)
 
 
@@ -147,7 +148,7 @@ def test_nothing_is_stored_on_the_parameters():
     """apply() leaves every parameter's attributes as fla made them (the multipliers live on modules)."""
     model = fla_model(512)
     before = {n: dict(vars(p)) for n, p in model.named_parameters()}
-    mup.apply(model, base_width=256, lr=1e-2, depth_rule='depth_mup', base_depth=1)
+    fla_mup.apply(model, base_width=256, lr=1e-2, depth_rule='depth_mup', base_depth=1)
     assert {n: dict(vars(p)) for n, p in model.named_parameters()} == before
 
 
@@ -162,7 +163,7 @@ def test_nothing_is_stored_on_the_parameters():
 ])
 def test_unsupported_fla_models_fail_clearly(kw, words):
     with pytest.raises(ValueError, match=words) as e:
-        mup.apply(fla_model(**kw), base_width=256, lr=1e-2)
+        fla_mup.apply(fla_model(**kw), base_width=256, lr=1e-2)
     assert '\n' not in str(e.value) and 'μP rules do not cover' in str(e.value)
 
 
@@ -170,13 +171,13 @@ def test_bad_input_fails_clearly():
     model = fla_model()
     model.config.attn = {'layers': [1], 'num_heads': 4}  # a hybrid (building one needs flash-attn)
     with pytest.raises(ValueError, match='hybrid attention layers'):
-        mup.apply(model, base_width=256, lr=1e-2)
+        fla_mup.apply(model, base_width=256, lr=1e-2)
     with pytest.raises(ValueError, match='not laid out as fla'):
-        mup.apply(GDN(GDNConfig(vocab_size=V, n_layer=1)), base_width=256, lr=1e-2)
+        fla_mup.apply(GDN(GDNConfig(vocab_size=V, n_layer=1)), base_width=256, lr=1e-2)
     for kw, words in [(dict(parametrization='mupp'), 'mup_fixed_fanout'), (dict(optimizer='adam'), 'adamw, sgd'),
                       (dict(depth_rule='x'), 'completep'), (dict(weight_decay_rule='y'), 'fixed_timescale')]:
         with pytest.raises(ValueError, match=words):
-            mup.apply(fla_model(), base_width=256, lr=1e-2, **kw)
+            fla_mup.apply(fla_model(), base_width=256, lr=1e-2, **kw)
 
 
 # ---- GPU ------------------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_gpu_apply_under_compile_and_ddp():
         runs = {}
         for name in ('eager', 'compiled ddp'):
             model = fla_model(512, 4, fuse_norm=True, fuse_swiglu=True).cuda()
-            groups = mup.apply(model, base_width=256, lr=1e-3, weight_decay=0.1, depth_rule='completep',
+            groups = fla_mup.apply(model, base_width=256, lr=1e-3, weight_decay=0.1, depth_rule='completep',
                                base_depth=2, seed=0, output_mult=4.0)
             opt = torch.optim.AdamW(groups, betas=(0.9, 0.95))
             run = model if name == 'eager' else DDP(torch.compile(model), device_ids=[0])
@@ -228,7 +229,7 @@ def test_gpu_apply_under_compile_and_ddp():
         assert all(abs(p - q) < 2e-2 for p, q in zip(a, b)), (a, b)
         assert a[-1] < a[0] - 0.05, a  # it learns (the logits' scale, on random tokens)
         assert (la - lb).abs().mean() < 2e-2 * la.abs().mean(), ((la - lb).abs().mean(), la.abs().mean())
-        mup.apply(last, base_width=256, lr=1e-3, depth_rule='completep', base_depth=2, init=False,
+        fla_mup.apply(last, base_width=256, lr=1e-3, depth_rule='completep', base_depth=2, init=False,
                   output_mult=8.0)  # the same model with the logit multiplier 8 / 2 in place of 4 / 2
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
             doubled = last(input_ids=x).logits.float()

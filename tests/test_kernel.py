@@ -344,7 +344,7 @@ def test_kernels_compile_for_hopper(K, V, fp32):
 
 # ---- on the GPU (python -m pytest -m gpu tests): bf16 as trained, against float64 ----
 def gpu_inputs(B, T, H, K, V, regime, dtype, seed):
-    """Inputs on the GPU, as the model makes them (bench.py --check's): q, k L2-normalised; g the
+    """Inputs on the GPU, as the model makes them (study/bench.py's): q, k L2-normalised; g the
     model's gate -exp(A_log) softplus(a + dt_bias) with exp(A_log) ~ U(0, 16), or a regime's."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, device="cuda", generator=gen)  # noqa: E731

@@ -83,7 +83,7 @@ def run(width, seed, abl, cfg, data):
     splits, vocab = data
     batches = Batches(splits, 8, 128, 1000 + seed)
     tb = [batches.get('train', it) for it in range(cfg['steps'])]
-    mx = batches.get('val', -1)[0]
+    mx, my = batches.get('val', -1)
     model = GDN(GDNConfig(vocab_size=vocab, width=width, n_layer=2, n_head=6, parametrization='mup',
                           base_width=256, kernel_backend='torch'))
     model.reset_parameters(seed)
@@ -119,7 +119,7 @@ def run(width, seed, abl, cfg, data):
     ref = None
     for step in range(cfg['steps'] + 1):
         inputs.clear()
-        pr = cc.probe_forward(model, mx)
+        pr = cc.measure(model, mx, my, cc.FAMILIES['gdn'])
         if ref is None:
             ref = pr
         for q in QTY:
