@@ -106,7 +106,7 @@ def dims(keys):
 # ------------------------------------------------------------------------------------------------
 # the kinds of block
 
-def fits(args, diverged=False, gap=True):
+def fits(args, diverged=False):
     """One row per panel: the fitted optimum of each curve (interval at the last), its move across the curves with
     its interval, the fitted best losses, whether larger is better; then μP − SP at the last curve."""
     cfg, rows, summary, data = sweep(args)
@@ -125,7 +125,7 @@ def fits(args, diverged=False, gap=True):
         if diverged:
             cells_.append(', '.join(num(x, 0) for x in diverged_at(data[key][ks[-1]])) or 'none')
         lines.append('| ' + ' | '.join(cells_) + ' |')
-    return '\n'.join(lines + ([mup_minus_sp(summary)] if gap and mup_minus_sp(summary) else []))
+    return '\n'.join(lines + ([mup_minus_sp(summary)] if mup_minus_sp(summary) else []))
 
 
 def mup_minus_sp(summary):
@@ -143,21 +143,30 @@ def mup_minus_sp(summary):
     return f"\nμP − SP at {curve_label(keys[-1], keys)}: " + '; '.join(parts) + '.'
 
 
-def carried(args, lr):
-    """The loss at one LR carried from elsewhere against the fitted best of each panel's last curve, and where it
-    lies against the best run's seed interval (study.optima.tuned_check)."""
-    cfg, rows, summary, data = sweep(args)
-    out = []
-    for key, p in summary.items():
-        k = max(p['best'])
-        text = tuned_check(data[key][k], panel_seeds(data[key]), lr, p['best'][k][1])
-        if text:
+def carried(specs, fit=True):
+    """One row per panel of each sweep (args, lr): the last curve's fitted optimum and best loss with their
+    intervals (fit=False: stated elsewhere), and the run at `lr` (carried from elsewhere) against them: its loss
+    above the fitted best, and where it lies against the best run's seed interval (study.optima.tuned_check)."""
+    head = ['sweep, curve'] + (['log2 LR at the optimum', 'best val loss'] if fit else []) + [
+        'the carried LR: val loss, above the best', "the best run's seed interval"]
+    lines = ['| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
+    for args, lr in specs:
+        cfg, rows, summary, data = sweep(args)
+        for key, p in summary.items():
+            k = max(p['best'])
+            text = tuned_check(data[key][k], panel_seeds(data[key]), lr, p['best'][k][1])
+            if not text:
+                continue
             m = re.match(r"; at the tuned LR ([\d.]+) \(([+-][\d.]+); (.*)\)$", text)
             hi = re.search(r"reaches ([\d.]+)", m[3])
-            where = f" ({'inside' if float(m[1]) <= float(hi[1]) else 'outside'})" if hi else ''
-            out.append(f"{panel_title(key)}, {shape(k, p['best'])}: the run at 2^{num(math.log2(lr))} has val loss "
-                       f"{m[1]}, {num(float(m[2]), 4, plus=True)} from the fitted best; {m[3]}{where}.")
-    return '\n'.join(f"- {line}" for line in out)
+            where = f"reaches {hi[1]}: {'inside' if float(m[1]) <= float(hi[1]) else 'outside'}" if hi else m[3]
+            x, y, edge = p['best'][k]
+            cells_ = [f"{panel_title(key)}, {shape(k, p['best'])}"] + ([
+                lr_text(x, edge) + interval_text(p['interval'][k]),
+                num(y, 4) + interval_text(p['loss_interval'][k], 4)] if fit else []) + [
+                f"2^{num(math.log2(lr))}: {m[1]}, {num(float(m[2]), 4, plus=True)}", where]
+            lines.append('| ' + ' | '.join(cells_) + ' |')
+    return '\n'.join(lines)
 
 
 def shape(k, keys):
@@ -184,7 +193,7 @@ def at_steps(args, steps):
 
 
 def values(args, key, vals):
-    """Per panel and curve, the fitted best loss (and log2 LR) of the sweep restricted to each value of `key`,
+    """Per panel and curve, the fitted best loss (its log2 LR) of the sweep restricted to each value of `key`,
     as `python -m study.sweep ARGS --KEY=v --plot` gives it; rows that are one model (SP and μP at the base
     width) are one row."""
     table = {}
@@ -202,8 +211,7 @@ def values(args, key, vals):
     lines = [head, '|---' * (len(vals) + 1) + '|']
     for (k, label, cells_), params in sorted(merged.items(), key=lambda kv: (kv[0][1][1], kv[0][0], len(kv[1]))):
         lines.append(f"| {', '.join(x for x in label if x)}, {' = '.join(params)} | " + ' | '.join(cells_) + ' |')
-    return '\n'.join(lines + ["\nEach cell: the fitted best val loss at the fitted optimum (its log2 LR; edge: the "
-                              "lowest point, at the grid's edge)."])
+    return '\n'.join(lines)
 
 
 def compare(specs, optimizer):
@@ -270,13 +278,13 @@ def run_label(run):
     return f"{LABELS[opt].split(' ')[0]} `{rule}`"
 
 
-def coord_table(path, kind, step, loss=False):
+def coord_table(path, kind, step, loss=False, quantities=None):
     """Quantities x runs: the exponent of each quantity's size (kind 'value') or change since init ('delta') at
     `step`; bold where it is past the check's flat tolerance; with loss, the loss at that step per size."""
     d = coord(path)
     tol, runs = d['config']['flat_tol'], d['runs']
     lines = ['| quantity | ' + ' | '.join(run_label(r) for r in runs) + ' |', '|---' * (len(runs) + 1) + '|']
-    for q in d['slope'][runs[0]][kind]:
+    for q in quantities or d['slope'][runs[0]][kind]:
         xs = [d['slope'][r][kind][q][step] for r in runs]
         lines.append(f"| {q} | " + ' | '.join(f"**{num(x, plus=True)}**" if abs(x) > tol else num(x, plus=True)
                                               for x in xs) + ' |')
@@ -337,8 +345,8 @@ BLOCKS = {
     'lr_paper': lambda: fits(PAPER, diverged=True),
     'coord_summary': lambda: coord_summary(CC),
     'coord_delta_10': lambda: coord_table(CC, 'delta', 10) + '\n\n' + coord_caption(CC),
-    'coord_delta_1': lambda: coord_table(CC, 'delta', 1),
-    'coord_value_10': lambda: coord_table(CC, 'value', 10),
+    'coord_delta_1': lambda: coord_table(CC, 'delta', 1, quantities=('embed', 'readout', 'mixer_out', 'residual',
+                                                                       'logits', 'A_log', 'dt_bias')),
     'coord_gpu': lambda: coord_rows([
         ('μP-AdamW', 'assets/v1/coord_check.json', 'mup-adamw'),
         ('μP-SGD, lr 0.025, `mup-sgd` (now `mup_fixed_fanout`)', 'assets/v1/coord_check.json', 'mup-sgd'),
@@ -349,12 +357,10 @@ BLOCKS = {
     'coord_depth': lambda: coord_table(CC_DEPTH, 'delta', 10, loss=True) + '\n\n' + coord_caption(CC_DEPTH),
     'lr_long': lambda: fits(LONG),
     'lr_long_at_step': lambda: at_steps(LONG, (250, 500, 750, 1000, 1250)),
-    'lr_long_carried': lambda: carried(LONG, 2 ** -8),
+    'lr_long_carried': lambda: carried([(LONG, 2 ** -8)], fit=False),
     'tune': lambda: tune_stages('config/tune_base.py'),
-    'tuned_check': lambda: fits('config/tune_base.py config/tuned_gutenberg.py --widths=1024 --adamw_params=mup '
-                                '--seeds=1337,1338 --out=assets/tuned_check_gutenberg.csv') + '\n\n' + carried(
-        'config/tune_base.py config/tuned_gutenberg.py --widths=1024 --adamw_params=mup --seeds=1337,1338 '
-        '--out=assets/tuned_check_gutenberg.csv', 0.00445),
+    'tuned_check': lambda: carried([('config/tune_base.py config/tuned_gutenberg.py --widths=1024 --adamw_params=mup '
+                                     '--seeds=1337,1338 --out=assets/tuned_check_gutenberg.csv', 0.00445)]),
     'sgd_noclip': lambda: fits(f"{NOCLIP} --optimizers=sgd --sgd_params=sp,mup,mup_fixed_fanout,mup_nogdn",
                                diverged=True),
     'adamw_noclip': lambda: fits(f"{NOCLIP} --optimizers=adamw --output_mult=4"),
@@ -375,8 +381,6 @@ BLOCKS = {
         ('quick, 0.9, no clipping', '--out=assets/lr_sweep_noclip09.csv', -9)]),
     'output_mult': lambda: values('config/sweep_paper.py --out=assets/lr_sweep_paper_output_mult.csv '
                                   '--optimizers=adamw', 'output_mult', (1, 2, 4, 8, 16)),
-    'output_mult_quick': lambda: values('--widths=256 --out=assets/lr_sweep_output_mult.csv', 'output_mult',
-                                        (1, 2, 4, 8, 16)),
     'init_std': lambda: values('config/sweep_paper.py --out=assets/lr_sweep_paper_init_std.csv '
                                '--optimizers=adamw', 'init_std', (0.005, 0.01, 0.02, 0.04)),
     'gate_lr': lambda: values(f"{NOCLIP.replace('noclip', 'gate_lr')} --optimizers=sgd --sgd_params=sp,mup",
@@ -384,10 +388,8 @@ BLOCKS = {
     'wd_grid': lambda: values(WD, 'weight_decay', (0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)),
     'wd_drift': lambda: compare([(f"λ = {v}", f"{WD} --weight_decay={v}") for v in (0, 0.1)], 'adamw'),
     'lr_depth': lambda: fits(DEPTH),
-    'joint': lambda: fits(f"{JOINT} --out=assets/lr_sweep_joint.csv", gap=False) + '\n\n' + carried(
-        f"{JOINT} --out=assets/lr_sweep_joint.csv", 0.00577),
-    'joint_width': lambda: fits(f"{JOINT} --n_layer=4 --out=assets/lr_sweep_joint_width.csv", gap=False) + '\n\n'
-    + carried(f"{JOINT} --n_layer=4 --out=assets/lr_sweep_joint_width.csv", 0.00469),
+    'joint': lambda: carried([(f"{JOINT} --out=assets/lr_sweep_joint.csv", 0.00577),
+                              (f"{JOINT} --n_layer=4 --out=assets/lr_sweep_joint_width.csv", 0.00469)]),
     'depth_sgd': lambda: fits(f"{DEPTH} --optimizers=sgd --sgd_params=mup --depth_rule=depth_mup,completep "
                               "--seeds=1337 --out=assets/lr_sweep_depth_sgd.csv"),
 }
