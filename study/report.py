@@ -9,7 +9,7 @@ runs it on the committed files). Nothing trains: a block reads the CSVs and JSON
     python -m study.report            # rewrite the blocks of README.md and docs/*.md
     python -m study.report --check    # exit 1 where a committed block differs from its data
 
-One method per quantity, stated once here and in docs/transfer.md: an optimum is the fitted optimum of
+One method per quantity (docs/transfer.md says it for the reader): an optimum is the fitted optimum of
 study/optima.py (a parabola in log2 x near the lowest point, each seed's level removed), with its seed-bootstrap
 interval; a best loss is the fitted loss at it; μP − SP is the difference of the two fitted best losses at the
 widest width; a sweep's rows are those `python -m study.sweep ARGS --plot` summarises (study.grid.select). A
@@ -27,7 +27,7 @@ import shlex
 import sys
 
 from study.grid import load_results, select
-from study.optima import LABELS, cells, curve_label, panel_seeds, panel_title, summarize, tuned_check
+from study.optima import LABELS, at_lr, cells, curve_label, panel_seeds, panel_title, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = re.compile(r'(<!-- report:(\w+) -->\n)(.*?)(<!-- /report -->)', re.S)
@@ -64,8 +64,8 @@ def sweep(args):
     return cfg, rows, summary, cells(rows, cfg['axis'])
 
 
-def lr_text(x, edge=False, log=True):
-    return (num(x) if log else f"{x:g}") + (' (edge)' if edge else '')
+def lr_text(x, edge=False):
+    return num(x) + (' (edge)' if edge else '')
 
 
 def interval_text(iv, digits=2):
@@ -78,16 +78,6 @@ def moves(p, edge=False):
     lo, hi = p['shift_interval']
     return (f"×{2 ** p['shift']:.2f}" + (f" [{2 ** lo:.2f}, {2 ** hi:.2f}]" if math.isfinite(lo) else '')
             + (' (edge)' if edge and any(b[2] for b in p['best'].values()) else ''))
-
-
-def larger_better(p):
-    """The summary's verdict on 'the wider (deeper) model is better at its optimum'."""
-    ks = sorted(p['best'])
-    if not p.get('better'):
-        return 'no'
-    li = p['loss_interval']
-    unsure = any(not li[a][0] > li[b][1] for a, b in zip(ks, ks[1:]) if math.isfinite(li[a][0]))
-    return 'yes, within the seed intervals' if unsure else 'yes'
 
 
 def diverged_at(xs):
@@ -121,7 +111,7 @@ def fits(args, diverged=False):
         opt = ' / '.join(lr_text(p['best'][k][0], p['best'][k][2]) for k in ks) + interval_text(p['interval'][ks[-1]])
         loss = ' / '.join(num(p['best'][k][1], 3) for k in ks) + interval_text(p['loss_interval'][ks[-1]], 3)
         cells_ = [panel_title(key), opt, moves(p) if 'shift' in p else '—', loss,
-                  larger_better(p) if 'shift' in p else '—']
+                  p['order'] if 'shift' in p else '—']
         if diverged:
             cells_.append(', '.join(num(x, 0) for x in diverged_at(data[key][ks[-1]])) or 'none')
         lines.append('| ' + ' | '.join(cells_) + ' |')
@@ -146,7 +136,8 @@ def mup_minus_sp(summary):
 def carried(specs, fit=True):
     """One row per panel of each sweep (args, lr): the last curve's fitted optimum and best loss with their
     intervals (fit=False: stated elsewhere), and the run at `lr` (carried from elsewhere) against them: its loss
-    above the fitted best, and where it lies against the best run's seed interval (study.optima.tuned_check)."""
+    above the fitted best, and where it lies against the best run's seed interval (study.optima.at_lr, as the
+    sweep's summary judges a tuned LR)."""
     head = ['sweep, curve'] + (['log2 LR at the optimum', 'best val loss'] if fit else []) + [
         'the carried LR: val loss, above the best', "the best run's seed interval"]
     lines = ['| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
@@ -154,17 +145,16 @@ def carried(specs, fit=True):
         cfg, rows, summary, data = sweep(args)
         for key, p in summary.items():
             k = max(p['best'])
-            text = tuned_check(data[key][k], panel_seeds(data[key]), lr, p['best'][k][1])
-            if not text:
+            if lr not in data[key][k]:
                 continue
-            m = re.match(r"; at the tuned LR ([\d.]+) \(([+-][\d.]+); (.*)\)$", text)
-            hi = re.search(r"reaches ([\d.]+)", m[3])
-            where = f"reaches {hi[1]}: {'inside' if float(m[1]) <= float(hi[1]) else 'outside'}" if hi else m[3]
             x, y, edge = p['best'][k]
+            loss, best, hi = at_lr(data[key][k], panel_seeds(data[key]), lr)
+            where = 'the best run' if best else 'the best run has one seed' if hi is None else \
+                f"reaches {hi:.4f}: {'inside' if loss <= hi else 'outside'}"
             cells_ = [f"{panel_title(key)}, {shape(k, p['best'])}"] + ([
                 lr_text(x, edge) + interval_text(p['interval'][k]),
                 num(y, 4) + interval_text(p['loss_interval'][k], 4)] if fit else []) + [
-                f"2^{num(math.log2(lr))}: {m[1]}, {num(float(m[2]), 4, plus=True)}", where]
+                f"2^{num(math.log2(lr))}: {loss:.4f}, {num(loss - y, 4, plus=True)}", where]
             lines.append('| ' + ' | '.join(cells_) + ' |')
     return '\n'.join(lines)
 
@@ -186,8 +176,9 @@ def at_steps(args, steps):
         for key in keys:
             p = s[key]
             ks = sorted(p['best'])
-            parts.append(' / '.join(lr_text(p['best'][k][0], p['best'][k][2]) for k in ks) + f", {moves(p)[:5]}")
-            better.append(f"{LABELS[key[1]]} {larger_better(p)}")
+            optima = ' / '.join(lr_text(p['best'][k][0], p['best'][k][2]) for k in ks)
+            parts.append(f"{optima}, ×{2 ** p['shift']:.2f}")
+            better.append(f"{LABELS[key[1]]} {p['order']}")
         lines.append(f"| {n} | " + ' | '.join(parts) + f" | {'; '.join(better)} |")
     return '\n'.join(lines)
 
@@ -223,7 +214,7 @@ def compare(specs, optimizer):
         k = max(set(mu['best']) & set(sp['best']))
         lines.append(f"| {label} | {moves(mu, True)} | {moves(sp, True)} | "
                      f"{num(mu['best'][k][1] - sp['best'][k][1], 3, plus=True)}"
-                     f" | {larger_better(mu)} |")
+                     f" | {mu['order']} |")
     return '\n'.join(lines)
 
 
