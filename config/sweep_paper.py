@@ -3,7 +3,7 @@
 # 10% warmup then cosine to 5e-5, clip 1.0, AdamW (0.9, 0.95) wd 0.1, SGD Nesterov 0.98 without decay.
 # The corpus is the 121 public-domain books shipped in data/gutenberg (14.9M training tokens): a run of
 # 300 steps x 16 x 512 tokens reads 2.5M of them, each at most once (training.Batches).
-# output_mult = 4: the base width's best logits multiplier (README, "Why μP lost to SP"); SP and μP use it
+# output_mult = 4: the base width's best logits multiplier (docs/transfer.md, "The base values"); SP and μP use it
 # alike (they are one model at the base width), μP scales it by 1/m.
 #   python -m study.sweep config/sweep_paper.py                       # resumable: run it again to go on
 #   python -m study.sweep config/sweep_paper.py --plot                # figure + optima from the CSV

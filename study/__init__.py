@@ -13,6 +13,7 @@ study trains through training.py, as train.py does.
     optima.py    each curve's fitted optimum with its seed interval, and the summary
     plots.py     the figures (python -m study.sweep --plot)
     tune.py      tuning the base values at the base width into a config file (python -m study.tune)
+    report.py    every number of README.md and docs/ drawn from assets/, written by these fits (python -m study.report)
     bench.py     kernel and training-step timing against the flash-linear-attention-built LM (python -m study.bench)
     experiments/ one folder per answered question: its script(s) and a NOTES.md
 
@@ -20,6 +21,7 @@ study trains through training.py, as train.py does.
     python -m study.sweep config/sweep_paper.py --plot   # its figures and fitted optima, from the CSV
     python -m study.tune config/tune_base.py --tuned_out=config/tuned_gutenberg.py   # the base values
     python -m study.bench                                # the kernel table (a GPU)
+    python -m study.report --check                       # the docs' tables against assets/ (CPU, seconds)
 
 Every script takes config files and --key=value (configurator.py); --help lists the keys and their meaning.
 """

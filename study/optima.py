@@ -205,20 +205,23 @@ def panel_title(key):
     return f"{LABELS[opt]}, {LABELS[param]}" + (f" ({', '.join(extra)})" if extra else '')
 
 
+def at_lr(xs, seeds, lr):
+    """The run at one LR of a curve against the curve's best run: (its seed-mean loss, whether it is the best run,
+    the upper end of the best run's seed interval or None where the best run has one seed)."""
+    c = curve(xs, seeds)
+    xb = min((x for x in c if math.isfinite(c[x])), key=c.get)
+    hi = interval([curve(xs, r)[xb] for r in resamples(seeds)])[1] if len(seeds_at(xs, xb)) > 1 else None
+    return c[lr], xb == lr, hi
+
+
 def tuned_check(xs, seeds, tuned_lr, best_loss):
     """The promise of μTransfer on one curve: a run at the base width's tuned LR is as good, within seed noise,
     as the best run the sweep finds (the fitted minimum lies between grid points, where no run is)."""
     if tuned_lr not in xs:
         return ''
-    c = curve(xs, seeds)
-    ty, xb = c[tuned_lr], min((x for x in c if math.isfinite(c[x])), key=c.get)
-    if xb == tuned_lr:
-        verdict = 'the best LR of the grid'
-    elif len(seeds_at(xs, xb)) > 1:
-        hi = interval([curve(xs, r)[xb] for r in resamples(seeds)])[1]
-        verdict = f"the best run's seed interval reaches {hi:.4f}"
-    else:
-        verdict = 'the best run has one seed'
+    ty, best, hi = at_lr(xs, seeds, tuned_lr)
+    verdict = 'the best LR of the grid' if best else 'the best run has one seed' if hi is None else \
+        f"the best run's seed interval reaches {hi:.4f}"
     return f"; at the tuned LR {ty:.4f} ({ty - best_loss:+.4f}; {verdict})"
 
 
@@ -250,8 +253,8 @@ def one_model(rows):
 def summarize(rows, axis='lr', tuned_lr=0.0):
     """Print, per panel, every curve's fitted optimum of `axis` with its seed interval, and the optimum's shift
     across the curves with its interval; return {panel: {'best': {curve: (x*, loss, edge)}, 'interval':
-    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}}}, with 'shift' (log2 ratio), 'shift_interval' (lo, hi)
-    and 'better' (bool) added where a panel has two curves or more."""
+    {curve: (lo, hi)}, 'loss_interval': {curve: (lo, hi)}}}, with 'shift' (log2 ratio), 'shift_interval' (lo, hi),
+    'better' (bool) and 'order' (the verdict printed on it) added where a panel has two curves or more."""
     summary, shared = {}, one_model(rows)
     if shared:
         print("\none model, several labels (one run trained, a row for each):\n  " + '\n  '.join(shared))
@@ -296,5 +299,5 @@ def summarize(rows, axis='lr', tuned_lr=0.0):
             order = 'no' if not better else 'yes, within the seed intervals' if unsure else 'yes'
             print(f"  the optimum moves {moves} across {curve_label(ks[0], ks)} .. {curve_label(ks[-1], ks)}; "
                   f"larger better at the optimum: {order} ({', '.join(f'{best[k][1]:.4f}' for k in ks)})")
-            summary[key].update(shift=shift, shift_interval=siv, better=better)
+            summary[key].update(shift=shift, shift_interval=siv, better=better, order=order)
     return summary

@@ -30,22 +30,8 @@ def tune(cfg, argv=()):
     """Tune cfg['tune']'s keys in order (see the module's docstring); write cfg['tuned_out'] if named.
     Returns {learning_rate, key: value, ...}."""
     axes = csv_list(cfg['tune'])
-    for h in axes:
-        if h not in HPARAMS + ['weight_decay']:
-            raise SystemExit(f"error: tune: {h!r} is not one of {', '.join(HPARAMS + ['weight_decay'])}")
-    chosen = {h: csv_list(cfg[h], float)[len(csv_list(cfg[h])) // 2] for h in axes}
-    report = []
-    for h in axes:
-        stage = dict(cfg, axis='lr', **{k: str(v) for k, v in chosen.items() if k != h})
-        sweep(stage)
-        panel = next(iter(cells(select(load_results(cfg['out']), stage), 'lr').values()))
-        fits, i = {}, others('lr').index(h)  # where h sits in each run's 'others' tuple
-        for v in csv_list(cfg[h], float):
-            sub = {k: {x: {o: bs for o, bs in st.items() if math.isclose(o[i], v)} for x, st in xs.items()}
-                   for k, xs in panel.items()}
-            seeds = csv_list(cfg['seeds'], int)
-            fits[v] = next(iter(panel_optima(sub, seeds).values()), (float('nan'), float('inf'), True))
-        chosen[h] = min(fits, key=lambda v: fits[v][1])
+    report, chosen = [], {}
+    for h, fits, chosen in stages(cfg):
         report.append(f"{h}: {', '.join(f'{v:g} -> {fits[v][1]:.4f} at 2^{fits[v][0]:.2f}' for v in fits)}"
                       f"{list_edge(list(fits), chosen[h], h)}")
         print(f"\ntune {h}: {report[-1]}; keep {chosen[h]:g}", flush=True)
@@ -58,6 +44,30 @@ def tune(cfg, argv=()):
     else:
         print(f"tuned: {values} (name a file with --tuned_out to write them as a config)")
     return values
+
+
+def stages(cfg, train=True):
+    """Each stage of the tune in order, as (key, {candidate: (log2 LR, loss, at the grid's edge)}, the values
+    chosen so far): the fitted LR optimum of each candidate, the keys not yet tuned at the middle of their lists.
+    train=False reads the CSV as it is (study/report.py)."""
+    axes = csv_list(cfg['tune'])
+    for h in axes:
+        if h not in HPARAMS + ['weight_decay']:
+            raise SystemExit(f"error: tune: {h!r} is not one of {', '.join(HPARAMS + ['weight_decay'])}")
+    chosen = {h: csv_list(cfg[h], float)[len(csv_list(cfg[h])) // 2] for h in axes}
+    for h in axes:
+        stage = dict(cfg, axis='lr', **{k: str(v) for k, v in chosen.items() if k != h})
+        if train:
+            sweep(stage)
+        panel = next(iter(cells(select(load_results(cfg['out']), stage), 'lr').values()))
+        fits, i = {}, others('lr').index(h)  # where h sits in each run's 'others' tuple
+        for v in csv_list(cfg[h], float):
+            sub = {k: {x: {o: bs for o, bs in st.items() if math.isclose(o[i], v)} for x, st in xs.items()}
+                   for k, xs in panel.items()}
+            seeds = csv_list(cfg['seeds'], int)
+            fits[v] = next(iter(panel_optima(sub, seeds).values()), (float('nan'), float('inf'), True))
+        chosen[h] = min(fits, key=lambda v: fits[v][1])
+        yield h, fits, dict(chosen)
 
 
 def list_edge(values, best, h):

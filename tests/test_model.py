@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -366,24 +367,45 @@ def test_gpu_compiled_model_gradients_match_float64(width):
         assert err < 5e-2, (n, err)
 
 
-def test_readme_rule_links_point_at_the_rules():
-    """README's rules table links to mup.py lines; each must still be the line that sets the rule."""
+def test_readme_rules_table_names_the_rules_and_states_them():
+    """README's rules table names where each rule lives in mup.py (a name, never a line), and each μP entry it
+    states is what mup.py's tables hold: a rule changed in one place and not the other fails here."""
     root = os.path.join(os.path.dirname(__file__), '..')
     readme = open(os.path.join(root, 'README.md'), encoding='utf-8').read()
-    lines = open(os.path.join(root, 'mup.py'), encoding='utf-8').read().splitlines()
-    expect = {'INIT_EXP': "'mup': {", 'multiplier (tied lm_head)': "'logits':", 'readout scale': "'readout':",
-              'AdamW LR': "'adamw':", 'SGD LR': "'sgd':", 'SGD ablation': "'sgd':", 'weight-decay scaling':
-              'WEIGHT_DECAY_RULES =', 'weight decay': 'DECAY =', 'depth': 'DEPTH_ALPHA =', 'BASE_HPARAMS': 'BASE_HPARAMS ='}
-    rows = [r for r in readme.splitlines() if '](mup.py#L' in r]
-    assert len(rows) >= 12
-    for row in rows:
-        n = int(re.search(r'\(mup\.py#L(\d+)\)', row).group(1))
-        key = next((k for k in expect if k in row), 'INIT_EXP')  # the init rows all point at INIT_EXP
-        assert expect[key] in lines[n - 1], f"README row {row[:60]!r} -> mup.py:{n} = {lines[n - 1]!r}"
-        # an SGD row that names a parametrization points into that parametrization's LR_EXP block
-        named = [p for p in ('mup_fixed_fanout', 'mup_nogdn', 'mup') if f'`{p}`' in row]
-        if key.startswith('SGD') and named:
-            start = lines.index('LR_EXP = {')
-            block = next(i for i in range(start, len(lines)) if lines[i].startswith(f"    '{named[0]}': {{"))
-            assert block < n - 1 and all(not lines[i].startswith("    '") for i in range(block + 1, n - 1)), \
-                f"README row {row[:60]!r} -> mup.py:{n}, not in {named[0]}'s rules"
+    rows = [[c.strip() for c in r.split('|')[1:-1]] for r in readme.splitlines()
+            if r.startswith('| ') and r.count('|') == 6 and '`' in r.split('|')[4] and not r.startswith('| rule |')]
+    assert len(rows) >= 12 and 'mup.py#L' not in readme
+    for rule, mu, sp, where, why in rows:
+        assert where.startswith('`') and hasattr(mup, where.strip('`')), (rule, where)
+    lr, init = mup.LR_EXP, mup.INIT_EXP['mup']
+    expect = [  # (the row's rule starts with, its μP entry, the name it gives, what mup.py must hold)
+        ('init std of hidden matrices', 'init_std/√m', 'INIT_EXP', init['hidden'] == init['gate'] == -0.5),
+        ('init of the tied embedding', 'init_std', 'INIT_EXP', init['embedding'] == 0),
+        ('logits multiplier', 'output_mult/m', 'multipliers', True),
+        ('GDN readout scale', '√m/√d_k', 'multipliers', True),
+        ('AdamW LR: hidden and gate', '×1/m', 'LR_EXP',
+         lr['mup']['adamw']['hidden'] == lr['mup']['adamw']['gate'] == -1),
+        ('AdamW LR: embedding, gains, conv taps, A_log, dt_bias', '×1', 'LR_EXP',
+         {lr['mup']['adamw'][g] for g in ('embedding', 'vector', 'scalar')} == {0}),
+        ('SGD LR: hidden matrices', '×1', 'LR_EXP', lr['mup']['sgd']['hidden'] == 0),
+        ('SGD LR: embedding, gains, conv taps', '×m', 'LR_EXP',
+         lr['mup']['sgd']['embedding'] == lr['mup']['sgd']['vector'] == 1),
+        ('**SGD LR: W_α, W_β; A_log, dt_bias** (`mup`', '**×m^−1/2; ×m^+1/2**', 'LR_EXP',
+         (lr['mup']['sgd']['gate'], lr['mup']['sgd']['scalar']) == (-0.5, 0.5)),
+        ('SGD LR: W_α, W_β; A_log, dt_bias (`mup_fixed_fanout`)', '×1/m; ×1', 'LR_EXP',
+         (lr['mup_fixed_fanout']['sgd']['gate'], lr['mup_fixed_fanout']['sgd']['scalar']) == (-1, 0)),
+        ('SGD LR: W_α, W_β; A_log, dt_bias (`mup_nogdn`)', '×1; ×m', 'LR_EXP',
+         (lr['mup_nogdn']['sgd']['gate'], lr['mup_nogdn']['sgd']['scalar']) == (0, 1)),
+        ('weight decay', 'hidden and gate matrices only', 'DECAY',
+         {g for g, on in mup.DECAY.items() if on} == {'hidden', 'gate'}),
+        ('weight-decay scaling', '`paper` (λ as given)', 'WEIGHT_DECAY_RULES', mup.WEIGHT_DECAY_RULES['paper'] == 0),
+        ('depth', '`none`', 'DEPTH_ALPHA', mup.DEPTH_ALPHA['none'] == 0),
+    ]
+    for start, mu, name, holds in expect:
+        row = next((r for r in rows if r[0].startswith(start)), None)
+        assert row is not None, f"README's rules table has no row {start!r}"
+        assert (row[1], row[3]) == (mu, f'`{name}`') and holds, (row, mu, name)
+    c = types.SimpleNamespace(parametrization='mup', width=1024, base_width=256, head_k=128, output_mult=4.0,
+                              n_layer=8, base_depth=8, depth_rule='none')
+    m = mup.multipliers(c)
+    assert math.isclose(m['logits'], 4.0 / 4) and math.isclose(m['readout'], math.sqrt(4) / math.sqrt(128))

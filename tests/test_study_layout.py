@@ -56,7 +56,7 @@ def test_the_study_has_no_import_cycle():
     assert deps['study.sweep'] >= {'study.grid', 'study.pool', 'study.optima'}  # the check sees the imports
 
 
-SCRIPTS = ['study.sweep', 'study.tune', 'study.bench', 'study.experiments.fla_comparison.fla_warm',
+SCRIPTS = ['study.sweep', 'study.tune', 'study.bench', 'study.report', 'study.experiments.fla_comparison.fla_warm',
            'study.experiments.launch_configs.kernel_profile', 'study.experiments.launch_configs.launch_sweep',
            'study.experiments.sgd_coord_drift.sgd_drift', 'study.experiments.sgd_depth_vectors.grad_scale',
            'study.experiments.sweep_throughput.sweep_overhead', 'study.experiments.why_mup_lost_to_sp.transfer_tables']

@@ -1,6 +1,7 @@
 """
-The tables of docs/transfer.md, printed from the CSVs in assets/ (each CSV's commands: docs/transfer.md,
-"Reproduce"). CPU, seconds:
+The raw runs behind docs/transfer.md, cut per question: each cell the plain seed mean at a grid point, printed from
+the CSVs in assets/ (each CSV's commands: docs/transfer.md, "Reproduce"). The docs state the fitted optima
+(study/optima.py, written by study/report.py); these tables show the runs those fits stand on. CPU, seconds:
 
     python -m study.experiments.why_mup_lost_to_sp.transfer_tables                     # tables 1-7 (paper architecture)
     python -m study.experiments.why_mup_lost_to_sp.transfer_tables --tables=quick        # the quick default: seeds, optima
