@@ -168,13 +168,12 @@ class InlinePool:
         pass
 
 
-def visible_gpus():
-    """This process's GPUs as the driver of CUDA names them: CUDA_VISIBLE_DEVICES's entries (indices or UUIDs),
-    else 0 .. count-1."""
-    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
-    if visible is not None:
-        return [v.strip() for v in visible.split(',') if v.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
+def worker_gpus(worker_device, visible):
+    """The CUDA_VISIBLE_DEVICES of each worker: the entry of `visible` (this process's, None: unset) for its GPU
+    ('cuda:i' is this process's i-th GPU), None for a worker on the CPU."""
+    ids = [v.strip() for v in visible.split(',') if v.strip()] if visible is not None else None
+    return [(ids[int(d.split(':')[1])] if ids is not None else d.split(':')[1]) if d.startswith('cuda:') else None
+            for d in worker_device]
 
 
 class ProcessPool:
@@ -186,26 +185,24 @@ class ProcessPool:
         ctx = mp.get_context('spawn')  # CUDA cannot be forked
         n = len(worker_device)
         self.jobs, self.results = [ctx.Queue() for _ in range(n)], ctx.Queue()
-        gpus = visible_gpus() if any(d.startswith('cuda') for d in worker_device) else []
-        self.procs = []
-        for i, d in enumerate(worker_device):
-            on = dict(cfg, device='cuda' if d.startswith('cuda') else d)
-            self.procs.append((ctx.Process(target=worker_main, args=(i, on, self.jobs[i], self.results), daemon=True),
-                               gpus[int(d.split(':')[1])] if d.startswith('cuda:') else None))
+        before = os.environ.get('CUDA_VISIBLE_DEVICES')
+        self.procs = [(ctx.Process(target=worker_main, daemon=True, args=(
+            i, dict(cfg, device='cuda' if d.startswith('cuda') else d), self.jobs[i], self.results)), gpu)
+            for i, (d, gpu) in enumerate(zip(worker_device, worker_gpus(worker_device, before)))]
         # a worker starts with Ctrl-C ignored (the disposition passes to the new process): the driver stops them
         main = threading.current_thread() is threading.main_thread()
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        before = os.environ.get('CUDA_VISIBLE_DEVICES')
-        try:
-            for p, gpu in self.procs:
-                if gpu is not None:  # a spawned process takes this process's environment as it is now
-                    os.environ['CUDA_VISIBLE_DEVICES'] = gpu
-                p.start()
-        finally:
-            if before is None:
+        def visible(ids):  # a spawned process takes this process's environment as it is when it starts
+            if ids is None:
                 os.environ.pop('CUDA_VISIBLE_DEVICES', None)
             else:
-                os.environ['CUDA_VISIBLE_DEVICES'] = before
+                os.environ['CUDA_VISIBLE_DEVICES'] = ids
+        try:
+            for p, gpu in self.procs:
+                visible(gpu if gpu is not None else before)
+                p.start()
+        finally:
+            visible(before)
             if main:
                 signal.signal(signal.SIGINT, handler)
         self.procs = [p for p, _ in self.procs]

@@ -169,6 +169,8 @@ def sweep(cfg, runs=None):
         dev = training.device_setup(cfg['device'], cfg['dtype'])
     except ValueError as e:
         raise SystemExit(f"error: {e}")
+    if not cfg['ray']:
+        sweep_devices(cfg, dev)  # a GPU that does not exist: one line, before anything starts
     folder, vocab = training.dataset_setup(cfg['dataset'], cfg['data_dir'])  # prepared before the workers start
     epoch = training.Batches(training.load_splits(folder), cfg['batch_size'], cfg['block_size'], 0,
                              accum=cfg['gradient_accumulation_steps']).steps_per_epoch()
