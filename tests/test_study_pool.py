@@ -1,9 +1,9 @@
-"""Where a sweep's runs go (study/pool.py), with the devices faked: the devices a `devices` key names (a GPU
+"""Where a sweep's runs go (study/pool.py, study/schedule.py), with the devices faked: the devices a `devices` key names (a GPU
 that does not exist is one line), which worker gets which device and budget, the largest runs first, each
 device's own out-of-memory retry, a worker's model kept, and each worker seeing only its GPU."""
 import pytest
 
-from study import pool, sweep
+from study import pool, schedule as schedule_, sweep
 
 
 def run(width, lr=-8, param='mup', n_layer=1):
@@ -14,7 +14,7 @@ def run(width, lr=-8, param='mup', n_layer=1):
 
 def schedule(runs, worker_device, budget, gb):
     """A Schedule whose runs' estimates are gb[width] and whose model is (width, parametrization)."""
-    return pool.Schedule(runs, {(w, 1): g for w, g in gb.items()}, worker_device, budget,
+    return schedule_.Schedule(runs, {(w, 1): g for w, g in gb.items()}, worker_device, budget,
                          lambda r: (r['width'], r['parametrization']))
 
 
