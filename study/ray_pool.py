@@ -56,6 +56,8 @@ def connect(spec, **local):
     """Join the cluster `spec` names ('auto' or HOST:PORT) or, for 'auto' with none to join, start one here
     (ray.init's keyword arguments `local`). Returns a line saying which, and whether this sweep started the
     connection (and so ends it). A process already in a cluster stays in it."""
+    if os.path.exists(os.path.expanduser('~/.ray/auth_token')):  # the token `ray start` made, shown to the cluster
+        os.environ.setdefault('RAY_AUTH_MODE', 'token')           # (one without tokens ignores it); read at import
     try:
         import ray
     except ImportError:
@@ -74,7 +76,7 @@ def connect(spec, **local):
     except ConnectionError as e:
         if spec != 'auto':
             raise SystemExit(f"error: --ray={spec}: {' '.join(str(e).split())[:160]} (a cluster that `ray start` "
-                             "started asks for its token: RAY_AUTH_MODE=token and its ~/.ray/auth_token here)") from None
+                             "started asks for its token: copy the head's ~/.ray/auth_token here)") from None
     ray.init(include_dashboard=False, **quiet, **local)
     return "started a local Ray cluster for this sweep (it stops with it)", True
 
@@ -131,8 +133,8 @@ class Stop:
 
 def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):
     """study/pool.py's train_runs on a Ray cluster (see the module's docstring)."""
-    import ray
     how, own = connect(cfg['ray'])
+    import ray
     flying = {}  # task -> (run, its share of a GPU or its CPUs)
     try:
         res = ray.cluster_resources()
