@@ -29,6 +29,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 
 import torch
@@ -56,8 +57,9 @@ def connect(spec, **local):
     """Join the cluster `spec` names ('auto' or HOST:PORT) or, for 'auto' with none to join, start one here
     (ray.init's keyword arguments `local`). Returns a line saying which, and whether this sweep started the
     connection (and so ends it). A process already in a cluster stays in it."""
-    if os.path.exists(os.path.expanduser('~/.ray/auth_token')):  # the token `ray start` made, shown to the cluster
-        os.environ.setdefault('RAY_AUTH_MODE', 'token')           # (one without tokens ignores it); read at import
+    if spec != 'auto' and 'ray' not in sys.modules and os.path.exists(os.path.expanduser('~/.ray/auth_token')):
+        os.environ.setdefault('RAY_AUTH_MODE', 'token')  # show the token `ray start` made to the cluster at an address
+        # (one without tokens ignores it; 'auto' finds out itself); Ray reads this when it is imported
     try:
         import ray
     except ImportError:
