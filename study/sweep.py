@@ -4,12 +4,15 @@ Learning-rate transfer: SP vs μP across widths (and depths), AdamW vs SGD, and 
 A grid of widths x depths x learning rates x parametrizations x optimizers x base hyper-parameters x seeds
 (study/grid.py), each run a short train.py run (study/run.py): the same batches, schedule, step and
 evaluation (training.py). Every finished run appends its rows to the results CSV, flushed at once: a re-run
-skips what is done, an interrupted sweep (Ctrl-C, a kill) loses nothing. On a GPU several worker processes
-share the device (study/pool.py); on a CPU the runs go one by one in this process. It prints its plan and
-an estimate of its time first, a heartbeat within each run, and a line with the ETA as each run ends.
+skips what is done, an interrupted sweep (Ctrl-C, a kill) loses nothing. On a GPU machine worker processes
+share each of its GPUs (study/pool.py); with --ray the runs are the tasks of a Ray cluster (study/ray_pool.py,
+docs/scale_out.md); on a CPU the runs go one by one in this process. It prints its plan and an estimate of
+its time first, a heartbeat within each run, and a line with the ETA as each run ends; each finished run
+redraws <out stem>_live.png and, asked for, writes its curves to TensorBoard or wandb (study/track.py).
 
     python -m study.sweep                              # the quick default grid (character level, 2 layers) -> out/
     python -m study.sweep config/sweep_paper.py        # the paper's architecture (8 layers, GPT-2 BPE, T 512)
+    python -m study.sweep config/sweep_paper.py --ray=auto --tensorboard=True   # on a Ray cluster, tracked
     python -m study.sweep --plot [--out=...]           # figures + fitted optima with seed intervals, from the CSV
     python -m study.sweep --plot --at_step=500 [...]   # the optima by the val loss at step 500 (where they settle)
     python -m study.sweep --help                       # every key, its value and meaning
