@@ -1,40 +1,21 @@
 """
-Where a sweep's runs train: worker processes sharing the device (or the sweep's own process), a memory
-budget that decides how many runs are in flight together, and a retry for a run that runs out of memory.
+Where a sweep's runs train: worker processes spread over every GPU of the machine (or the sweep's own
+process), a memory budget per GPU that decides how many runs are in flight on it, and a retry for a run that
+runs out of memory. With --ray, the tasks of a Ray cluster instead (study/ray_pool.py, imported only then).
 
-train_runs() is the interface: it hands out the runs and gives each finished row to a callback. A pool is
-anything with submit(worker, run), result() -> (worker, kind, row, info) and close(); the driver loop does
-not depend on where a pool's workers run.
+train_runs() is the interface: it hands out the runs and gives each finished row to a callback, wherever the
+runs train. The rules (which worker trains which run, what a result means) are study/schedule.py's. A pool is
+anything with submit(worker, run), result() -> (worker, kind, row, info) and close().
 """
 import os
 import signal
 import threading
 import time
-import traceback
 
 import torch
 
-import training
-from study.grid import run_key
 from study.run import Runner, model_config
-
-
-def is_oom(e):
-    return isinstance(e, torch.OutOfMemoryError) or 'out of memory' in str(e).lower()
-
-
-def run_job(runner, r):
-    """('ok', row, (seconds, peak GB)) or ('oom', r, message) or ('error', r, traceback)."""
-    t0 = time.time()
-    try:
-        row = runner.run(r)
-        secs = time.time() - t0
-        return 'ok', dict(row, seconds=round(secs, 1)), (secs, runner.peak_gb())
-    except Exception as e:  # noqa: BLE001 - reported to the driver
-        if is_oom(e):
-            runner.release()
-            return 'oom', r, f"{type(e).__name__}: {str(e)[:200]}"
-        return 'error', r, traceback.format_exc()
+from study.schedule import Schedule, estimates, report, run_job
 
 
 def worker_main(wid, cfg, jobs, results):
@@ -72,24 +53,44 @@ class InlinePool:
         pass
 
 
-class ProcessPool:
-    """Worker processes sharing the device; each has a job queue, all report to one result queue."""
+def worker_gpus(worker_device, visible):
+    """The CUDA_VISIBLE_DEVICES of each worker: the entry of `visible` (this process's, None: unset) for its GPU
+    ('cuda:i' is this process's i-th GPU), None for a worker on the CPU."""
+    ids = [v.strip() for v in visible.split(',') if v.strip()] if visible is not None else None
+    return [(ids[int(d.split(':')[1])] if ids is not None else d.split(':')[1]) if d.startswith('cuda:') else None
+            for d in worker_device]
 
-    def __init__(self, cfg, n):
+
+class ProcessPool:
+    """Worker processes, worker w on the device worker_device[w]; each has a job queue, all report to one result
+    queue. A worker on GPU i sees only that GPU (CUDA_VISIBLE_DEVICES, set before it starts), as its 'cuda'."""
+
+    def __init__(self, cfg, worker_device):
         import multiprocessing as mp
         ctx = mp.get_context('spawn')  # CUDA cannot be forked
+        n = len(worker_device)
         self.jobs, self.results = [ctx.Queue() for _ in range(n)], ctx.Queue()
-        self.procs = [ctx.Process(target=worker_main, args=(i, cfg, self.jobs[i], self.results), daemon=True)
-                      for i in range(n)]
+        before = os.environ.get('CUDA_VISIBLE_DEVICES')
+        self.procs = [(ctx.Process(target=worker_main, daemon=True, args=(
+            i, dict(cfg, device='cuda' if d.startswith('cuda') else d), self.jobs[i], self.results)), gpu)
+            for i, (d, gpu) in enumerate(zip(worker_device, worker_gpus(worker_device, before)))]
         # a worker starts with Ctrl-C ignored (the disposition passes to the new process): the driver stops them
         main = threading.current_thread() is threading.main_thread()
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        def visible(ids):  # a spawned process takes this process's environment as it is when it starts
+            if ids is None:
+                os.environ.pop('CUDA_VISIBLE_DEVICES', None)
+            else:
+                os.environ['CUDA_VISIBLE_DEVICES'] = ids
         try:
-            for p in self.procs:
+            for p, gpu in self.procs:
+                visible(gpu if gpu is not None else before)
                 p.start()
         finally:
+            visible(before)
             if main:
                 signal.signal(signal.SIGINT, handler)
+        self.procs = [p for p, _ in self.procs]
 
     def submit(self, wid, r):
         self.jobs[wid].put(r)
@@ -108,75 +109,85 @@ class ProcessPool:
 
 
 def workers_for(cfg, device_type):
-    """Worker processes to start: the key's value, or 8 on a GPU and none (this process) on a CPU."""
+    """Worker processes to start on each device: the key's value, or 8 a GPU and none (this process) on a CPU."""
     return cfg['workers'] if cfg['workers'] >= 0 else (8 if device_type == 'cuda' else 0)
 
 
-def memory_budget_gb(cfg, dev):
-    """What the runs in flight together may use: gpu_mem_gb, else 90% of the GPU's memory (no limit on a CPU,
-    where the runs go one by one)."""
+def devices_of(spec, device, count):
+    """The devices the workers spread over, from the `devices` key: '' = every visible GPU (or the one
+    `device` names, or the CPU), '0,2' = those GPUs, 'cpu' = the CPU. device: the run's (training.device_setup's
+    .device); count: the GPUs visible. A GPU that does not exist raises ValueError with what exists."""
+    spec = str(spec).strip()
+    if spec in ('', 'cpu') and not device.startswith('cuda'):
+        return [device]
+    if spec == 'cpu':
+        return ['cpu']
+    if not device.startswith('cuda'):
+        raise ValueError(f"devices={spec!r}: GPU indices, but the runs go on the {device} (device={device!r})")
+    if spec == '':
+        return [device] if ':' in device else [f'cuda:{i}' for i in range(count)]
+    try:
+        ids = list(dict.fromkeys(int(s) for s in spec.split(',') if s.strip()))
+    except ValueError:
+        raise ValueError(f"devices={spec!r}: '' (every GPU), a comma list of GPU indices such as '0,2', or 'cpu'") from None
+    missing = [i for i in ids if not 0 <= i < count]
+    if missing or not ids:
+        raise ValueError(f"devices={spec!r}: this machine has {count} GPU(s), 0..{count - 1} "
+                         f"(as CUDA_VISIBLE_DEVICES numbers them): GPU {','.join(map(str, missing))} does not exist")
+    return [f'cuda:{i}' for i in ids]
+
+
+def sweep_devices(cfg, dev):
+    """devices_of for this machine; a GPU that does not exist stops the sweep with one line."""
+    try:
+        return devices_of(cfg['devices'], dev.device, torch.cuda.device_count() if dev.type == 'cuda' else 0)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+
+
+def placement(cfg, dev):
+    """Where the runs go, in words, for the sweep's plan."""
+    if cfg['ray']:
+        return f"as tasks of the Ray cluster ray={cfg['ray']!r}"
+    workers, devices = workers_for(cfg, dev.type), sweep_devices(cfg, dev)
+    kind = 'GPU' if dev.type == 'cuda' else dev.type.upper()
+    if not workers:
+        return f"in this process, {kind}"
+    if len(devices) == 1:
+        return f"{workers} worker processes, {kind}"
+    return f"{workers} worker processes on each of {len(devices)} GPUs ({', '.join(devices)})"
+
+
+def memory_budget_gb(cfg, device):
+    """What the runs in flight together on one device may use: gpu_mem_gb, else 90% of the GPU's memory (no
+    limit on a CPU, where the runs go one by one)."""
     if cfg['gpu_mem_gb']:
         return cfg['gpu_mem_gb']
-    if dev.type != 'cuda':
+    if not device.startswith('cuda'):
         return float('inf')
-    return 0.9 * torch.cuda.get_device_properties(torch.device(dev.device)).total_memory / 2**30
+    return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
 
 
 def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):
-    """Train `runs` on the device `dev` (training.device_setup's), calling on_row(row, seconds) as each
-    finishes and on_skip(run, message) for a run that does not fit in memory even alone.
-
-    The runs are handed out in order (largest first), keeping the sum of their memory estimates under the
-    budget (small runs fill in while a large one waits for room). A worker gets a run for the model it holds
-    when there is one (no rebuild, no recompile). A run that runs out of memory goes back to the queue, its
-    shape's estimate is raised, and it waits until it has the room."""
-    workers = workers_for(cfg, dev.type)
-    nw = min(workers, len(runs)) if workers > 0 else 1
-    budget = memory_budget_gb(cfg, dev)
-    tokens = cfg['batch_size'] * cfg['block_size']
-    shape = lambda r: (r['width'], r['n_layer'])  # noqa: E731
-    model_of = lambda r: model_config(r, cfg, vocab_size)  # noqa: E731
-    estimate = {shape(r): training.memory_estimate_gb(model_of(r), tokens, dev.type) for r in runs}
-    pool = ProcessPool(cfg, nw) if workers > 0 else InlinePool(cfg)
-    pending, idle, busy, held = list(runs), list(range(nw)), {}, {}
-    oom_count = {}
+    """Train `runs` on the device `dev` (training.device_setup's) and the others `devices` names, calling
+    on_row(row, seconds) as each finishes and on_skip(run, message) for a run that does not fit in memory even
+    alone (Schedule's rules). With cfg['ray'], on a Ray cluster (study/ray_pool.py)."""
+    if cfg['ray']:
+        from study.ray_pool import train_runs as train_on_ray
+        return train_on_ray(cfg, runs, vocab_size, dev, on_row, on_skip)
+    devices = sweep_devices(cfg, dev)
+    per = workers_for(cfg, dev.type)
+    if per > 0:  # round robin: with few runs, every device still gets one
+        worker_device = [devices[i % len(devices)] for i in range(min(per * len(devices), len(runs)))]
+    else:
+        worker_device = devices[:1]
+    plan = Schedule(runs, estimates(cfg, runs, vocab_size, dev.type), worker_device,
+                    {d: memory_budget_gb(cfg, d) for d in devices}, lambda r: model_config(r, cfg, vocab_size))
+    pool = ProcessPool(cfg, worker_device) if per > 0 else InlinePool(dict(cfg, device=worker_device[0]))
     try:
-        while pending or busy:
-            while pending and idle:
-                room = budget - sum(busy.values())
-                fits = [j for j, r in enumerate(pending) if estimate[shape(r)] <= room]
-                if not fits:
-                    if busy:
-                        break
-                    fits = [0]  # alone on the device and still too big by the estimate: try it
-                wid = idle.pop(0)
-                same = [j for j in fits if model_of(pending[j]) == held.get(wid)]
-                r = pending.pop((same or fits)[0])
-                busy[wid] = estimate[shape(r)]
-                held[wid] = model_of(r)
+        while plan.pending or plan.busy:
+            for wid, r in plan.start():
                 pool.submit(wid, r)
-            wid, kind, row, info = pool.result()
-            alone = len(busy) == 1
-            busy.pop(wid, None)
-            idle.append(wid)
-            if kind == 'ok':
-                secs, peak = info
-                if peak:  # measured: replaces the estimate (with a margin for fragmentation)
-                    estimate[shape(row)] = max(1.1 * peak, 0.5 * estimate[shape(row)])
-                on_row(row, secs)
-            elif kind == 'oom':
-                held[wid] = None
-                k = run_key(row)
-                oom_count[k] = oom_count.get(k, 0) + 1
-                estimate[shape(row)] = max(estimate[shape(row)] * 1.5, 1.0)
-                if (alone and oom_count[k] >= 2) or oom_count[k] >= 4:
-                    on_skip(row, f"out of memory {'twice with nothing else on the device' if alone else 'four times'}"
-                                 f" (lower batch_size or block_size for it); {info}")
-                else:
-                    pending.insert(0, row)
-                    print(f"out of memory: width {row['width']} x {row['n_layer']} goes back to the queue, its "
-                          f"estimate now {estimate[shape(row)]:.1f} GB", flush=True)
-            else:
-                raise RuntimeError(f"a worker failed{' on ' + str(row) if row else ''}:\n{info}")
+            report(plan.finish(*pool.result()), on_row, on_skip)
     finally:
         pool.close()

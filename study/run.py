@@ -94,7 +94,8 @@ class Runner:
         self.init_key = key
 
     def run(self, r):
-        """Train run r; its row: r's labels and the run's results."""
+        """Train run r; its row: r's labels and the run's results, and each step's loss and gradient norm
+        (train_losses, grad_norms: for the trackers, not the CSV)."""
         c, dev = self.cfg, self.dev
         raw, model = self.model(r)
         self.initialise(r)
@@ -137,7 +138,7 @@ class Runner:
         return dict(r, tokens=tokens, final_train_loss=train_loss, final_val_loss=val_loss, diverged=diverged,
                     grad_norm_median=n.median().item(),
                     clip_frac=(n > c['grad_clip']).float().mean().item() if c['grad_clip'] else 0.0,
-                    val_curve=';'.join(curve))
+                    val_curve=';'.join(curve), train_losses=losses[:done].tolist(), grad_norms=n.tolist())
 
     def release(self):
         """Drop the model (a new one comes, or the device ran out of memory) and the cached blocks."""

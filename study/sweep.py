@@ -4,12 +4,15 @@ Learning-rate transfer: SP vs μP across widths (and depths), AdamW vs SGD, and 
 A grid of widths x depths x learning rates x parametrizations x optimizers x base hyper-parameters x seeds
 (study/grid.py), each run a short train.py run (study/run.py): the same batches, schedule, step and
 evaluation (training.py). Every finished run appends its rows to the results CSV, flushed at once: a re-run
-skips what is done, an interrupted sweep (Ctrl-C, a kill) loses nothing. On a GPU several worker processes
-share the device (study/pool.py); on a CPU the runs go one by one in this process. It prints its plan and
-an estimate of its time first, a heartbeat within each run, and a line with the ETA as each run ends.
+skips what is done, an interrupted sweep (Ctrl-C, a kill) loses nothing. On a GPU machine worker processes
+share each of its GPUs (study/pool.py); with --ray the runs are the tasks of a Ray cluster (study/ray_pool.py,
+docs/scale_out.md); on a CPU the runs go one by one in this process. It prints its plan and an estimate of
+its time first, a heartbeat within each run, and a line with the ETA as each run ends; each finished run
+redraws <out stem>_live.png and, asked for, writes its curves to TensorBoard or wandb (study/track.py).
 
     python -m study.sweep                              # the quick default grid (character level, 2 layers) -> out/
     python -m study.sweep config/sweep_paper.py        # the paper's architecture (8 layers, GPT-2 BPE, T 512)
+    python -m study.sweep config/sweep_paper.py --ray=auto --tensorboard=True   # on a Ray cluster, tracked
     python -m study.sweep --plot [--out=...]           # figures + fitted optima with seed intervals, from the CSV
     python -m study.sweep --plot --at_step=500 [...]   # the optima by the val loss at step 500 (where they settle)
     python -m study.sweep --help                       # every key, its value and meaning
@@ -28,9 +31,10 @@ import torch
 import training
 from study.grid import (ResultWriter, check_grid, check_run_config, describe, grid, load_results, read_rows,
                         run_key, run_settings, select, trained_as, trained_key, trained_run, RESULTS)
+from study import track
 from study.optima import summarize
-from study.plots import plot
-from study.pool import train_runs, workers_for
+from study.plots import live, plot
+from study.pool import placement, sweep_devices, train_runs, workers_for
 from study.run import build_model, model_config
 
 DEFAULTS = dict(
@@ -76,9 +80,17 @@ DEFAULTS = dict(
     diverge_factor=1.5,          # diverged: loss not finite, or above this factor x the step-0 loss
     check_interval=10,           # how often (steps) the loss is read back to check for divergence
     heartbeat=15.0,              # seconds between a run's progress lines (0: none)
-    workers=-1,                  # processes sharing the device; 0 = this process; -1 = 8 on a GPU, 0 on a CPU
-    gpu_mem_gb=0.0,              # the runs in flight together stay under this (0: 90% of the device's memory)
+    workers=-1,                  # processes on each device; 0 = this process (the first device); -1 = 8 a GPU, 0 on a CPU
+    gpu_mem_gb=0.0,              # the runs in flight together on a GPU stay under this (0: 90% of its memory)
     device='',                   # '' = cuda if available, else cpu
+    devices='',                  # the GPUs the workers spread over: '' = every visible one, '0,2' = those; 'cpu'
+    ray='',                      # run on a Ray cluster: 'auto' (the one this machine is in, else a local one) or
+                                 # its address HOST:PORT; '' = this machine (docs/scale_out.md)
+    tensorboard=False,           # write each run's metrics as TensorBoard events, a folder per run (offline)
+    tensorboard_dir='',          # where those folders go ('' = <out stem>_tensorboard beside the CSV)
+    wandb_log=False,             # also log each run to Weights & Biases (WANDB_MODE=offline: no network)
+    wandb_project='mup-gdn',     # wandb's project
+    live_plot=True,              # redraw <out stem>_live.png (the val loss of the runs so far) as each run ends
     dtype='',                    # '' = bfloat16 on CUDA, float32 elsewhere
     compile=True,                # torch.compile each worker's model once (CUDA only), reused across runs
     compile_mode='',             # '' or 'reduce-overhead' (CUDA graphs: for the small widths the host bounds)
@@ -86,6 +98,7 @@ DEFAULTS = dict(
 )
 # the keys that say where and how a sweep runs, not which runs: with none but these given on a CPU, CPU_GRID
 WHERE_KEYS = {'out', 'plot', 'axis', 'at_step', 'note', 'data_dir', 'heartbeat', 'workers', 'gpu_mem_gb', 'device',
+              'devices', 'ray', 'tensorboard', 'tensorboard_dir', 'wandb_log', 'wandb_project', 'live_plot',
               'dtype', 'compile', 'compile_mode', 'max_runs', 'kernel_backend'}
 # the quick grid made small for a CPU (2 cores: about 2 minutes): AdamW, SP against μP over a 4x width range
 CPU_GRID = dict(out='out/lr_sweep_cpu.csv', widths='32,64,128', base_width=32, n_layer='2', optimizers='adamw',
@@ -132,15 +145,15 @@ def run_seconds(cfg, vocab_size, dev, rate=None):
     return seconds
 
 
-def estimate_seconds(cfg, runs, vocab_size, dev, seconds=None):
-    """How long the runs take (run_seconds), with a compile for each model on a GPU (the workers compile at
-    once)."""
+def estimate_seconds(cfg, runs, vocab_size, dev, seconds=None, devices=1):
+    """How long the runs take (run_seconds) on `devices` devices alike, with a compile for each model on a GPU
+    (the workers compile at once)."""
     seconds = seconds or run_seconds(cfg, vocab_size, dev)
     total = sum(seconds(r) for r in runs)  # workers sharing one device share its FLOPs
     if dev.type == 'cuda' and cfg['compile']:
         models = {dataclasses.astuple(model_config(r, cfg, vocab_size)) for r in runs}
         total += len(models) * COMPILE_SECONDS / max(1, workers_for(cfg, dev.type))
-    return total
+    return total / devices
 
 
 def fmt_time(seconds):
@@ -152,10 +165,15 @@ def sweep(cfg, runs=None):
     stands for several labels is trained once and written once for each. Returns the number trained."""
     check_grid(cfg)
     check_run_config(cfg)
+    track.check(cfg)
+    if cfg['devices'] == 'cpu':
+        cfg = dict(cfg, device='cpu')
     try:
         dev = training.device_setup(cfg['device'], cfg['dtype'])
     except ValueError as e:
         raise SystemExit(f"error: {e}")
+    if not cfg['ray']:
+        sweep_devices(cfg, dev)  # a GPU that does not exist: one line, before anything starts
     folder, vocab = training.dataset_setup(cfg['dataset'], cfg['data_dir'])  # prepared before the workers start
     epoch = training.Batches(training.load_splits(folder), cfg['batch_size'], cfg['block_size'], 0,
                              accum=cfg['gradient_accumulation_steps']).steps_per_epoch()
@@ -171,39 +189,42 @@ def sweep(cfg, runs=None):
         else:
             jobs.setdefault(run_key(t), (t, []))[1].append(r)
     todo = list(jobs.values())[:cfg['max_runs'] or None]
-    workers = workers_for(cfg, dev.type)
     rows_now = sum(len(ls) for _, ls in todo)
     print(f"sweep: {len(runs)} runs in the grid, {len(runs) - len(missing)} already in {cfg['out']}"
           + (f", {len(shared)} more written from the runs it holds" if shared else '')
           + f"; {len(todo)} to train now" + (f" for {rows_now} rows" if rows_now > len(todo) else '')
-          + f" ({'in this process' if not workers else f'{workers} worker processes'}, "
-            f"{'GPU' if dev.type == 'cuda' else dev.type.upper()})", flush=True)
+          + f" ({placement(cfg, dev)})", flush=True)
     writer = ResultWriter(cfg['out'])
     try:
         for r, t, row in shared:
             writer.write(dict(r, trained_as=trained_as(r, t), **{k: row[k] for k in RESULTS}))
         if todo:
-            return train(cfg, todo, writer, dev, vocab, workers)
+            return train(cfg, todo, writer, dev, vocab)
         return 0
     finally:
         writer.close()
 
 
-def train(cfg, todo, writer, dev, vocab, workers):
-    """Train the runs of todo ([(trained run, its labels)]), writing each label's row as its run ends."""
+def train(cfg, todo, writer, dev, vocab):
+    """Train the runs of todo ([(trained run, its labels)]), writing each label's row as its run ends, then its
+    trackers' events and the live figure."""
     seconds = run_seconds(cfg, vocab, dev)
     total = left = float(sum(seconds(t) for t, _ in todo))  # the ETA weighs the runs left by their estimates
-    guess = estimate_seconds(cfg, [t for t, _ in todo], vocab, dev, seconds)
-    print(f"sweep: about {fmt_time(guess)} (estimated from the runs' FLOPs and this device's matmul rate; "
-          f"measured after each run)", flush=True)
+    devices = 1 if cfg['ray'] or not workers_for(cfg, dev.type) else len(sweep_devices(cfg, dev))
+    guess = estimate_seconds(cfg, [t for t, _ in todo], vocab, dev, seconds, devices)
+    print(f"sweep: about {fmt_time(guess)} (estimated from the runs' FLOPs and this device's matmul rate"
+          f"{f' on {devices} alike' if devices > 1 else ''}; measured after each run)", flush=True)
     labels = {run_key(t): ls for t, ls in todo}
     t_start, n, tokens, skipped = time.time(), 0, 0, []
 
     def on_row(row, secs):
         nonlocal n, left, tokens
         rows = len(labels[run_key(row)])
+        track.track(cfg, row)  # before the rows: a run stopped between the two is trained and tracked again
         for r in labels[run_key(row)]:
             writer.write(dict(r, trained_as=trained_as(r, row), **{k: row[k] for k in RESULTS}))
+        if cfg['live_plot']:
+            live(select(load_results(cfg['out']), cfg), cfg['axis'], cfg['out'], run_settings(cfg), cfg['learning_rate'])
         n, tokens, left = n + 1, tokens + row['tokens'], left - seconds(row)
         el = time.time() - t_start
         eta = el / max(1e-9, 1 - left / total) - el if left > 1e-6 * total else 0
@@ -234,7 +255,7 @@ def cpu_grid(cfg, assigned, files):
         dev = training.device_setup(cfg['device'], cfg['dtype'])
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    if dev.type == 'cuda':
+    if dev.type == 'cuda' or cfg['ray']:  # a Ray cluster's devices are its nodes', not this machine's
         return
     _, vocab = training.dataset_setup(cfg['dataset'], cfg['data_dir'])
     trained = {run_key(t): t for t in (trained_run(r, cfg['base_width'], cfg['base_depth']) for r in grid(cfg))}
