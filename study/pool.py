@@ -5,9 +5,10 @@ runs out of memory. With --ray, the tasks of a Ray cluster instead (study/ray_po
 
 train_runs() is the interface: it hands out the runs and gives each finished row to a callback, wherever the
 runs train. The rules (which worker trains which run, what a result means) are study/schedule.py's. A pool is
-anything with submit(worker, run), result() -> (worker, kind, row, info) and close().
+anything with submit(worker, run), result(timeout) -> (worker, kind, row, info) or None, and close().
 """
 import os
+import queue
 import signal
 import threading
 import time
@@ -46,7 +47,7 @@ class InlinePool:
     def submit(self, wid, r):
         self.done.append((wid, *run_job(self.runner, r)))
 
-    def result(self):
+    def result(self, timeout=None):
         return self.done.pop(0)
 
     def close(self):
@@ -95,8 +96,12 @@ class ProcessPool:
     def submit(self, wid, r):
         self.jobs[wid].put(r)
 
-    def result(self):
-        return self.results.get()
+    def result(self, timeout=None):
+        """The next result, or None after `timeout` seconds without one."""
+        try:
+            return self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def close(self):
         for q in self.jobs:
@@ -184,10 +189,37 @@ def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):
     plan = Schedule(runs, estimates(cfg, runs, vocab_size, dev.type), worker_device,
                     {d: memory_budget_gb(cfg, d) for d in devices}, lambda r: model_config(r, cfg, vocab_size))
     pool = ProcessPool(cfg, worker_device) if per > 0 else InlinePool(dict(cfg, device=worker_device[0]))
-    try:
-        while plan.pending or plan.busy:
-            for wid, r in plan.start():
-                pool.submit(wid, r)
-            report(plan.finish(*pool.result()), on_row, on_skip)
-    finally:
-        pool.close()
+    with stop_on_ctrl_c() as stop:
+        try:
+            while plan.pending or plan.busy:
+                for wid, r in plan.start():
+                    pool.submit(wid, r)
+                while (result := pool.result(timeout=0.5)) is None:
+                    stop.check()
+                report(plan.finish(*result), on_row, on_skip)
+                stop.check()
+        finally:
+            pool.close()
+
+
+class stop_on_ctrl_c:
+    """Ctrl-C raises KeyboardInterrupt and is also remembered, and check() raises it again: Python drops an
+    exception raised inside a weakref or finalizer callback (queues run them while the driver waits), which
+    would leave the sweep waiting after the user asked it to stop."""
+
+    def __enter__(self):
+        self.asked, main = False, threading.current_thread() is threading.main_thread()
+        self.before = signal.signal(signal.SIGINT, self.handle) if main else None
+        return self
+
+    def handle(self, signum, frame):
+        self.asked = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.asked:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            signal.signal(signal.SIGINT, self.before)
