@@ -1,4 +1,4 @@
-# The LR-transfer sweep in the paper's architecture (Liu & Gu, arXiv 2606.04048), on one GPU:
+# The LR-transfer sweep in the paper's architecture (Liu & Gu, arXiv 2606.04048), on every GPU of the machine:
 # 8 layers, 6 heads, tied GPT-2 BPE vocabulary, T = 512, widths 256 / 512 / 1024, the paper's LR grids,
 # 10% warmup then cosine to 5e-5, clip 1.0, AdamW (0.9, 0.95) wd 0.1, SGD Nesterov 0.98 without decay.
 # The corpus is the 121 public-domain books shipped in data/gutenberg (14.9M training tokens): a run of

@@ -29,7 +29,8 @@ CSV_COLUMNS = AXES + ['trained_as'] + RESULTS
 # the labels a trained run may hold differently from a row it stands for
 TRAINED_AS = ('parametrization', 'depth_rule', 'weight_decay_rule', 'weight_decay')
 # what must agree between a results CSV and the settings that extend it (the CSV rows carry the rest)
-RUN_KEYS = ['dataset', 'n_head', 'base_width', 'base_depth', 'batch_size', 'block_size',
+MODELS = ('gdn', 'fla')  # the model families a sweep trains (study/run.py's build_model)
+RUN_KEYS = ['model', 'dataset', 'n_head', 'base_width', 'base_depth', 'batch_size', 'block_size',
             'gradient_accumulation_steps', 'warmup_iters', 'min_lr', 'beta1', 'beta2', 'momentum', 'grad_clip',
             'eval_iters', 'diverge_factor']
 
@@ -53,6 +54,8 @@ def check_grid(cfg):
     """Every grid value valid, or one line that says which is not."""
     def bad(msg):
         raise SystemExit(f"error: {msg}")
+    if cfg['model'] not in MODELS:
+        bad(f"model={cfg['model']!r}: 'gdn' (model.py's) or 'fla' (flash-linear-attention's, fla_mup.FlaLM)")
     for key in ('widths', 'n_layer', 'seeds'):
         try:
             vals = csv_list(cfg[key], int)

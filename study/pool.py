@@ -190,6 +190,8 @@ def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):
                     {d: memory_budget_gb(cfg, d) for d in devices}, lambda r: model_config(r, cfg, vocab_size))
     pool = ProcessPool(cfg, worker_device) if per > 0 else InlinePool(dict(cfg, device=worker_device[0]))
     with stop_on_ctrl_c() as stop:
+        if per == 0:
+            pool.runner.stop = stop.check  # a run in this process stops after its step
         try:
             while plan.pending or plan.busy:
                 for wid, r in plan.start():
@@ -203,9 +205,9 @@ def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):
 
 
 class stop_on_ctrl_c:
-    """Ctrl-C raises KeyboardInterrupt and is also remembered, and check() raises it again: Python drops an
-    exception raised inside a weakref or finalizer callback (queues run them while the driver waits), which
-    would leave the sweep waiting after the user asked it to stop."""
+    """Ctrl-C is remembered, and check() raises KeyboardInterrupt where the driver (or a run training in this
+    process, after its step) can take it: raised from the handler, it could land inside a weakref callback
+    (queues and autograd run them), where Python prints it and drops it. A second Ctrl-C raises at once."""
 
     def __enter__(self):
         self.asked, main = False, threading.current_thread() is threading.main_thread()
@@ -213,8 +215,9 @@ class stop_on_ctrl_c:
         return self
 
     def handle(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
         self.asked = True
-        raise KeyboardInterrupt
 
     def check(self):
         if self.asked:

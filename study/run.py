@@ -20,15 +20,19 @@ from study.grid import HPARAMS, describe
 
 def model_config(run, cfg, vocab_size):
     """The model config of one run: every setting its forward pass and its init depend on, fixed before the
-    model is built. (Another model family would get its config here.)"""
+    model is built. fla's model takes the same config (fla_mup.FlaLM builds fla's at its shapes)."""
     return GDNConfig(width=run['width'], n_layer=run['n_layer'], n_head=cfg['n_head'], vocab_size=vocab_size,
                      parametrization=run['parametrization'], base_width=cfg['base_width'],
                      depth_rule=run['depth_rule'], base_depth=cfg['base_depth'],
                      kernel_backend=cfg['kernel_backend'], **{h: float(run[h]) for h in HPARAMS})
 
 
-def build_model(config):
-    """The model of a config: the one place a run's model is made."""
+def build_model(config, family='gdn'):
+    """The model of a config: the one place a run's model is made. family: 'gdn' (model.py's) or 'fla'
+    (flash-linear-attention's GatedDeltaNetForCausalLM behind the same interface, imported only then)."""
+    if family == 'fla':
+        from fla_mup import FlaLM
+        return FlaLM(config)
     return GDN(config)
 
 
@@ -63,6 +67,7 @@ class Runner:
         self.data = training.load_splits(folder, self.dev.device)
         self.key, self.raw, self.fwd = None, None, None
         self.init_key, self.init = None, None  # initialise()'s copy of the last init, on the host
+        self.stop = lambda: None  # called after each step: raises to stop the run (the sweep's Ctrl-C)
 
     def model(self, r):
         """The worker's model for run r: built (and compiled) once per model config, then reused."""
@@ -73,7 +78,7 @@ class Runner:
             # drop the old model's compiled graphs: they share GDN.forward's cache, and once it is full
             # (recompile_limit) dynamo silently runs every later model eagerly
             torch._dynamo.reset()
-            self.raw = build_model(config).to(self.dev.device)
+            self.raw = build_model(config, self.cfg['model']).to(self.dev.device)
             compiled = self.cfg['compile'] and self.dev.type == 'cuda'
             self.fwd = torch.compile(self.raw, mode=self.cfg['compile_mode'] or None) if compiled else self.raw
             self.key = key
@@ -112,6 +117,7 @@ class Runner:
             lr = training.lr_at(it, r['lr'], warmup(c, steps), steps, c['min_lr'])
             losses[it], norms[it] = training.train_step(model, optim, batches, it, lr, c['grad_clip'], dev.autocast)
             done = it + 1
+            self.stop()
             if it == 0 or done % c['check_interval'] == 0 or done == steps:
                 last = losses[it].item()  # the only host sync in the loop, besides the heartbeat's
                 if it == 0:

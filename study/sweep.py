@@ -43,6 +43,7 @@ DEFAULTS = dict(
     axis='lr',                   # x of the figure and the summary: 'lr' or another grid key
     at_step=0,                   # with --plot, the summary by the val loss each run recorded at this step (0: the final)
     note='',                     # a line under the figure's title: what a panel cannot show, and why
+    model='gdn',                 # 'gdn': model.py's; 'fla': flash-linear-attention's model at the same shapes (a GPU)
     dataset='shakespeare_char',  # a folder of data/ (prepare_data.py); char level: the width-scaled layers dominate
     data_dir='data',             # where the datasets are
     widths='128,256,512,1024',   # comma list: the model widths
@@ -137,7 +138,7 @@ def run_seconds(cfg, vocab_size, dev, rate=None):
     def seconds(r):
         shape = (r['width'], r['n_layer'])
         if shape not in per_token:
-            with torch.device('meta'):
+            with torch.device('meta'):  # model.py's FLOPs: fla's model has the same shapes
                 per_token[shape] = build_model(model_config(r, cfg, vocab_size)).flops_per_token(cfg['block_size'])
         evals = 2 + (r['steps'] // cfg['eval_interval'] if cfg['eval_interval'] else 0)
         passes = r['steps'] * cfg['gradient_accumulation_steps'] + evals * cfg['eval_iters'] / 3  # fwd+bwd's

@@ -41,7 +41,7 @@ def test_the_model_cache_is_keyed_by_the_full_config(data_dir, monkeypatch):
     worker's model, and its init where the seed is the same too."""
     built, drawn = [], []
     real_build, real_reset = run.build_model, run.GDN.reset_parameters
-    monkeypatch.setattr(run, 'build_model', lambda c: built.append(c) or real_build(c))
+    monkeypatch.setattr(run, 'build_model', lambda c, family='gdn': built.append(c) or real_build(c))
     monkeypatch.setattr(run.GDN, 'reset_parameters',  # the seeded draws: the runs' inits
                         lambda self, seed=None: (seed is not None and drawn.append(seed), real_reset(self, seed)))
     runner = run.Runner(config(data_dir))

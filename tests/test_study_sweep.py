@@ -121,6 +121,27 @@ def test_bad_input_is_one_line(data_dir, tmp_path):
         sweep.main(args(data_dir, str(other), '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8'))
     with pytest.raises(SystemExit, match='adamw_lrs'):
         sweep.main(args(data_dir, out, '--adamw_lrs=-8:x'))
+    with pytest.raises(SystemExit, match="model='flax'"):
+        sweep.main(args(data_dir, str(tmp_path / 'new.csv'), '--model=flax'))
+    with pytest.raises(SystemExit, match="model: 'gdn' there, 'fla' now"):  # another family's rows never mix in
+        sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8', '--model=fla'))
+
+
+@pytest.mark.gpu
+def test_a_sweep_of_flas_model(data_dir, tmp_path):
+    """model=fla trains flash-linear-attention's model (fla_mup.FlaLM) through the same runner: finite losses
+    that fall, μP and SP alike at the base width."""
+    pytest.importorskip('fla.models')
+    out = str(tmp_path / 'fla.csv')
+    sweep.main([f'--out={out}', f'--data_dir={data_dir}', '--model=fla', '--widths=128', '--base_width=128',
+                '--optimizers=adamw', '--adamw_params=sp,mup', '--adamw_lrs=-8', '--max_iters=20', '--n_layer=2',
+                '--batch_size=4', '--block_size=128', '--eval_iters=2', '--workers=0', '--device=cuda',
+                '--compile=False', '--live_plot=False'])
+    got = rows(out)
+    assert len(got) == 2 and {r['parametrization'] for r in got} == {'sp', 'mup'}
+    assert len({r['final_val_loss'] for r in got}) == 1  # one run stands for both labels at the base width
+    _, vocab = training.dataset_setup('shakespeare_char', data_dir)
+    assert float(got[0]['final_train_loss']) < math.log(vocab) - 0.5  # below a uniform guess over the characters
 
 
 def test_plot_and_summary(data_dir, tmp_path, capsys, monkeypatch):

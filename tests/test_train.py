@@ -114,7 +114,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data_dir):
 
 
 def test_config_file_then_overrides(tmp_path, data_dir):
-    r = train(tmp_path, data_dir, 'config/demo.py', '--max_iters=2', '--width=64', '--base_width=64')
+    r = train(tmp_path, data_dir, 'config/demo.py', '--max_iters=2', '--width=64', '--base_width=64',
+              f'--out_dir={tmp_path}')  # the demo names its own out_dir
     assert "Overriding config with config/demo.py" in r.stdout and 'width 64, 4 layers' in r.stdout
 
 
