@@ -415,9 +415,6 @@ def main(argv=None):
     from configurator import configure
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = dict(DEFAULTS)
-    if '--check' in argv:  # a bare flag, besides --check=True
-        argv.remove('--check')
-        cfg['check'] = True
     configure(cfg, argv)
     stale = []
     for path in files(cfg['files']):

@@ -273,9 +273,6 @@ def main(argv=None):
     from configurator import ConfigError, apply_config
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = dict(DEFAULTS)
-    if '--plot' in argv:  # a bare flag, besides --plot=True
-        argv.remove('--plot')
-        cfg['plot'] = True
     try:
         assigned = apply_config(argv, cfg)
     except ConfigError as e:

@@ -15,6 +15,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CUDA (python -m pytest -m gpu tests); skipped without it")
 
 
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+    """The character-level Shakespeare, prepared once outside the repository's data/ (a test file may define its
+    own data_dir)."""
+    from prepare_data import ensure_prepared
+    d = tmp_path_factory.mktemp('data')
+    ensure_prepared('shakespeare_char', str(d))
+    return str(d)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
     if torch.cuda.is_available():

@@ -22,6 +22,8 @@ def test_overrides_in_order_and_types():
     assert c['batch_size'] == 64 and type(c['batch_size']) is int  # later override wins
     assert c['learning_rate'] == 1e-3 and c['mup'] is True and c['compile'] is False
     assert c['device'] == 'cuda'
+    apply_config(['--mup=False', '--mup'], c, verbose=False)
+    assert c['mup'] is True  # a bare flag of a True/False key
 
 
 def test_int_where_float_expected_and_integral_float_for_int():

@@ -9,17 +9,9 @@ import sys
 
 import pytest
 
-from prepare_data import ensure_prepared
 from study import grid, ray_pool, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp('data')
-    ensure_prepared('shakespeare_char', str(d))
-    return str(d)
 
 
 @pytest.fixture(scope='module')

@@ -12,17 +12,9 @@ import pytest
 import torch
 
 import mup
-from prepare_data import ensure_prepared
 from study import grid, run, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp('data')
-    ensure_prepared('shakespeare_char', str(d))
-    return str(d)
 
 
 def config(data_dir, **over):

@@ -17,16 +17,8 @@ import mup
 import training
 from study import grid as grid_
 from study import optima, run, sweep
-from prepare_data import ensure_prepared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp('data')
-    ensure_prepared('shakespeare_char', str(d))
-    return str(d)
 
 
 def args(data_dir, out, *extra):

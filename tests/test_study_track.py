@@ -7,15 +7,7 @@ import os
 
 import pytest
 
-from prepare_data import ensure_prepared
 from study import grid, sweep
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp('data')
-    ensure_prepared('shakespeare_char', str(d))
-    return str(d)
 
 
 def args(data_dir, out, *extra):
