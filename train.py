@@ -30,8 +30,8 @@ from model import GDN, GDNConfig
 from mup import check_weight_decay_rule
 from prepare_data import EMBEDDED
 from tracking import Tracker, draw_losses
-from training import (Batches, checkpoints, dataset_setup, device_setup, evaluate, load_checkpoint, load_splits,
-                      lr_at, memory_estimate_gb, train_step)
+from training import (Batches, checkpoints, dataset_setup, device_setup, duration, evaluate, load_checkpoint,
+                      load_splits, lr_at, matmul_rate, memory_estimate_gb, pass_seconds, train_step)
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -231,27 +231,6 @@ def check_memory():
          + ("python train.py config/demo.py (minutes on a CPU)" if run.type == 'cpu' else "a larger GPU"))
 
 
-def duration(seconds):
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def matmul_flops():
-    """This device's matmul FLOP/s, measured in a fraction of a second: the time estimate's yardstick."""
-    n, dt = (4096, torch.bfloat16) if run.type == 'cuda' else (1024, torch.float32)
-    a = torch.randn(n, n, device=run.device, dtype=dt)
-    a @ a
-    reps, t0 = 0, time.time()
-    while time.time() - t0 < 0.2:
-        a @ a
-        reps += 1
-        if run.type == 'cuda':
-            torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / (time.time() - t0)
-
-
-# A training step runs at about this share of the device's matmul speed (the delta rule, the conv, the norms
-# and the optimizer run below it): measured on an H100 at width 768 and on a 2-core CPU with the demo
-STEP_EFFICIENCY = {'cuda': 0.35, 'cpu': 0.3}
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16, from the spec sheets
 
 
@@ -297,7 +276,8 @@ if master:
           f"{max_iters} steps of {tokens_per_iter:,} tokens ({world} x {gradient_accumulation_steps} x {batch_size} "
           f"x {block_size}); lr {learning_rate:.3g}, output_mult {output_mult:g}, init_std {init_std:g} at width "
           f"{base_width}; {run.device}, {run.dtype}, compile={compile}")
-    estimate = (max_iters - iter_num) * flops_per_iter / (STEP_EFFICIENCY.get(run.type, 0.25) * matmul_flops())
+    estimate = (max_iters - iter_num) * gradient_accumulation_steps * pass_seconds(
+        raw_model.flops_per_token(block_size), n_layer, batch_size * block_size, run.type, matmul_rate(run))
     print(f"estimate: ~{need_gb:.1f} GB of {free_gb:.0f} GB free, ~{duration(estimate)} for {max_iters - iter_num} "
           f"steps (from this {run.type}'s matmul speed; the log's ETA is measured)", flush=True)
     if run.type == 'cpu' and estimate > 3600:

@@ -1,6 +1,6 @@
 """
 What every run shares, defined once here and called by train.py, the study's sweep runs and coord_check.py:
-where a run runs (device, precision, data), its memory, which tokens a batch holds, the learning-rate
+where a run runs (device, precision, data), its memory and time, which tokens a batch holds, the learning-rate
 schedule, one optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a
 `python train.py` run with the same settings see the same batches, take the same steps and report the same
 loss (tests/test_study_run.py).
@@ -8,6 +8,7 @@ loss (tests/test_study_run.py).
 import glob
 import math
 import os
+import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -80,6 +81,44 @@ def memory_estimate_gb(config, tokens, device_type='cuda'):
 # CUDA (measured with the heavier PyTorch kernel: an upper bound); fp32 with the PyTorch kernels on a CPU
 # (train.py's peak resident memory at widths 256-768, 2-4 layers, 2-4K tokens a micro-batch: 0-12% below this)
 ACTIVATION_BYTES = {'cuda': 160, 'cpu': 260}
+
+
+# A run's time before it has timed itself (train.py's estimate, the sweep's plan): a forward and backward takes
+# its FLOPs at a share of the device's measured matmul rate, and a cost per layer the FLOPs miss. On a GPU that
+# is the host launching the layer's kernels, which overlaps the kernels: a pass takes the longer of the two (the
+# steps of docs/benchmarks.md: host-bound at width 256, FLOP-bound from 768). On a CPU it is the PyTorch delta
+# rule's loop over chunks, on the same cores: the two add (within 1.5x of the demo, the sweep's CPU grid and
+# the main job at batch 2 on a 2-core CPU).
+PASS_EFFICIENCY = {'cuda': 0.4, 'cpu': 0.5}
+GPU_LAYER_SECONDS = 0.003      # a layer's launches in a compiled forward and backward
+CPU_LAYER_SECONDS = 0.015      # a layer's chunk loop over 1024 tokens, forward and backward
+
+
+def matmul_rate(dev):
+    """FLOP/s of a square matmul in the run's precision on its device (device_setup's), measured for 0.2 s."""
+    n = 4096 if dev.type == 'cuda' else 1024
+    a = torch.randn(n, n, device=dev.device, dtype=dev.ptdtype)
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    a @ a
+    sync()
+    reps, t0 = 0, time.time()
+    while time.time() - t0 < 0.2:
+        a @ a
+        reps += 1
+        sync()
+    return 2 * n ** 3 * reps / (time.time() - t0)
+
+
+def pass_seconds(flops_per_token, n_layer, tokens, device_type, rate):
+    """A forward and backward over `tokens` tokens, estimated (PASS_EFFICIENCY and the layer costs above)."""
+    if device_type == 'cuda':
+        return max(flops_per_token * tokens / (PASS_EFFICIENCY['cuda'] * rate), GPU_LAYER_SECONDS * n_layer)
+    return flops_per_token * tokens / (PASS_EFFICIENCY['cpu'] * rate) + CPU_LAYER_SECONDS * n_layer * tokens / 1024
+
+
+def duration(seconds):
+    """Seconds, minutes or hours, by their size."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def checkpoints(out_dir):

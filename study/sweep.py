@@ -104,35 +104,14 @@ WHERE_KEYS = {'out', 'plot', 'axis', 'at_step', 'note', 'data_dir', 'heartbeat',
 # the quick grid made small for a CPU (2 cores: about 2 minutes): AdamW, SP against μP over a 4x width range
 CPU_GRID = dict(out='out/lr_sweep_cpu.csv', widths='32,64,128', base_width=32, n_layer='2', optimizers='adamw',
                 adamw_lrs='-9:-4', max_iters=100, warmup_iters=10, batch_size=8, block_size=64, eval_iters=5)
-# A run's time, for the plan and the ETA: its FLOPs at a share of the device's measured matmul rate, plus a cost
-# per layer and 1024 tokens of each micro-batch beyond them (the PyTorch delta rule's loop over chunks on a
-# CPU; the host's launches on a GPU), and on a GPU a compile for each model a worker builds. Fitted within 2x
-# on a 2-core CPU (widths 64-512) and from docs/benchmarks.md's H100 steps.
-EFFICIENCY = {'cuda': 0.3, 'cpu': 1.0}
-LAYER_SECONDS = {'cuda': 0.001, 'cpu': 0.05}
+# A GPU worker compiles each model it builds once (the rest of a run's time: training.pass_seconds)
 COMPILE_SECONDS = 40
 
 
-def matmul_rate(dev):
-    """FLOP/s of a square matmul in the run's precision on the device, measured for about 0.3 s."""
-    n = 2048 if dev.type == 'cuda' else 512
-    a = torch.randn(n, n, device=dev.device, dtype=dev.ptdtype)
-    a @ a
-    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-    sync()
-    t0, k = time.time(), 0
-    while time.time() - t0 < 0.3:
-        a @ a
-        k += 1
-        sync()
-    return 2 * n ** 3 * k / (time.time() - t0)
-
-
 def run_seconds(cfg, vocab_size, dev, rate=None):
-    """A function of a run: its estimated seconds on the device (see EFFICIENCY). rate: the matmul rate
-    (measured if not given)."""
-    rate = (rate or matmul_rate(dev)) * EFFICIENCY.get(dev.type, EFFICIENCY['cpu'])
-    layer = LAYER_SECONDS.get(dev.type, LAYER_SECONDS['cpu'])
+    """A function of a run: its estimated seconds on the device, its steps' and evaluations' passes timed by
+    training.pass_seconds. rate: the matmul rate (measured if not given)."""
+    rate = rate or training.matmul_rate(dev)
     tokens, per_token = cfg['batch_size'] * cfg['block_size'], {}
 
     def seconds(r):
@@ -142,7 +121,7 @@ def run_seconds(cfg, vocab_size, dev, rate=None):
                 per_token[shape] = build_model(model_config(r, cfg, vocab_size)).flops_per_token(cfg['block_size'])
         evals = 2 + (r['steps'] // cfg['eval_interval'] if cfg['eval_interval'] else 0)
         passes = r['steps'] * cfg['gradient_accumulation_steps'] + evals * cfg['eval_iters'] / 3  # fwd+bwd's
-        return passes * (per_token[shape] * tokens / rate + layer * r['n_layer'] * tokens / 1024)
+        return passes * training.pass_seconds(per_token[shape], r['n_layer'], tokens, dev.type, rate)
     return seconds
 
 
@@ -155,10 +134,6 @@ def estimate_seconds(cfg, runs, vocab_size, dev, seconds=None, devices=1):
         models = {dataclasses.astuple(model_config(r, cfg, vocab_size)) for r in runs}
         total += len(models) * COMPILE_SECONDS / max(1, workers_for(cfg, dev.type))
     return total / devices
-
-
-def fmt_time(seconds):
-    return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min"
 
 
 def sweep(cfg, runs=None):
@@ -213,7 +188,7 @@ def train(cfg, todo, writer, dev, vocab):
     total = left = float(sum(seconds(t) for t, _ in todo))  # the ETA weighs the runs left by their estimates
     devices = 1 if cfg['ray'] or not workers_for(cfg, dev.type) else len(sweep_devices(cfg, dev))
     guess = estimate_seconds(cfg, [t for t, _ in todo], vocab, dev, seconds, devices)
-    print(f"sweep: about {fmt_time(guess)} (estimated from the runs' FLOPs and this device's matmul rate"
+    print(f"sweep: about {training.duration(guess)} (estimated from the runs' FLOPs and this device's matmul rate"
           f"{f' on {devices} alike' if devices > 1 else ''}; measured after each run)", flush=True)
     labels = {run_key(t): ls for t, ls in todo}
     t_start, n, tokens, skipped = time.time(), 0, 0, []
@@ -260,7 +235,7 @@ def cpu_grid(cfg, assigned, files):
         return
     _, vocab = training.dataset_setup(cfg['dataset'], cfg['data_dir'])
     trained = {run_key(t): t for t in (trained_run(r, cfg['base_width'], cfg['base_depth']) for r in grid(cfg))}
-    hours = fmt_time(estimate_seconds(cfg, list(trained.values()), vocab, dev))
+    hours = training.duration(estimate_seconds(cfg, list(trained.values()), vocab, dev))
     print(f"on this CPU the quick grid takes about {hours}; running a small one instead (widths "
           f"{CPU_GRID['widths']}, AdamW, {CPU_GRID['max_iters']} steps of {CPU_GRID['batch_size']} x "
           f"{CPU_GRID['block_size']} tokens) -> "
