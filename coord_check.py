@@ -47,7 +47,7 @@ import torch.nn.functional as F
 import mup
 from kernel import chunk_gated_delta_rule
 from model import GDN, GDNConfig
-from training import Batches, dataset_setup, device_setup, load_splits, train_step
+from training import Batches, dataset_setup, device_setup, duration, load_splits, train_step
 
 # ---- what is measured -----------------------------------------------------------------------------------
 # A probe reads one quantity from the call of every module whose name (model.named_modules()) matches a
@@ -293,10 +293,6 @@ def slope(widths, values):
     return float(np.polyfit(np.log(widths), np.log(v), 1)[0])
 
 
-def minutes(seconds):
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
 def coord_check(cfg, verbose=True):
     """Run the check described by cfg (DEFAULTS' keys); return the results dict (also what the JSON holds).
     Ctrl-C (KeyboardInterrupt) ends it early: the result then holds the sizes that finished, for every run,
@@ -339,7 +335,7 @@ def coord_check(cfg, verbose=True):
                        for j in (0, -1)]
     cost = [(t_first + (t_last - t_first) * (x - work[0]) / ((work[-1] - work[0]) or 1)) * seeds
             * (steps + (steps + 1) / 3) for x in work]
-    say(f"  estimated {minutes(sum(cost) * len(runs))} (a step: {t_first:.2f} s at {cfg['dim']} {sizes[0]}, "
+    say(f"  estimated {duration(sum(cost) * len(runs))} (a step: {t_first:.2f} s at {cfg['dim']} {sizes[0]}, "
         f"{t_last:.2f} s at {sizes[-1]})")
     res = {'config': dict(cfg), 'dim': cfg['dim'], 'widths': sizes, 'runs': runs, 'vocab_size': vocab,
            'device': torch.cuda.get_device_name(dev.device) if dev.type == 'cuda' else dev.type,
@@ -352,7 +348,7 @@ def coord_check(cfg, verbose=True):
     def beat(message, now=False):  # a line at least every HEARTBEAT seconds
         nonlocal last
         if now or time.time() - last >= HEARTBEAT:
-            say(f"  {cfg['dim']} {message}; {minutes(time.time() - t0)} in")
+            say(f"  {cfg['dim']} {message}; {duration(time.time() - t0)} in")
             last = time.time()
     try:
         for i, (size, (width, n_layer)) in enumerate(zip(sizes, shapes)):
@@ -372,7 +368,7 @@ def coord_check(cfg, verbose=True):
                 res['loss'][run].append(loss.tolist())
                 done += cost[i]
                 left = (planned - done) * (time.time() - t0) / done  # the plan, corrected by the time so far
-                beat(f"{size} {run}: final loss {loss[-1]:.3f}, ~{minutes(left)} left", now=True)
+                beat(f"{size} {run}: final loss {loss[-1]:.3f}, ~{duration(left)} left", now=True)
     except KeyboardInterrupt:
         res['interrupted'] = True
     # a size is done when its last run is
@@ -512,7 +508,7 @@ def main(argv=None):
     if res.get('interrupted'):
         interrupted(f"wrote the {cfg['dim']}s that finished, {res['widths']}, to {wrote}")
     print(summary(res, cfg['flat_tol']))
-    print(f"wrote {wrote} ({minutes(res['seconds'])})")
+    print(f"wrote {wrote} ({duration(res['seconds'])})")
 
 
 if __name__ == '__main__':
