@@ -132,14 +132,23 @@ def _fla_unsupported(model, inner):
 
 
 def fla_delta_rule(q, k, v, g, beta, initial_state=None, output_final_state=False, A_log=None, dt_bias=None,
-                   scale=None, **flags):
-    """fla's layer's call of its delta rule, computed by kernel.py: the gate from A_log and dt_bias, q and k
-    L2-normalised and β = σ(beta), as fla's flags ask (use_gate_in_kernel, use_qk_l2norm_in_kernel,
-    use_beta_sigmoid_in_kernel); the state is [B, H, K, V]."""
-    g = -A_log.float().exp() * F.softplus(g.float() + dt_bias)
-    q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
-    return chunk_gated_delta_rule(q, k, v, g, beta.float().sigmoid(), scale or q.size(-1) ** -0.5,
-                                  initial_state, output_final_state)
+                   scale=None, use_gate_in_kernel=False, use_qk_l2norm_in_kernel=False,
+                   use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False, state_v_first=False, cu_seqlens=None):
+    """fla's chunk_gated_delta_rule, computed by kernel.py: the gate from A_log and dt_bias, q and k
+    L2-normalised, β = σ(beta) (2σ with negative eigenvalues), as fla's flags ask; the state is [B, H, K, V],
+    or [B, H, V, K] with state_v_first (fla's layer passes it, so its cache keeps fla's layout)."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("fla_mup.fla_delta_rule: packed sequences (cu_seqlens) run on fla's own kernel")
+    if use_gate_in_kernel:
+        g = -A_log.float().exp() * F.softplus(g.float() + dt_bias)
+    if use_qk_l2norm_in_kernel:
+        q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
+    if use_beta_sigmoid_in_kernel:
+        beta = beta.float().sigmoid() * (2 if allow_neg_eigval else 1)
+    flip = (lambda s: s.transpose(-1, -2)) if state_v_first else (lambda s: s)
+    o, state = chunk_gated_delta_rule(q, k, v, g, beta, scale or q.size(-1) ** -0.5,
+                                      None if initial_state is None else flip(initial_state), output_final_state)
+    return o, None if state is None else flip(state)
 
 
 def train_on_this_kernel():

@@ -236,3 +236,31 @@ def test_gpu_apply_under_compile_and_ddp():
         torch.testing.assert_close(doubled, 2 * lb, rtol=2e-2, atol=2e-2 * lb.abs().mean().item())
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('neg, state', [(False, False), (True, True)])
+def test_the_delta_rule_fla_trains_on_is_flas(neg, state):
+    """fla_delta_rule (this repo's kernel behind fla's call) against fla's own step-by-step reference in float64,
+    with every flag fla's layer passes: the gate from A_log and dt_bias, q and k L2-normalised, β = σ (2σ with
+    negative eigenvalues), and the state in fla's [B, H, V, K] layout, in and out."""
+    from fla.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+    g = torch.Generator().manual_seed(0)
+    B, T, H, K, Vd = 2, 100, 3, 16, 32
+    q, k = (torch.randn(B, T, H, K, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(B, T, H, Vd, generator=g, dtype=torch.float64)
+    a, b = (torch.randn(B, T, H, generator=g, dtype=torch.float64) for _ in range(2))
+    A_log = torch.rand(H, generator=g, dtype=torch.float64) * 2
+    dt_bias = torch.randn(H, generator=g, dtype=torch.float64)
+    h0 = torch.randn(B, H, Vd, K, generator=g, dtype=torch.float64) if state else None  # fla's layout
+    o, h = fla_mup.fla_delta_rule(q, k, v, a, b, h0, True, A_log, dt_bias, use_gate_in_kernel=True,
+                                  use_qk_l2norm_in_kernel=True, use_beta_sigmoid_in_kernel=True,
+                                  allow_neg_eigval=neg, state_v_first=True)
+    gate = -A_log.exp() * F.softplus(a + dt_bias)
+    ro, rh = naive_recurrent_gated_delta_rule(
+        F.normalize(q, dim=-1).float(), F.normalize(k, dim=-1).float(), v.float(),
+        b.sigmoid().float() * (2 if neg else 1), gate.float(), K ** -0.5,
+        None if h0 is None else h0.transpose(-1, -2).float(), True)
+    assert (o - ro).abs().max() < 1e-4 * ro.abs().max()
+    assert (h - rh.transpose(-1, -2)).abs().max() < 1e-4 * rh.abs().max()
+    with pytest.raises(NotImplementedError, match='cu_seqlens'):
+        fla_mup.fla_delta_rule(q, k, v, a, b, cu_seqlens=torch.tensor([0, T]))
