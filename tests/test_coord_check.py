@@ -42,15 +42,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
 CONFIG = dict(coord_check.DEFAULTS, widths='128,256,512,1024', steps=STEPS, seeds=2, batch_size=4,
               block_size=64, lr_adamw=1e-2, lr_sgd=0.15, device='cpu', kernel_backend='torch',
-              runs='mup-adamw,mup-sgd,sp-adamw,sp-sgd', data_dir=os.path.join(ROOT, 'data'), plot=False)
+              runs='mup-adamw,mup-sgd,sp-adamw,sp-sgd', plot=False)
 
 FLAT = {'logits': 0.2, 'readout': 0.25}  # |width exponent| of the μP changes at the last step (above)
 SP_GROWS = 0.3   # SP's logits change must grow at least this fast, averaged over the steps (measured >= 0.39)
 
 
 @pytest.fixture(scope='module')
-def result():
-    return coord_check.coord_check(CONFIG, verbose=False)
+def result(data_dir):
+    return coord_check.coord_check(dict(CONFIG, data_dir=data_dir), verbose=False)
 
 
 def delta_slope(res, run, name):
@@ -87,8 +87,8 @@ DEPTH = dict(CONFIG, dim='depth', depths='2,4,8,16', base_width=64, base_depth=4
 
 
 @pytest.fixture(scope='module')
-def depth_result():
-    return coord_check.coord_check(DEPTH, verbose=False)
+def depth_result(data_dir):
+    return coord_check.coord_check(dict(DEPTH, data_dir=data_dir), verbose=False)
 
 
 def test_depth_check(depth_result):
@@ -215,11 +215,11 @@ def test_fla_probes_are_its_delta_rule_inputs():
 
 
 @pytest.mark.gpu
-def test_fla_check_runs():
+def test_fla_check_runs(data_dir):
     """The check on fla's model (CUDA), widths 128 and 256 = base: every value finite, q and k of RMS 1 per
     unit-norm coordinate, and μP the same as SP at the base width."""
     res = coord_check.coord_check(dict(CONFIG, model='fla', device='cuda', widths='128,256', steps=2, seeds=1,
-                                       runs='sp-adamw,mup-adamw'), verbose=False)
+                                       runs='sp-adamw,mup-adamw', data_dir=data_dir), verbose=False)
     for run in res['runs']:
         for name in coord_check.QUANTITIES:
             assert all(math.isfinite(v) for row in res['value'][run][name] for v in row), (run, name)
@@ -230,12 +230,12 @@ def test_fla_check_runs():
 
 
 # ---- the script: says what it does, keeps what it finished ---------------------------------------------------
-def start(out, *args):
+def start(out, data_dir, *args):
     """coord_check.py in a subprocess on a tiny grid; returns the process and a queue of its stdout lines."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     p = subprocess.Popen([sys.executable, 'coord_check.py', '--device=cpu', '--runs=mup-adamw', '--seeds=1',
-                          '--plot=False', f'--out={out}', *args], cwd=ROOT, env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          '--plot=False', f'--out={out}', f'--data_dir={data_dir}', *args], cwd=ROOT, env=env,
+                         text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(ln) for ln in p.stdout], daemon=True).start()
@@ -255,18 +255,18 @@ def wait_for(lines, prefix, seconds):
     return None
 
 
-def test_says_what_it_will_do_within_seconds(tmp_path):
-    p, lines = start(tmp_path, '--widths=32,64', '--steps=1')
+def test_says_what_it_will_do_within_seconds(tmp_path, data_dir):
+    p, lines = start(tmp_path, data_dir, '--widths=32,64', '--steps=1')
     plan = wait_for(lines, 'coord_check:', 10)
     assert plan and 'widths 32,64' in plan and '1 step,' in plan and 'on cpu' in plan, plan
     assert wait_for(lines, 'estimated', 60), "no time estimate"
     assert p.wait(timeout=300) == 0, p.stderr.read()
 
 
-def test_ctrl_c_keeps_the_finished_widths(tmp_path):
+def test_ctrl_c_keeps_the_finished_widths(tmp_path, data_dir):
     """SIGINT while the widest model trains: one line on stderr, no traceback, and the JSON of the widths that
     finished."""
-    p, lines = start(tmp_path, '--widths=32,64,512', '--steps=3')
+    p, lines = start(tmp_path, data_dir, '--widths=32,64,512', '--steps=3')
     assert wait_for(lines, 'width 64 mup-adamw: final loss', 300), "width 64 did not finish"
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=60) == 130
