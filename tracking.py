@@ -4,11 +4,21 @@ A run's metrics, where a researcher looks at them: TensorBoard event files (offl
 drawn from the run's log.csv. TensorBoard and wandb are imported only when asked for.
 
     tracker = Tracker(out_dir, config, tensorboard=True)
-    tracker.log(step, {'train/loss': 3.2, 'lr': 1e-3})
+    tracker.log(step, {'train/loss': 3.2, 'lr': 1e-3}); tracker.flush()
     draw_losses(log_csv, png, tokens_per_step)
 """
 import csv
+import importlib.util
 import os
+
+
+def require(tensorboard=False, wandb_log=False):
+    """The trackers asked for are installed, or one line that says what to install."""
+    if tensorboard and importlib.util.find_spec('tensorboard') is None:
+        raise SystemExit("error: --tensorboard=True needs the tensorboard package: pip install tensorboard")
+    if wandb_log and importlib.util.find_spec('wandb') is None:
+        raise SystemExit("error: --wandb_log=True needs the wandb package: pip install wandb "
+                         "(WANDB_MODE=offline runs with no network)")
 
 
 class Tracker:
@@ -17,18 +27,12 @@ class Tracker:
     def __init__(self, out_dir, config, tensorboard=False, tensorboard_dir='', wandb_log=False, wandb_project='',
                  wandb_run_name=''):
         self.tb = self.wandb = None
+        require(tensorboard or tensorboard_dir, wandb_log)
         if tensorboard or tensorboard_dir:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise SystemExit("error: --tensorboard=True needs the tensorboard package: pip install tensorboard") from None
+            from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(tensorboard_dir or os.path.join(out_dir, 'tensorboard'))
         if wandb_log:
-            try:
-                import wandb
-            except ImportError:
-                raise SystemExit("error: --wandb_log=True needs the wandb package: pip install wandb "
-                                 "(WANDB_MODE=offline runs with no network)") from None
+            import wandb
             self.wandb = wandb
             wandb.init(project=wandb_project, name=wandb_run_name or None, config=config, dir=out_dir)
 
@@ -36,9 +40,13 @@ class Tracker:
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, step)
-            self.tb.flush()
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
+
+    def flush(self):
+        """Make what was logged visible now (the caller's log line; TensorBoard writes by itself every 2 min)."""
+        if self.tb is not None:
+            self.tb.flush()
 
     def close(self):
         if self.tb is not None:

@@ -424,6 +424,7 @@ def write_log():
             log.writerow([it, f'{l:.5f}', f'{it_lr:.4e}', f'{gn:.4g}', *speed, '', ''])
             tracker.log(it, {'train/loss': l, 'lr': it_lr, 'grad_norm': gn})
         log_file.flush()
+        tracker.flush()
     recent, t_log = [], time.time()
 
 
@@ -441,6 +442,7 @@ try:
                 log.writerow([iter_num, '', '', '', '', '', '', f"{losses['train']:.5f}", f"{val_loss:.5f}"])
                 log_file.flush()
                 tracker.log(iter_num, {'eval/train_loss': losses['train'], 'eval/val_loss': val_loss})
+                tracker.flush()
                 if plot:
                     draw_losses(log_path, os.path.join(out_dir, 'loss.png'), tokens_per_iter,
                                 f"{parametrization}, width {width}, {dataset}, lr {learning_rate:.3g}")

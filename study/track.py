@@ -13,7 +13,7 @@ import shutil
 import training
 from study.grid import describe
 from study.run import warmup
-from tracking import Tracker
+from tracking import Tracker, require
 
 
 def tensorboard_dir(cfg):
@@ -22,17 +22,7 @@ def tensorboard_dir(cfg):
 
 def check(cfg):
     """The trackers asked for are installed, or one line that says what to install (before any run)."""
-    if (cfg['tensorboard'] or cfg['tensorboard_dir']):
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise SystemExit("error: --tensorboard=True needs the tensorboard package: pip install tensorboard") from None
-    if cfg['wandb_log']:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise SystemExit("error: --wandb_log=True needs the wandb package: pip install wandb "
-                             "(WANDB_MODE=offline runs with no network)") from None
+    require(cfg['tensorboard'] or cfg['tensorboard_dir'], cfg['wandb_log'])
 
 
 def track(cfg, row):
