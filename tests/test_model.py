@@ -3,7 +3,6 @@ numbers, causality, init loss, state, the Triton path against the PyTorch path, 
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import types
