@@ -143,6 +143,7 @@ def fla_delta_rule(q, k, v, g, beta, initial_state=None, output_final_state=Fals
         g = -A_log.float().exp() * F.softplus(g.float() + dt_bias)
     if use_qk_l2norm_in_kernel:
         q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
+    q, k = q.to(v.dtype), k.to(v.dtype)  # the kernel takes one dtype; CUDA autocast runs the norm in fp32
     if use_beta_sigmoid_in_kernel:
         beta = beta.float().sigmoid() * (2 if allow_neg_eigval else 1)
     flip = (lambda s: s.transpose(-1, -2)) if state_v_first else (lambda s: s)

@@ -702,6 +702,9 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
         raise ValueError(f"initial_state must be [B, H, K, V] = {(B, H, K, V)}; "
                          f"got {tuple(initial_state.shape)}")
     if backend == "triton":
+        if not q.dtype == k.dtype == v.dtype:
+            raise ValueError(f"the triton backend takes q, k and v in one dtype; got {q.dtype}, {k.dtype}, "
+                             f"{v.dtype}: cast them alike (autocast runs some norms in fp32)")
         if not HAS_TRITON:
             raise ValueError("backend='triton' needs the triton package; install it or use backend='torch'")
         if K % 16 or not 16 <= K <= 256 or V % 16 or not 16 <= V <= 512:

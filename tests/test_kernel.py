@@ -137,6 +137,8 @@ def test_bad_inputs_raise_clear_errors():
         q2, k2 = q[..., :24].contiguous(), k[..., :24].contiguous()
         with pytest.raises(ValueError, match="multiples of 16"):
             kernel.chunk_gated_delta_rule(q2, k2, v, g, beta, 1.0, backend="triton")
+        with pytest.raises(ValueError, match="one dtype"):
+            kernel.chunk_gated_delta_rule(q, k, v.bfloat16(), g, beta, 1.0, backend="triton")
         if os.environ.get("TRITON_INTERPRET") != "1":
             with pytest.raises(ValueError, match="needs CUDA tensors"):
                 kernel.chunk_gated_delta_rule(q, k, v, g, beta, 1.0, backend="triton")
