@@ -150,20 +150,14 @@ def depth_lr_exp(optimizer, rule):
 DEPTH_EPS_EXP = -1.0   # times alpha
 
 
-def check(param):
-    if param not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization={param!r}: choose from {', '.join(PARAMETRIZATIONS)}")
-    return param
+CHOICES = {'parametrization': PARAMETRIZATIONS, 'optimizer': OPTIMIZERS, 'depth_rule': DEPTH_ALPHA,
+           'weight_decay_rule': WEIGHT_DECAY_RULES}
 
-def check_depth_rule(rule):
-    if rule not in DEPTH_ALPHA:
-        raise ValueError(f"depth_rule={rule!r}: choose from {', '.join(DEPTH_ALPHA)}")
-    return rule
-
-def check_weight_decay_rule(rule):
-    if rule not in WEIGHT_DECAY_RULES:
-        raise ValueError(f"weight_decay_rule={rule!r}: choose from {', '.join(WEIGHT_DECAY_RULES)}")
-    return rule
+def check(key, value):
+    """value, if it is one of CHOICES[key]; else a ValueError that lists them."""
+    if value not in CHOICES[key]:
+        raise ValueError(f"{key}={value!r}: choose from {', '.join(CHOICES[key])}")
+    return value
 
 def init_std(c, group):
     """The init std of a group's matrices for config c (model.GDNConfig); None = the group's own init."""
@@ -217,7 +211,7 @@ def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=
 def groups_of(named_parameters, c, names, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
     """param_groups for any model: its (name, parameter) pairs, its shape c and its name map (NAMES)."""
     assert c.parametrization in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (c.parametrization, optimizer)
-    check_weight_decay_rule(weight_decay_rule)
+    check('weight_decay_rule', weight_decay_rule)
     groups = {}
     for name, p in named_parameters:
         if p.requires_grad:
@@ -286,19 +280,16 @@ if __name__ == '__main__':
     )
     configure(cfg)
     try:
-        check(cfg['parametrization']), check_depth_rule(cfg['depth_rule'])
-        check_weight_decay_rule(cfg['weight_decay_rule'])
-        if cfg['optimizer'] not in OPTIMIZERS:
-            raise ValueError(f"optimizer={cfg['optimizer']!r}: choose from {', '.join(OPTIMIZERS)}")
+        for key in ('parametrization', 'depth_rule', 'weight_decay_rule', 'optimizer'):
+            check(key, cfg[key])
     except ValueError as e:
         sys.exit(f"error: {e}")
-    a = SimpleNamespace(**cfg)
-    c = SimpleNamespace(**cfg, head_k=a.width // 8)
-    wd = 0.0 if a.optimizer == 'sgd' else a.weight_decay  # the paper's SGD runs use no weight decay
-    m, m_L = a.width / a.base_width, a.n_layer / a.base_depth
-    print(f"{a.parametrization}, {a.optimizer}, width {a.width} (m = {m:g}), depth {a.n_layer} (m_L = {m_L:g}), "
-          f"depth rule {a.depth_rule}, weight decay {wd:g} by rule {a.weight_decay_rule}; "
-          + ', '.join(f'{k} {getattr(a, k):g}' for k in BASE_HPARAMS) + ' at the base shape')
+    c = SimpleNamespace(**cfg, head_k=cfg['width'] // 8)
+    wd = 0.0 if c.optimizer == 'sgd' else c.weight_decay  # the paper's SGD runs use no weight decay
+    m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
+    print(f"{c.parametrization}, {c.optimizer}, width {c.width} (m = {m:g}), depth {c.n_layer} (m_L = {m_L:g}), "
+          f"depth rule {c.depth_rule}, weight decay {wd:g} by rule {c.weight_decay_rule}; "
+          + ', '.join(f'{k} {getattr(c, k):g}' for k in BASE_HPARAMS) + ' at the base shape')
     print(f"{'group':10s} {'parameters':52s} {'init std':>9s} {'LR mult':>8s} {'wd':>7s} {'eps mult':>8s}")
     for g, what in GROUPS.items():
         for branch in ([False] if g == 'embedding' else [True, False] if g == 'vector' else [True]):
@@ -306,8 +297,8 @@ if __name__ == '__main__':
             std = 'own' if std is None else f'{std:.5f}'
             name = g if branch or g == 'embedding' else 'final norm'
             what = what if branch or g == 'embedding' else 'the final RMSNorm gain (outside the blocks)'
-            print(f"{name:10s} {what:52s} {std:>9s} {lr_mult(c, a.optimizer, g, branch):8.4f} "
-                  f"{decay(c, a.optimizer, g, branch, wd, a.weight_decay_rule):7.4f} {eps_mult(c, branch):8.4f}")
+            print(f"{name:10s} {what:52s} {std:>9s} {lr_mult(c, c.optimizer, g, branch):8.4f} "
+                  f"{decay(c, c.optimizer, g, branch, wd, c.weight_decay_rule):7.4f} {eps_mult(c, branch):8.4f}")
     mult = multipliers(c)
     print(f"forward: logits x {mult['logits']:.4f}; readout scale {mult['readout']:.4f} "
           f"(SP: 1/sqrt(d_k) = {1 / math.sqrt(c.head_k):.4f}, d_k = {c.head_k}); residual branches x {mult['branch']:.4f}")

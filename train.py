@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import config_keys, configure
 from model import GDN, GDNConfig
-from mup import check_weight_decay_rule
+from mup import check
 from prepare_data import EMBEDDED
 from tracking import Tracker, draw_losses
 from training import (Batches, checkpoints, dataset_setup, device_setup, duration, evaluate, load_checkpoint,
@@ -122,7 +122,7 @@ if init_from not in ('scratch', 'resume'):
 if mup and parametrization == 'sp':
     fail("--mup=True and --parametrization=sp contradict each other: drop one")
 try:
-    check_weight_decay_rule(weight_decay_rule)
+    check('weight_decay_rule', weight_decay_rule)
     run = device_setup(device, dtype)
 except ValueError as e:
     fail(e)
