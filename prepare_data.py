@@ -15,12 +15,6 @@ is streamed and written in shards by prepare_fineweb.py; load_split reads either
 Everything here works offline: the GPT-2 tokenizer is built from the BPE files shipped in
 data/gpt2/, never downloaded. vocab_size in meta.json is the tokenizer's (50257 for GPT-2); train.py pads
 it for the model (50304).
-
-Python API, for train.py, sample.py and the tests:
-    get_tokenizer(name)                     'gpt2', or a prepared dataset's name: .encode(str), .decode(ids)
-    prepare(dataset, data_dir='data', ...)  prepare and return the output folder
-    ensure_prepared(dataset, data_dir='data')  the folder, preparing an embedded corpus if needed
-    load_split(dataset_dir, split)          the tokens of 'train' or 'val' as one sequence (any layout)
 """
 import bisect
 import functools
@@ -114,8 +108,7 @@ def get_tokenizer(name, data_dir='data'):
     if not os.path.exists(meta_path):
         raise ValueError(f"unknown tokenizer {name!r}: expected 'gpt2' or a prepared dataset "
                          f"({meta_path} not found)")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_meta(os.path.join(data_dir, name))
     if meta['tokenizer'] == 'gpt2':
         return gpt2_encoding()
     tok = CharTokenizer(meta['itos'])
@@ -415,11 +408,9 @@ def prepare(dataset='shakespeare', data_dir='data', input='', name='', tokenizer
         tokenizer = 'char' if dataset == 'gutenberg_char' else tokenizer
         out_dir = os.path.join(data_dir, name or ('gutenberg_char' if tokenizer == 'char' else 'gutenberg'))
         return prepare_gutenberg(out_dir, tokenizer, num_proc=num_proc or 0)
-    source = os.path.relpath(SHAKESPEARE, REPO)
-    if dataset == 'shakespeare':
-        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset), 'gpt2', source)
-    if dataset == 'shakespeare_char':
-        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset), 'char', source)
+    if dataset in ('shakespeare', 'shakespeare_char'):
+        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset),
+                            'char' if dataset == 'shakespeare_char' else 'gpt2', os.path.relpath(SHAKESPEARE, REPO))
     raise ValueError(f"unknown dataset {dataset!r}: choose from shakespeare, shakespeare_char, gutenberg, "
                      f"gutenberg_char, fineweb_edu, or give --input=PATH")
 
@@ -432,11 +423,9 @@ def read_meta(dataset_dir):
 
 def is_prepared(out_dir):
     """meta.json is written last, and names every file the preparation made."""
-    meta_path = os.path.join(out_dir, 'meta.json')
-    if not os.path.exists(meta_path):
+    if not os.path.exists(os.path.join(out_dir, 'meta.json')):
         return False
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_meta(out_dir)
     if meta.get('sharded'):
         files = [os.path.join('shards', f) for split in ('train', 'val') for f in meta['shards'][split]]
     else:
@@ -499,9 +488,7 @@ class TokenSplit:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("TokenSplit supports contiguous slices only, e.g. s[i:i + block_size]")
         start, stop, _ = index.indices(len(self))
-        return self._read(start, max(stop - start, 0))
-
-    def _read(self, start, length):
+        length = max(stop - start, 0)
         out = np.empty(length, dtype=np.uint16)
         k = bisect.bisect_right(self.starts, start) - 1  # the shard holding `start`
         done = 0
@@ -524,10 +511,8 @@ def load_split(dataset_dir, split):
     if os.path.exists(single):
         return TokenSplit([single])
     shard_dir = os.path.join(dataset_dir, 'shards')
-    meta_path = os.path.join(dataset_dir, 'meta.json')
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            shards = json.load(f).get('shards', {}).get(split, [])
+    if os.path.exists(os.path.join(dataset_dir, 'meta.json')):
+        shards = read_meta(dataset_dir).get('shards', {}).get(split, [])
     else:
         shards = sorted(f for f in os.listdir(shard_dir) if f.startswith(f'{split}_') and f.endswith('.bin')) \
             if os.path.isdir(shard_dir) else []
