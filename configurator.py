@@ -6,15 +6,14 @@ its meaning in a comment on its line, then hands them over:
     batch_size = 12              # sequences per micro-batch
     configure(globals())         # python train.py config/demo.py --batch_size=32
 
-Arguments apply in command-line order, later ones win: an argument without a leading `--` is a config file,
-Python run with the current values in scope, whose plain names must be existing keys (names starting with
-`_`, modules and functions are ignored); `--key=value` sets one key (the value may contain '='), a bare
-`--key` sets a True/False key to True. The keys are the names holding int, float, bool, str or None. Each
-keeps its default's type: an int passes for a float, an integral float such as 1e4 for an int, bools are
-True/False, a str key takes the text as written (a number in a config file becomes its text). `--help` lists
-every key with its default and the comment on the line that defines it. A mistake (unknown key, wrong type,
-missing file) ends the program with one line naming it and the closest valid keys, never a traceback;
-`apply_config` raises ConfigError instead, for callers that handle it.
+Arguments apply in command-line order, later ones win: an argument without a leading `--` is a config file, Python run
+with the current values in scope, whose plain names must be existing keys (names starting with `_`, modules and
+functions are ignored); `--key=value` sets one key (the value may contain '='), a bare `--key` sets a True/False key to
+True. The keys are the names holding int, float, bool, str or None. Each keeps its default's type: an int passes for a
+float, an integral float such as 1e4 for an int, bools are True/False, a str key takes the text as written (a number in
+a config file becomes its text). `--help` lists every key with its default and the comment on the line that defines it.
+A mistake (unknown key, wrong type, missing file) ends the program with one line naming it and the closest valid keys,
+never a traceback; `apply_config` raises ConfigError instead, for callers that handle it.
 """
 import ast
 import difflib

@@ -88,8 +88,7 @@ CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=32, 
 
 @triton.jit
 def _conv_xs(x_ptr, s_ptr, sxt, r, c, cm, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
-    """Rows r of xs = cat(state, x) at channels c (cm: those in range), fp32, 0 outside; pointers at the
-    batch row."""
+    """Rows r of xs = cat(state, x) at channels c (cm: those in range), fp32, 0 outside; pointers at the batch row."""
     u = r - (W - 1)  # the row of x
     ptr = x_ptr + (u.to(tl.int64) * sxt)[:, None] + c[None, :]
     ok = (u >= 0) & (u < T)
@@ -142,8 +141,7 @@ def _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, cy, cm, T, C, W: tl.co
 
 @triton.jit
 def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, c0, CE, G, CY, W: tl.constexpr,
-                     HAS_STATE: tl.constexpr, NORM: tl.constexpr, A: tl.constexpr, BT: tl.constexpr,
-                     BC: tl.constexpr):
+                     HAS_STATE: tl.constexpr, NORM: tl.constexpr, A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     """Programs over (row blocks, channel groups of G in the part [c0, CE), batch): y = silu(z) for one
     [BT, BC] tile into the part's [B, T, CY] output (at y_ptr, CY = CE - c0); NORM: each row of the tile
     L2-normalised (the group is a head)."""
@@ -164,12 +162,11 @@ def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, c0, CE, G, CY, 
 def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sxb, sxt, T, C, c0, CE, G, CY,
                     W: tl.constexpr, WP: tl.constexpr, HAS_STATE: tl.constexpr, NORM: tl.constexpr,
                     A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
-    """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy silu'(z)
-    into the buffer [B, T, C] in x's dtype (dy: the part's [B, T, CY] gradient at dy_ptr), and
-    dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its workspace row (the part's own
-    workspace, [programs, CE - c0, W]). The products dz[t] xs[t + j] are summed into a [WP, BT, BC] block over
-    the NT row blocks and reduced over its rows once, at the end: a reduction per tap and row block would
-    dominate the backward."""
+    """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy silu'(z) into the
+    buffer [B, T, C] in x's dtype (dy: the part's [B, T, CY] gradient at dy_ptr), and dw[c, j] = sum_t dz[t] xs[t + j]
+    over this program's rows into its workspace row (the part's own workspace, [programs, CE - c0, W]). The products
+    dz[t] xs[t + j] are summed into a [WP, BT, BC] block over the NT row blocks and reduced over its rows once, at the
+    end: a reduction per tap and row block would dominate the backward."""
     pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
     c, cm = _conv_channels(c0, CE, G, BC)
     sxb, sxt, CY = sxb * A, sxt * A, CY * A  # passed / A, as in the forward
@@ -188,16 +185,15 @@ def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sxb, sxt, T, C,
             dwacc += tl.where(jw[:, None, None] == j, (dz * xs)[None, :, :], 0.)
     dw = tl.sum(dwacc, 1)
     m = (jw < W)[:, None] & cm[None, :]
-    tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * (CE - c0) + (c - c0)[None, :]) * W + jw[:, None],
-             dw, mask=m)
+    tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * (CE - c0) + (c - c0)[None, :]) * W + jw[:, None], dw, mask=m)
 
 
 @triton.jit
 def _conv_dx_kernel(dz_ptr, w_ptr, dx_ptr, ds_ptr, T, C, W: tl.constexpr, SP: tl.constexpr,
                     HAS_STATE: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     """Programs over (row blocks, channel blocks, batch). x feeds the outputs W - 1 rows on, so
-    dx[u] = d xs[u + W - 1] = sum_k w[k] dz[u + W - 1 - k], and d state[r] = sum_k w[k] dz[r - k]
-    (r < W - 1), by the first row block."""
+    dx[u] = d xs[u + W - 1] = sum_k w[k] dz[u + W - 1 - k], and d state[r] = sum_k w[k] dz[r - k] (r < W - 1), by the
+    first row block."""
     b = tl.program_id(2).to(tl.int64)
     u = tl.program_id(0) * BT + tl.arange(0, BT)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -220,15 +216,13 @@ def _conv_dx_kernel(dz_ptr, w_ptr, dx_ptr, ds_ptr, T, C, W: tl.constexpr, SP: tl
                 ds += _conv_w(w_ptr, c, cm, k, W) * tl.load(dz_ptr + ((rs - k) * C)[:, None] + c[None, :],
                                                           mask=ms, other=0.).to(tl.float32)
             ms = (rs < W - 1)[:, None] & cm[None, :]
-            tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :],
-                     ds.to(ds_ptr.dtype.element_ty), mask=ms)
+            tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :], ds.to(ds_ptr.dtype.element_ty), mask=ms)
 
 
 def _conv_align(x, *rows):
-    """The largest power of two (up to 16 bytes) dividing x's batch and row strides and the row lengths
-    `rows`. The model's qkv rows can be 4.5 width + 2 n_head elements apart (3468 at width 768: 8-byte
-    aligned), and Triton, knowing only that such a stride is no multiple of 16, loads them one element at a
-    time."""
+    """The largest power of two (up to 16 bytes) dividing x's batch and row strides and the row lengths `rows`. The
+    model's qkv rows can be 4.5 width + 2 n_head elements apart (3468 at width 768: 8-byte aligned), and Triton, knowing
+    only that such a stride is no multiple of 16, loads them one element at a time."""
     a = 16 // x.element_size()
     while a > 1 and any(n % a for n in (x.stride(0), x.stride(1), *rows)):
         a //= 2
@@ -254,9 +248,8 @@ def _conv_launches(parts, n_norm, K, step):
 
 
 def _conv_fwd(x, weight, state, parts, n_norm, K):
-    """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, flat: for each part of the channels
-    (sizes `parts`) a contiguous [B, T, part], one after another; the channels before n_norm L2-normalised
-    in groups of K."""
+    """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, flat: for each part of the channels (sizes `parts`)
+    a contiguous [B, T, part], one after another; the channels before n_norm L2-normalised in groups of K."""
     x = x if x.stride(-1) == 1 else x.contiguous()
     B, T, C = x.shape
     W = weight.shape[1]

@@ -200,10 +200,9 @@ class GDN(nn.Module):
         return n - self.wte.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None, state=None, return_state=False):
-        """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a
-        sequence (conv inputs and delta-rule state). Returns (logits, loss) or, with return_state,
-        (logits, loss, state). With targets, the loss and no logits (fused_ops computes the loss without
-        them); without, the logits at every position."""
+        """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a sequence (conv
+        inputs and delta-rule state). Returns (logits, loss) or, with return_state, (logits, loss, state). With targets,
+        the loss and no logits (fused_ops computes the loss without them); without, the logits at every position."""
         x = self.wte(idx)
         new_state = []
         for i, block in enumerate(self.blocks):

@@ -78,11 +78,10 @@ INIT_EXP['mup_fixed_fanout'] = INIT_EXP['mup_nogdn'] = INIT_EXP['mup']
 LR_EXP = {
     'sp': {'adamw': dict.fromkeys(GROUPS, 0), 'sgd': dict.fromkeys(GROUPS, 0)},
     'mup': {
-        # Adam normalises each coordinate, so an update of size lr moves a fan-in-d matrix's output by
-        # lr*d: hidden and gate LRs scale 1/m; vector-like and embedding LRs stay (TP5, Table 3).
-        # Adam makes the GDN gate corrections unnecessary (paper §4). vector: m^0 (standard μP), not the
-        # authors' code's 1/m: the coordinate check shows the gains and conv taps stop learning with 1/m
-        # (docs/rules.md).
+        # Adam normalises each coordinate, so an update of size lr moves a fan-in-d matrix's output by lr*d: hidden and
+        # gate LRs scale 1/m; vector-like and embedding LRs stay (TP5, Table 3). Adam makes the GDN gate corrections
+        # unnecessary (paper §4). vector: m^0 (standard μP), not the authors' code's 1/m: the coordinate check shows the
+        # gains and conv taps stop learning with 1/m (docs/rules.md).
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding, vectors)
         # gradients are Θ(1/d) for Θ(1) params, so LR ∝ m (TP5, Table 3). gate, scalar: the paper's

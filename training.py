@@ -1,9 +1,8 @@
 """
-What every run shares, defined once here and called by train.py, the study's sweep runs and coord_check.py:
-where a run runs (device, precision, data), its memory and time, which tokens a batch holds, the learning-rate
-schedule, one optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a
-`python train.py` run with the same settings see the same batches, take the same steps and report the same
-loss (tests/test_study_run.py).
+What every run shares, defined once here and called by train.py, the study's sweep runs and coord_check.py: where a run
+runs (device, precision, data), its memory and time, which tokens a batch holds, the learning-rate schedule, one
+optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a `python train.py` run with the same
+settings see the same batches, take the same steps and report the same loss (tests/test_study_run.py).
 """
 import glob
 import math
@@ -240,10 +239,9 @@ def set_lr(optimizer, lr):
 
 
 def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullcontext(), scaler=None):
-    """One optimizer step on iteration `it`'s global batch (batches.accum micro-batches, each rank its
-    own under DDP): set the LRs, accumulate the gradients, clip their norm to grad_clip (0: no clipping),
-    step. Returns the batch's mean loss and the gradient norm before clipping, as device tensors (no sync
-    with the host, so the GPU runs ahead)."""
+    """One optimizer step on iteration `it`'s global batch (batches.accum micro-batches, each rank its own under DDP):
+    set the LRs, accumulate the gradients, clip their norm to grad_clip (0: no clipping), step. Returns the batch's mean
+    loss and the gradient norm before clipping, as device tensors (no sync with the host, so the GPU runs ahead)."""
     set_lr(optimizer, lr)
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     loss_sum = 0.0
