@@ -12,9 +12,8 @@ data/<name>/meta.json (tokenizer, vocab_size, token counts; for char-level data 
 meta.json is written last, so its presence means the preparation finished. FineWeb-Edu, the paper's data,
 is streamed and written in shards by prepare_fineweb.py; load_split reads either layout.
 
-Everything here works offline: the GPT-2 tokenizer is built from the BPE files shipped in
-data/gpt2/, never downloaded. vocab_size in meta.json is the tokenizer's (50257 for GPT-2); train.py pads
-it for the model (50304).
+Everything here works offline: the GPT-2 tokenizer is built from the BPE files shipped in data/gpt2/, never downloaded.
+vocab_size in meta.json is the tokenizer's (50257 for GPT-2); train.py pads it for the model (50304).
 """
 import bisect
 import functools
@@ -61,9 +60,8 @@ def _gpt2_byte_decoder():
 def gpt2_encoding():
     """tiktoken's 'gpt2' Encoding, built from data/gpt2/ (identical to the downloaded one, but offline).
 
-    In GPT-2's tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's
-    mergeable ranks; vocab.bpe (the merge list) is used to check that, which is what tiktoken's own
-    loader asserts too."""
+    In GPT-2's tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's mergeable ranks;
+    vocab.bpe (the merge list) is used to check that, which is what tiktoken's own loader asserts too."""
     import tiktoken
     byte_of = _gpt2_byte_decoder()
     with gzip.open(os.path.join(GPT2_FILES, 'encoder.json.gz'), 'rt', encoding='utf-8') as f:
@@ -120,11 +118,10 @@ def get_tokenizer(name, data_dir='data'):
 # text files -> train.bin, val.bin, meta.json
 
 def split_point(text, fraction=1 - VAL_FRACTION):
-    """Where to cut `text` into train and val: the line start nearest to fraction * len(text) whose
-    previous line ends in a visible character and which itself starts with one. GPT-2's pre-tokenizer
-    makes such a lone '\\n' its own piece, so the two halves tokenise exactly as the whole text does
-    (train + val token counts equal the whole text's). Falls back to the exact fraction if the text
-    has no such line boundary."""
+    """Where to cut `text` into train and val: the line start nearest to fraction * len(text) whose previous line ends
+    in a visible character and which itself starts with one. GPT-2's pre-tokenizer makes such a lone '\\n' its own
+    piece, so the two halves tokenise exactly as the whole text does (train + val token counts equal the whole text's).
+    Falls back to the exact fraction if the text has no such line boundary."""
     target = int(len(text) * fraction)
 
     def ok(i):  # i is the index just after a '\n'
@@ -139,7 +136,7 @@ def split_point(text, fraction=1 - VAL_FRACTION):
     return min(candidates, key=lambda i: abs(i - target)) if candidates else target
 
 
-def _atomic_write(path, data):
+def atomic_write(path, data):
     """Write bytes or str to a temporary name, then rename: a reader never sees half a file."""
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:
@@ -154,7 +151,7 @@ def to_uint16(ids):
 
 
 def write_meta(out_dir, meta):
-    _atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
+    atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
 
 
 MIN_TRAIN_BLOCK = 1024  # train.py's default block_size: a split needs block_size + 2 tokens to give one window
@@ -189,7 +186,7 @@ def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
     check_split_sizes(source or out_dir, {k: len(v) for k, v in ids.items()})
     os.makedirs(out_dir, exist_ok=True)
     for split, part in (('train', text[:cut]), ('val', text[cut:])):
-        _atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids[split]).tobytes())
+        atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids[split]).tobytes())
         meta[f'{split}_tokens'] = len(ids[split])
         meta[f'{split}_chars'] = len(part)
     write_meta(out_dir, meta)  # last: its presence marks a finished preparation
@@ -206,12 +203,11 @@ def read_shakespeare():
 # ----------------------------------------------------------------------------------------------------
 # gutenberg: 121 public-domain books in data/gutenberg/books.tar.xz (provenance: data/gutenberg/README.md)
 #
-# Each split holds whole books, in manifest order, each preceded by an end-of-text marker: [EOT] book0
-# [EOT] book1 ..., as in fineweb_edu. GPT-2 has <|endoftext|> for it; a char vocabulary has no special
-# tokens, so there the marker is CHAR_EOT, a control character no book contains, made part of the
-# alphabet (meta.json: eot_token, eot_char). Validation is a fixed set of whole books, not the tail of
-# one (the model would have trained on that book's first part), chosen from the manifest's byte counts so
-# that the BPE and the char datasets hold out the same books.
+# Each split holds whole books, in manifest order, each preceded by an end-of-text marker: [EOT] book0 [EOT] book1 ...,
+# as in fineweb_edu. GPT-2 has <|endoftext|> for it; a char vocabulary has no special tokens, so there the marker is
+# CHAR_EOT, a control character no book contains, made part of the alphabet (meta.json: eot_token, eot_char). Validation
+# is a fixed set of whole books, not the tail of one (the model would have trained on that book's first part), chosen
+# from the manifest's byte counts so that the BPE and the char datasets hold out the same books.
 
 CHAR_EOT = '\x04'  # ASCII "end of transmission"
 # Old illustration captions: "[Illustration]", "[Illustration: _A stern melancholy country._]" (some span
@@ -316,9 +312,8 @@ def _encode_book(item):
 
 
 def encode_books(texts, num_proc):
-    """[EOT] + GPT-2 tokens of each text, in order, in num_proc processes, longest text first (so that no
-    worker is left with a long book at the end); the progress bar counts characters, for its ETA, and
-    shows the tokens so far."""
+    """[EOT] + GPT-2 tokens of each text, in order, in num_proc processes, longest text first (so that no worker is left
+    with a long book at the end); the progress bar counts characters, for its ETA, and shows the tokens so far."""
     import contextlib
     import multiprocessing
     from tqdm import tqdm
@@ -363,7 +358,7 @@ def prepare_gutenberg(out_dir, tokenizer='gpt2', corpus_dir=None, val_fraction=G
     splits = {split: [k for k, f in enumerate(files) if (f in val_books) == (split == 'val')]
               for split in ('train', 'val')}  # book indices, in manifest order
     for split, members in splits.items():
-        _atomic_write(os.path.join(out_dir, f'{split}.bin'), b''.join(ids[k].tobytes() for k in members))
+        atomic_write(os.path.join(out_dir, f'{split}.bin'), b''.join(ids[k].tobytes() for k in members))
         meta[f'{split}_tokens'] = sum(len(ids[k]) for k in members)
         meta[f'{split}_chars'] = sum(len(texts[k]) for k in members)
     meta['val_choice'] = (f"whole books, in sha256(file name) order, while they fit in {val_fraction} "
@@ -466,13 +461,12 @@ def ensure_prepared(dataset, data_dir='data'):
 class TokenSplit:
     """The tokens of one split as one long sequence, whether stored in a single .bin file or in shards.
 
-    Shards are consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens,
-    mid-document), so a window may run across a shard boundary: the result is the same as if all the
-    shards were one file. Supports what training.Batches needs: len(s), the number of tokens, and s[i:j], an
-    np.uint16 array of tokens i..j-1 (contiguous slices only).
-    Each file is memory-mapped once, on first use. (nanoGPT reopens its memmap every batch against a
-    "leak"; that growth is the touched pages of the file counted in RSS: clean page cache the kernel
-    reclaims under pressure. Reopening per window costs ~10x the read itself.)
+    Shards are consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens, mid-document), so
+    a window may run across a shard boundary: the result is the same as if all the shards were one file. Supports what
+    training.Batches needs: len(s), the number of tokens, and s[i:j], an np.uint16 array of tokens i..j-1 (contiguous
+    slices only). Each file is memory-mapped once, on first use. (nanoGPT reopens its memmap every batch against a
+    "leak"; that growth is the touched pages of the file counted in RSS: clean page cache the kernel reclaims under
+    pressure. Reopening per window costs ~10x the read itself.)
     """
 
     def __init__(self, paths):

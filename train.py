@@ -7,10 +7,9 @@ Pre-train a Gated DeltaNet LM under standard parametrization or μP, on one devi
     python train.py config/paper_adamw.py --width=1024
     torchrun --standalone --nproc_per_node=8 train.py config/paper_adamw.py
 
-The settings are the globals below, then config files and --key=value in command-line order (configurator.py;
-`--help` lists them). A run owns its out_dir: a new run into a folder that holds another run stops, and
-says how to go on. Ctrl-C stops after the current step and saves it; a second Ctrl-C stops at once (the last
-checkpoint stays).
+The settings are the globals below, then config files and --key=value in command-line order (configurator.py; `--help`
+lists them). A run owns its out_dir: a new run into a folder that holds another run stops, and says how to go on. Ctrl-C
+stops after the current step and saves it; a second Ctrl-C stops at once (the last checkpoint stays).
 """
 import csv
 import json
@@ -28,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import config_keys, configure
 from model import GDN, GDNConfig
 from mup import check
-from prepare_data import EMBEDDED
+from prepare_data import EMBEDDED, atomic_write
 from tracking import Tracker, draw_losses
 from training import (Batches, checkpoints, dataset_setup, device_setup, duration, evaluate, load_checkpoint,
                       load_splits, lr_at, matmul_rate, memory_estimate_gb, pass_seconds, train_step)
@@ -297,9 +296,7 @@ def read_run():
 
 
 def write_run(info):
-    with open(run_path + '.tmp', 'w') as f:
-        json.dump(info, f, indent=1)
-    os.replace(run_path + '.tmp', run_path)
+    atomic_write(run_path, json.dumps(info, indent=1))
 
 
 if master and not eval_only:
