@@ -178,6 +178,18 @@ def _state_t(ptr, off, k0, c0, K: tl.constexpr, V: tl.constexpr, BK: tl.constexp
 
 
 @triton.jit
+def _ld(pm):
+    """The tile at one of the helpers' (pointers, mask) above: 0 where masked."""
+    return tl.load(pm[0], mask=pm[1], other=0.)
+
+
+@triton.jit
+def _st(pm, x):
+    """Store x, cast to the pointers' dtype, at one of the helpers' (pointers, mask) above."""
+    tl.store(pm[0], x.to(pm[0].dtype.element_ty), mask=pm[1])
+
+
+@triton.jit
 def _vec(ptr, b, h, t0, T, H: tl.constexpr):
     t = t0 + tl.arange(0, 64)
     return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.).to(tl.float32)
@@ -204,10 +216,8 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
     tl.store(G_ptr + bh * Tp + t0 + r, G)
     kk = tl.zeros([64, 64], dtype=tl.float32)
     for c0 in range(0, K, 64):
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
-        k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
-        kk += tl.dot(k, tl.load(p, mask=m, other=0.))
+        k = _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0))
+        kk += tl.dot(k, _ld(_rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)))
     L = beta[:, None] * _decay(G, G, r[:, None] > r[None, :]) * kk
     # Blocked inverse. The four 16 x 16 diagonal blocks D of L, as one [4, 16, 16] tensor, are inverted at once by
     # forward substitution: (I + D)^-1 = E_14^-1 ... E_0^-1 with E_j^-1 = I - d_j e_j^T (d_j: column j of each block
@@ -229,15 +239,11 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
     tl.store(A_ptr + (bh * Tp + t0 + r[:, None]) * 64 + r[None, :], A)
     bg = beta * tl.exp(G)
     for c0 in range(0, K, 64):
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
-        kb = tl.load(p, mask=m, other=0.).to(tl.float32) * bg[:, None]
-        p, m = _ws(W_ptr, bh, t0, Tp, K, 64, c0)
-        tl.store(p, tl.dot(A, kb).to(W_ptr.dtype.element_ty), mask=m)
+        kb = _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0)).to(tl.float32) * bg[:, None]
+        _st(_ws(W_ptr, bh, t0, Tp, K, 64, c0), tl.dot(A, kb))
     for c0 in range(0, V, 64):
-        p, m = _rows(v_ptr, b, h, t0, T, H, V, 64, c0)
-        vb = tl.load(p, mask=m, other=0.).to(tl.float32) * beta[:, None]
-        p, m = _ws(U_ptr, bh, t0, Tp, V, 64, c0)
-        tl.store(p, tl.dot(A, vb).to(U_ptr.dtype.element_ty), mask=m)
+        vb = _ld(_rows(v_ptr, b, h, t0, T, H, V, 64, c0)).to(tl.float32) * beta[:, None]
+        _st(_ws(U_ptr, bh, t0, Tp, V, 64, c0), tl.dot(A, vb))
 
 
 @triton.jit
@@ -252,8 +258,7 @@ def _given_state(ptr, bh, vb, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr
                  GIVEN: tl.constexpr):
     """A scan's starting [BK, BV] tile of a [K, V] state (h0 forward, dhT backward): given, or zeros."""
     if GIVEN:
-        p, m = _state(ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
-        x = tl.load(p, mask=m, other=0.)
+        x = _ld(_state(ptr, bh * K * V, 0, vb * BV, K, V, BK, BV))
     else:
         x = tl.zeros([BK, BV], dtype=tl.float32)
     return x
@@ -269,22 +274,16 @@ def _fwd_scan_kernel(k_ptr, G_ptr, W_ptr, U_ptr, h0_ptr, hT_ptr, Hs_ptr, Vn_ptr,
     Hst = _given_state(h0_ptr, bh, vb, K, V, BK, BV, HAS_H0)
     for n in range(N):
         t0 = n * 64
-        p, m = _state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
-        tl.store(p, Hst.to(Hs_ptr.dtype.element_ty), mask=m)
-        p, m = _ws(W_ptr, bh, t0, Tp, K, BK)
-        w = tl.load(p, mask=m, other=0.)
-        p, m = _ws(U_ptr, bh, t0, Tp, V, BV, vb * BV)
-        u = tl.load(p, mask=m, other=0.).to(tl.float32)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BK)
-        kT = tl.load(p, mask=m, other=0.)
+        _st(_state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV), Hst)
+        w = _ld(_ws(W_ptr, bh, t0, Tp, K, BK))
+        u = _ld(_ws(U_ptr, bh, t0, Tp, V, BV, vb * BV)).to(tl.float32)
+        kT = _ld(_rows_t(k_ptr, b, h, t0, T, H, K, BK))
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
         Vn = u - tl.dot(w, Hst.to(w.dtype))
-        p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)
-        tl.store(p, Vn.to(Vn_ptr.dtype.element_ty), mask=m)
+        _st(_ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV), Vn)
         Hst = tl.dot(kT, (Vn * tl.exp(GC - G)[:, None]).to(kT.dtype), acc=tl.exp(GC) * Hst)
-    hp, hm = _state(hT_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
-    tl.store(hp, Hst, mask=hm)
+    _st(_state(hT_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV), Hst)
 
 
 @triton.jit
@@ -299,19 +298,14 @@ def _fwd_out_kernel(q_ptr, k_ptr, G_ptr, Hs_ptr, Vn_ptr, o_ptr, scale, T, N, H: 
     qk = tl.zeros([64, 64], dtype=tl.float32)
     qh = tl.zeros([64, BV], dtype=tl.float32)
     for k0 in tl.static_range(0, K, BKC):
-        p, m = _rows(q_ptr, b, h, t0, T, H, K, BKC, k0)
-        q = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BKC, k0)
-        qk = tl.dot(q, tl.load(p, mask=m, other=0.), qk)
-        p, m = _state(Hs_ptr, (bh * N + n) * K * V, k0, vb * BV, K, V, BKC, BV)
-        qh = tl.dot(q, tl.load(p, mask=m, other=0.).to(q.dtype), qh)
-    p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)
-    vn = tl.load(p, mask=m, other=0.).to(tl.float32)
+        q = _ld(_rows(q_ptr, b, h, t0, T, H, K, BKC, k0))
+        qk = tl.dot(q, _ld(_rows_t(k_ptr, b, h, t0, T, H, K, BKC, k0)), qk)
+        qh = tl.dot(q, _ld(_state(Hs_ptr, (bh * N + n) * K * V, k0, vb * BV, K, V, BKC, BV)).to(q.dtype), qh)
+    vn = _ld(_ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)).to(tl.float32)
     G = tl.load(G_ptr + bh * Tp + t0 + r)
     M = _decay(G, G, r[:, None] >= r[None, :]) * qk
     o = scale * (tl.exp(G)[:, None] * qh + tl.dot(M, vn))
-    p, m = _rows(o_ptr, b, h, t0, T, H, V, BV, vb * BV)
-    tl.store(p, o.to(o_ptr.dtype.element_ty), mask=m)
+    _st(_rows(o_ptr, b, h, t0, T, H, V, BV, vb * BV), o)
 
 
 @triton.jit
@@ -323,16 +317,12 @@ def _bwd_local_kernel(q_ptr, k_ptr, do_ptr, G_ptr, dVn_ptr, scale, T, N, H: tl.c
     b, h = bh // H, bh % H
     Tp, t0 = N * 64, n * 64
     r = tl.arange(0, 64)
-    p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
-    k = tl.load(p, mask=m, other=0.)
-    p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
-    qT = tl.load(p, mask=m, other=0.)
-    p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)
-    do = tl.load(p, mask=m, other=0.).to(tl.float32)
+    k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BK))
+    qT = _ld(_rows_t(q_ptr, b, h, t0, T, H, K, BK))
+    do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)).to(tl.float32)
     G = tl.load(G_ptr + bh * Tp + t0 + r)
     Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, qT)  # M^T
-    p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV)
-    tl.store(p, (scale * tl.dot(Mt, do)).to(dVn_ptr.dtype.element_ty), mask=m)
+    _st(_ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV), scale * tl.dot(Mt, do))
 
 
 @triton.jit
@@ -349,25 +339,19 @@ def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_p
     for i in range(N):
         n = N - 1 - i
         t0 = n * 64
-        p, m = _state(dHs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV)
-        tl.store(p, dH.to(dHs_ptr.dtype.element_ty), mask=m)
-        p, m = _rows(k_ptr, b, h, t0, T, H, K, BK)
-        k = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BK)
-        qT = tl.load(p, mask=m, other=0.)
-        p, m = _ws_t(W_ptr, bh, t0, Tp, K, BK)
-        wT = tl.load(p, mask=m, other=0.)
-        p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)
-        do = tl.load(p, mask=m, other=0.)
+        _st(_state(dHs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV), dH)
+        k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BK))
+        qT = _ld(_rows_t(q_ptr, b, h, t0, T, H, K, BK))
+        wT = _ld(_ws_t(W_ptr, bh, t0, Tp, K, BK))
+        do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV))
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-        p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV)
-        dVn = tl.load(p, mask=m, other=0.).to(tl.float32) + tl.exp(GC - G)[:, None] * tl.dot(k, dH.to(k.dtype))
-        tl.store(p, dVn.to(dVn_ptr.dtype.element_ty), mask=m)
+        pm = _ws(dVn_ptr, bh, t0, Tp, V, BV, vb * BV)
+        dVn = _ld(pm).to(tl.float32) + tl.exp(GC - G)[:, None] * tl.dot(k, dH.to(k.dtype))
+        _st(pm, dVn)
         dH = tl.dot(qT, (do * (scale * tl.exp(G))[:, None]).to(qT.dtype), acc=tl.exp(GC) * dH)
         dH = tl.dot(wT, (-dVn).to(wT.dtype), acc=dH)  # accumulate in place: no extra tiles
-    hp, hm = _state(dh0_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)
-    tl.store(hp, dH, mask=hm)
+    _st(_state(dh0_ptr, bh * K * V, 0, vb * BV, K, V, BK, BV), dH)
 
 
 @triton.jit
@@ -388,18 +372,12 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
     dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
     dGC = 0.
     for c0 in range(0, V, BV):
-        p, m = _state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV)
-        HT = tl.load(p, mask=m, other=0.)  # [BV, BKS] = H^T
-        p, m = _state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV)
-        dHT = tl.load(p, mask=m, other=0.)
-        p, m = _rows(do_ptr, b, h, t0, T, H, V, BV, c0)
-        do = tl.load(p, mask=m, other=0.)
-        p, m = _rows_t(do_ptr, b, h, t0, T, H, V, BV, c0)
-        doT = tl.load(p, mask=m, other=0.)
-        p, m = _ws(Vn_ptr, bh, t0, Tp, V, BV, c0)
-        vn = tl.load(p, mask=m, other=0.)
-        p, m = _ws(dVn_ptr, bh, t0, Tp, V, BV, c0)
-        dvn = tl.load(p, mask=m, other=0.)
+        HT = _ld(_state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV))  # [BV, BKS] = H^T
+        dHT = _ld(_state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV))
+        do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, c0))
+        doT = _ld(_rows_t(do_ptr, b, h, t0, T, H, V, BV, c0))
+        vn = _ld(_ws(Vn_ptr, bh, t0, Tp, V, BV, c0))
+        dvn = _ld(_ws(dVn_ptr, bh, t0, Tp, V, BV, c0))
         dq += tl.dot(do, HT)              # products in the workspaces' dtype (exact for bf16 ones)
         dw += tl.dot(dvn, HT.to(dvn.dtype))
         dk += tl.dot(vn, dHT.to(vn.dtype))
@@ -407,14 +385,10 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
         dGC += tl.sum(tl.sum(HT.to(tl.float32) * dHT.to(tl.float32), 1), 0)
     G = tl.load(G_ptr + bh * Tp + t0 + r)
     GC = tl.load(G_ptr + bh * Tp + t0 + 63)
-    p, m = _rows(q_ptr, b, h, t0, T, H, K, BKS, k0)
-    q = tl.load(p, mask=m, other=0.)
-    p, m = _rows(k_ptr, b, h, t0, T, H, K, BKS, k0)
-    k = tl.load(p, mask=m, other=0.)
-    p, m = _rows_t(q_ptr, b, h, t0, T, H, K, BKS, k0)
-    qT = tl.load(p, mask=m, other=0.)
-    p, m = _rows_t(k_ptr, b, h, t0, T, H, K, BKS, k0)
-    kT = tl.load(p, mask=m, other=0.)
+    q = _ld(_rows(q_ptr, b, h, t0, T, H, K, BKS, k0))
+    k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BKS, k0))
+    qT = _ld(_rows_t(q_ptr, b, h, t0, T, H, K, BKS, k0))
+    kT = _ld(_rows_t(k_ptr, b, h, t0, T, H, K, BKS, k0))
     dq = dq * (scale * tl.exp(G))[:, None]   # through e^G Q H
     dk = dk * tl.exp(GC - G)[:, None]        # through e^{G_C - G} K
     sk = tl.sum(dk * k.to(tl.float32), 1)
@@ -435,24 +409,18 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
     Zc = Zt.to(k.dtype)
     dk += tl.dot(Zc, q)
     dq += tl.trans(tl.dot(kT, Zc))           # (Z K)^T computed, transposed for the store only
-    p, m = _rows(dq_ptr, b, h, t0, T, H, K, BKS, k0)
-    tl.store(p, dq.to(dq_ptr.dtype.element_ty), mask=m)
-    p, m = _ws(dkp_ptr, bh, t0, Tp, K, BKS, k0)
-    tl.store(p, dk.to(dkp_ptr.dtype.element_ty), mask=m)
-    p, m = _ws(dW_ptr, bh, t0, Tp, K, BKS, k0)
-    tl.store(p, (-dw).to(dW_ptr.dtype.element_ty), mask=m)
+    _st(_rows(dq_ptr, b, h, t0, T, H, K, BKS, k0), dq)
+    _st(_ws(dkp_ptr, bh, t0, Tp, K, BKS, k0), dk)
+    _st(_ws(dW_ptr, bh, t0, Tp, K, BKS, k0), -dw)
     tl.store(dG_ptr + (bh * tl.num_programs(0) + kb) * 2 * Tp + t0 + r, dG)
 
 
 @triton.jit
 def _k_and_dw(k_ptr, dW_ptr, b, h, bh, t0, T, Tp, H: tl.constexpr, K: tl.constexpr, c0):
     """The WY kernel's tiles at the K columns c0..c0 + 63: k, k^T and dW (fp32)."""
-    p, m = _rows(k_ptr, b, h, t0, T, H, K, 64, c0)
-    k = tl.load(p, mask=m, other=0.)
-    p, m = _rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)
-    kT = tl.load(p, mask=m, other=0.)
-    p, m = _ws(dW_ptr, bh, t0, Tp, K, 64, c0)
-    return k, kT, tl.load(p, mask=m, other=0.).to(tl.float32)
+    k = _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0))
+    kT = _ld(_rows_t(k_ptr, b, h, t0, T, H, K, 64, c0))
+    return k, kT, _ld(_ws(dW_ptr, bh, t0, Tp, K, 64, c0)).to(tl.float32)
 
 
 @triton.jit
@@ -478,15 +446,11 @@ def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_pt
     dbeta = tl.zeros([64], dtype=tl.float32)
     dA = tl.zeros([64, 64], dtype=tl.float32)
     for c0 in range(0, V, 64):
-        p, m = _ws(dVn_ptr, bh, t0, Tp, V, 64, c0)
-        dvn = tl.load(p, mask=m, other=0.).to(tl.float32)
-        p, m = _rows(v_ptr, b, h, t0, T, H, V, 64, c0)
-        v = tl.load(p, mask=m, other=0.).to(tl.float32)
-        p, m = _rows_t(v_ptr, b, h, t0, T, H, V, 64, c0)
-        vT = tl.load(p, mask=m, other=0.).to(tl.float32)
+        dvn = _ld(_ws(dVn_ptr, bh, t0, Tp, V, 64, c0)).to(tl.float32)
+        v = _ld(_rows(v_ptr, b, h, t0, T, H, V, 64, c0)).to(tl.float32)
+        vT = _ld(_rows_t(v_ptr, b, h, t0, T, H, V, 64, c0)).to(tl.float32)
         dvb = tl.dot(At, dvn)                      # grad of diag(beta) V
-        p, m = _rows(dv_ptr, b, h, t0, T, H, V, 64, c0)
-        tl.store(p, (beta[:, None] * dvb).to(dv_ptr.dtype.element_ty), mask=m)
+        _st(_rows(dv_ptr, b, h, t0, T, H, V, 64, c0), beta[:, None] * dvb)
         dbeta += tl.sum(dvb * v, 1)
         dA += tl.dot(dvn, vT * beta[None, :])
     bg = beta * eG
@@ -510,11 +474,9 @@ def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_pt
         dbeta += eG * s
         dG += bg * s
         Pc = P.to(k.dtype)
-        p, m = _ws(dkp_ptr, bh, t0, Tp, K, 64, c0)
-        dk = (tl.load(p, mask=m, other=0.).to(tl.float32) + bg[:, None] * dkb + tl.dot(Pc, k)
+        dk = (_ld(_ws(dkp_ptr, bh, t0, Tp, K, 64, c0)).to(tl.float32) + bg[:, None] * dkb + tl.dot(Pc, k)
               + tl.trans(tl.dot(kT, Pc)))          # (P^T K)^T computed, transposed for the store
-        p, m = _rows(dk_ptr, b, h, t0, T, H, K, 64, c0)
-        tl.store(p, dk.to(dk_ptr.dtype.element_ty), mask=m)
+        _st(_rows(dk_ptr, b, h, t0, T, H, K, 64, c0), dk)
     dg = tl.cumsum(dG, 0, reverse=True) + dgd
     t = t0 + r
     tl.store(dg_ptr + (b * T + t) * H + h, dg.to(dg_ptr.dtype.element_ty), mask=t < T)
@@ -542,8 +504,7 @@ def launch_config(K, V, fp32=False):
     # at K <= 128, where two are slower
     out = dict(BV=64, BKC=64 if K > 128 else max(64, _pow2(K)), num_warps=4)
     # state: K in blocks of BKS = 64, each block a program that reads dO, Vn and dVn again
-    return dict(prep=dict(num_warps=4, INV="tf32x3"), fwd=fwd, out=out, bwd=bwd,
-                local=dict(BV=64, num_warps=4),
+    return dict(prep=dict(num_warps=4, INV="tf32x3"), fwd=fwd, out=out, bwd=bwd, local=dict(BV=64, num_warps=4),
                 state=dict(BV=64, BKS=64, num_warps=4, num_stages=2), wy=dict(num_warps=4))
 
 
@@ -561,9 +522,8 @@ def _fwd(q, k, v, g, beta, scale, h0):
     hT = torch.empty(B, H, K, V, **f32)
     Hs, Vn = torch.empty(BH, N, K, V, **ws), torch.empty(BH, Tp, V, **ws)
     c = cfg["fwd"]
-    _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
-        k, G, W, U, hT if h0 is None else h0, hT, Hs, Vn, T, N, H, K, V, BK,
-        HAS_H0=h0 is not None, **c)
+    _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](k, G, W, U, hT if h0 is None else h0, hT, Hs, Vn, T, N, H, K, V, BK,
+                                                    HAS_H0=h0 is not None, **c)
     del U
     o = torch.empty_like(v)
     c = cfg["out"]
@@ -585,9 +545,8 @@ def _bwd(do, dhT, q, k, v, beta, G, A, W, Hs, Vn, scale, g_dtype):
     c = cfg["local"]
     _bwd_local_kernel[(triton.cdiv(V, c["BV"]), N, BH)](q, k, do, G, dVn, scale, T, N, H, K, V, BK, **c)
     c = cfg["bwd"]
-    _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](
-        q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs, dVn,
-        scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
+    _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
+                                                    dVn, scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
     dq = torch.empty_like(q)
     dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
     NKS = triton.cdiv(K, cfg["state"]["BKS"])  # the state kernel's K blocks
@@ -661,7 +620,7 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
     if g.shape != q.shape[:3] or beta.shape != q.shape[:3]:
         raise ValueError(f"expected g and beta of shape [B, T, H] = {tuple(q.shape[:3])}; got "
                          f"g {tuple(g.shape)}, beta {tuple(beta.shape)}")
-    (B, T, H, K), V = q.shape, v.shape[-1]
+    (B, _, H, K), V = q.shape, v.shape[-1]
     if initial_state is not None and initial_state.shape != (B, H, K, V):
         raise ValueError(f"initial_state must be [B, H, K, V] = {(B, H, K, V)}; got {tuple(initial_state.shape)}")
     if backend == "triton":
