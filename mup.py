@@ -1,10 +1,10 @@
 """
 Every scaling rule of the Maximal Update Parametrization (μP) for Gated DeltaNet, as data, in one file.
 
-The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers
-to put in the forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight
-decay per group), and how much each residual branch counts. `grep -n mup model.py train.py` shows the whole
-difference from standard parametrization (SP). fla_mup.apply() does the four to flash-linear-attention's model.
+The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers to put in the
+forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight decay per group), and how
+much each residual branch counts. `grep -n mup model.py train.py` shows the whole difference from standard
+parametrization (SP). fla_mup.apply() does the four to flash-linear-attention's model.
 
 Width. m = width / base_width; at m = m_L = 1 every combination is SP, parameter by parameter. Parametrizations:
   'sp'                standard parametrization: every matrix N(0, init_std²), one LR, readout 1/sqrt(d_k).
@@ -15,20 +15,15 @@ Width. m = width / base_width; at m = m_L = 1 every combination is SP, parameter
                       of fixed fan-out (n_head) and its biases: LR ∝ m^-1 and m^0 (see LR_EXP).
   'mup_nogdn'         "standard μP" without the GDN treatment of the gates: the paper's SGD ablation.
 
-Depth. m_L = n_layer / base_depth. Depth rules (DEPTH_ALPHA) scale each residual branch by m_L^-alpha and
-adjust the LR and Adam's epsilon of the parameters inside the branches; 'none' is width-only μP.
+Depth. m_L = n_layer / base_depth. Depth rules (DEPTH_ALPHA) scale each residual branch by m_L^-alpha and adjust the LR
+and Adam's epsilon of the parameters inside the branches; 'none' is width-only μP.
 
-Weight decay. PyTorch's AdamW decays by lr_group * weight_decay a step, so under μP the hidden matrices'
-decay timescale grows with width. WEIGHT_DECAY_RULES say how the decay of each group scales instead.
+Weight decay. PyTorch's AdamW decays by lr_group * weight_decay a step, so under μP the hidden matrices' decay timescale
+grows with width. WEIGHT_DECAY_RULES say how the decay of each group scales instead.
 
-Base hyper-parameters (μTransfer, Tensor Programs V §1) are the values AT THE BASE SHAPE: SP uses them as
-they are at every width, μP scales them by the rules below, so that their optimum stays put:
-  output_mult     the logits multiplier (μP: output_mult / m)
-  init_std        the init std of the matrices (μP: init_std / sqrt(m) for the hidden and gate matrices)
-  embed_lr_mult   the embedding's LR relative to the base LR (μP: times the embedding's LR rule)
-  gate_lr_mult    the LR of the gates and their scalars (W_alpha, W_beta, A_log, dt_bias) relative to the
-                  base LR (μP: times those groups' LR rules)
-At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
+Base hyper-parameters (BASE_HPARAMS, each described in model.GDNConfig; μTransfer, Tensor Programs V §1) are the values
+AT THE BASE SHAPE: SP uses them as they are at every width, μP scales them by the rules below (output_mult / m,
+init_std / sqrt(m), the LR rules), so that their optimum stays put. At their defaults the base model is GPT-2's SP.
 
     python mup.py --width=1024 --n_layer=32 --optimizer=sgd   # print every rule as numbers
 """

@@ -187,10 +187,9 @@ if master and dataset != TUNED_ON and not _assigned & set(BASE_KEYS):
           f"--tuned_out=config/tuned_{dataset}.py")
 
 # model
-model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k,
-                  head_v=head_v, parametrization=parametrization, base_width=base_width, depth_rule=depth_rule,
-                  base_depth=base_depth, output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult,
-                  gate_lr_mult=gate_lr_mult)
+model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k, head_v=head_v,
+                  parametrization=parametrization, base_width=base_width, depth_rule=depth_rule, base_depth=base_depth,
+                  output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult, gate_lr_mult=gate_lr_mult)
 try:
     model_config = GDNConfig(**model_args, kernel_backend=kernel_backend)
 except ValueError as e:  # an unknown parametrization, a width that is not positive, head dims that do not divide
