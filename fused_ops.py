@@ -51,8 +51,7 @@ def _conv_silu_torch(x, weight, state, parts, norm):
     """The PyTorch op: W shifted multiply-adds in fp32, summed in tap order (torch.compile fuses them, the SiLU
     and the cast into one kernel and the backward into few, where aten's depthwise conv takes one kernel and
     its backward two), then the norm of each part before channel n, in fp32 from the rounded y, cast back."""
-    B, T, C = x.shape
-    W = weight.size(1)
+    (B, T, C), W = x.shape, weight.size(1)
     if state is None:
         state = x.new_zeros(B, W - 1, C)
     xs = torch.cat([state.to(x.dtype), x], dim=1)  # [B, T + W - 1, C]
@@ -251,8 +250,7 @@ def _conv_fwd(x, weight, state, parts, n_norm, K):
     """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, flat: for each part of the channels (sizes `parts`)
     a contiguous [B, T, part], one after another; the channels before n_norm L2-normalised in groups of K."""
     x = x if x.stride(-1) == 1 else x.contiguous()
-    B, T, C = x.shape
-    W = weight.shape[1]
+    (B, T, C), W = x.shape, weight.shape[1]
     y = torch.empty(B * T * C, device=x.device, dtype=x.dtype)
     a = _conv_align(x, *parts)
     s, weight = x if state is None else state.contiguous(), weight.contiguous()
@@ -268,8 +266,7 @@ def _conv_bwd(dy, x, weight, state, parts, n_norm, K):
     as _conv_fwd's y."""
     x = x if x.stride(-1) == 1 else x.contiguous()
     dy = dy.contiguous()
-    B, T, C = x.shape
-    W, cx = weight.shape[1], CONV_CONFIG["dx"]
+    (B, T, C), W, cx = x.shape, weight.shape[1], CONV_CONFIG["dx"]
     weight = weight.contiguous()
     dz = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
     dw = torch.empty(C, W, device=x.device, dtype=torch.float32)
@@ -325,8 +322,7 @@ _conv_fwd_op.register_autograd(_conv_backward, setup_context=_conv_setup)
 def _conv_silu_triton(x, weight, state, parts, norm):
     """The Triton op: its parts are contiguous, in one allocation (the delta rule takes q, k, v without a
     copy); the new state is formed without concatenating all of x."""
-    B, T, C = x.shape
-    W = weight.size(1)
+    (B, T, C), W = x.shape, weight.size(1)
     state = None if state is None or W == 1 else state.to(x.dtype)
     y = _conv_fwd_op(x, weight, state, parts, *norm)
     y = tuple(p.view(B, T, -1) for p in y.split([B * T * n for n in parts]))

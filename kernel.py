@@ -74,8 +74,7 @@ def recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, outp
 
 def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
     """The chunked algorithm in PyTorch: fp32 math (fp64 if given fp64), autograd backward."""
-    B, T, Hh, K = q.shape
-    V, C = v.shape[-1], CHUNK
+    (B, T, Hh, K), V, C = q.shape, v.shape[-1], CHUNK
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
     out_dtype = v.dtype
     N = (T + C - 1) // C
@@ -247,13 +246,6 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
 
 
 @triton.jit
-def _scan_program(H: tl.constexpr):
-    """A scan program's (V block, b * H + h, b, h): the scans run over (V blocks, batch x heads)."""
-    vb, bh = tl.program_id(0), tl.program_id(1)
-    return vb, bh, bh // H, bh % H
-
-
-@triton.jit
 def _given_state(ptr, bh, vb, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  GIVEN: tl.constexpr):
     """A scan's starting [BK, BV] tile of a [K, V] state (h0 forward, dhT backward): given, or zeros."""
@@ -269,7 +261,8 @@ def _fwd_scan_kernel(k_ptr, G_ptr, W_ptr, U_ptr, h0_ptr, hT_ptr, Hs_ptr, Vn_ptr,
                      V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr):
     """Forward step 2, sequential over chunks, parallel over (V block, b, h): store H (the state
     entering the chunk), Vn = U - W H (stored), H <- e^{G_C} H + (diag(e^{G_C - G}) K)^T Vn."""
-    vb, bh, b, h = _scan_program(H)
+    vb, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
     Tp, r = N * 64, tl.arange(0, 64)
     Hst = _given_state(h0_ptr, bh, vb, K, V, BK, BV, HAS_H0)
     for n in range(N):
@@ -333,7 +326,8 @@ def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_p
     dH, the grad of the state leaving the chunk (stored per chunk);
     dVn += diag(e^{G_C-G}) K dH (completing step 1's part, stored),
     dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - W^T dVn."""
-    vb, bh, b, h = _scan_program(H)
+    vb, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
     Tp, r = N * 64, tl.arange(0, 64)
     dH = _given_state(dhT_ptr, bh, vb, K, V, BK, BV, HAS_DHT)
     for i in range(N):

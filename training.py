@@ -232,17 +232,12 @@ class Batches:
         self.prefetched = ((split, it, micro), self.get(split, it, micro))
 
 
-def set_lr(optimizer, lr):
-    """mup.py's per-group multipliers on top of the schedule's LR."""
-    for group in optimizer.param_groups:
-        group['lr'] = lr * group['lr_mult']
-
-
 def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullcontext(), scaler=None):
     """One optimizer step on iteration `it`'s global batch (batches.accum micro-batches, each rank its own under DDP):
     set the LRs, accumulate the gradients, clip their norm to grad_clip (0: no clipping), step. Returns the batch's mean
     loss and the gradient norm before clipping, as device tensors (no sync with the host, so the GPU runs ahead)."""
-    set_lr(optimizer, lr)
+    for group in optimizer.param_groups:  # mup.py's per-group multipliers on top of the schedule's LR
+        group['lr'] = lr * group['lr_mult']
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     loss_sum = 0.0
     for micro in range(batches.accum):
