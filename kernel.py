@@ -20,9 +20,8 @@ Backward, given dO and dH1, the grad of the state leaving a chunk (Triton kernel
   * [scan] in reverse over chunks, the only sequential step: dVn += diag(e^{G_C - G}) K dH1 and
     dH0 = e^{G_C} dH1 + scale (diag(e^G) Q)^T dO - W^T dVn; each chunk's dH1 is stored;
   * [state] through the chunk's states (the forward stores each H0) and M, with dM = scale dO Vn^T:
-    dq = scale diag(e^G) dO H0^T + (dM o Gam) K (final), dW = -dVn H0^T,
-    dk = diag(e^{G_C - G}) Vn dH1^T + (dM o Gam)^T Q (partial: [wy] adds the rest), and dG, the
-    grad of G, through e^G Q H0 and e^{G_C} H0;
+    dq = scale diag(e^G) dO H0^T + (dM o Gam) K (final), dW = -dVn H0^T, dk = diag(e^{G_C - G}) Vn dH1^T
+    + (dM o Gam)^T Q (partial: [wy] adds the rest), and dG, the grad of G, through e^G Q H0 and e^{G_C} H0;
   * [wy] through W, U (dU = dVn) and A: dA = dW (diag(b e^G) K)^T + dU (diag(b) V)^T,
     dv = diag(b) A^T dU, d(diag(b e^G) K) = A^T dW, and since d(X^-1) = -X^-1 dX X^-1,
     dL = -A^T dA A^T (strictly lower) for L = StrictTril(diag(b) (Gam o K K^T)); from dL the rest of dk, dbeta and dG.
@@ -68,8 +67,7 @@ def recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, outp
         pred = torch.einsum("bhk,bhkv->bhv", kt, h)                   # H^T k
         h = h + torch.einsum("bhk,bhv->bhkv", kt, b * (vt - pred))    # delta-rule write
         out.append(scale * torch.einsum("bhk,bhkv->bhv", qt, h))
-    o = torch.stack(out, 1).to(v.dtype)
-    return o, (h if output_final_state else None)
+    return torch.stack(out, 1).to(v.dtype), (h if output_final_state else None)
 
 
 def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state):
@@ -131,49 +129,32 @@ def _torch_chunk_gdr(q, k, v, g, beta, scale, initial_state, output_final_state)
 
 
 @triton.jit
-def _rows(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
-    """Pointers and mask of a [64, BD] tile of a [B, T, H, D] tensor (rows t0.., cols c0..)."""
-    t = t0 + tl.arange(0, 64)
-    c = c0 + tl.arange(0, BD)
-    return (ptr + ((b * T + t[:, None]) * H + h) * D + c[None, :], (t[:, None] < T) & (c[None, :] < D))
+def _grid(r, c, TR: tl.constexpr):
+    """A tile's row indices r as a column and column indices c as a row; TR: the other way, for its transpose."""
+    return (r[None, :], c[:, None]) if TR else (r[:, None], c[None, :])
 
 
 @triton.jit
-def _rows_t(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0):
-    """The same tile transposed ([BD, 64]), addressed directly."""
-    t = t0 + tl.arange(0, 64)
-    c = c0 + tl.arange(0, BD)
-    return (ptr + ((b * T + t[None, :]) * H + h) * D + c[:, None], (t[None, :] < T) & (c[:, None] < D))
+def _rows(ptr, b, h, t0, T, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, c0=0, TR: tl.constexpr = False):
+    """Pointers and mask of a [64, BD] tile of a [B, T, H, D] tensor (rows t0.., cols c0..); TR: of the same tile
+    transposed ([BD, 64]), addressed directly."""
+    t, c = _grid(t0 + tl.arange(0, 64), c0 + tl.arange(0, BD), TR)
+    return ptr + ((b * T + t) * H + h) * D + c, (t < T) & (c < D)
 
 
 @triton.jit
-def _ws(ptr, bh, t0, Tp, D: tl.constexpr, BD: tl.constexpr, c0=0):
-    """A [64, BD] tile of a [B*H, Tp, D] workspace."""
-    t = bh * Tp + t0 + tl.arange(0, 64)
-    c = c0 + tl.arange(0, BD)
-    return ptr + t[:, None] * D + c[None, :], (c[None, :] < D) & (t[:, None] >= 0)
+def _ws(ptr, bh, t0, Tp, D: tl.constexpr, BD: tl.constexpr, c0=0, TR: tl.constexpr = False):
+    """A [64, BD] tile of a [B*H, Tp, D] workspace (TR: transposed, [BD, 64])."""
+    t, c = _grid(bh * Tp + t0 + tl.arange(0, 64), c0 + tl.arange(0, BD), TR)
+    return ptr + t * D + c, (c < D) & (t >= 0)
 
 
 @triton.jit
-def _ws_t(ptr, bh, t0, Tp, D: tl.constexpr, BD: tl.constexpr, c0=0):
-    """The same tile transposed ([BD, 64])."""
-    t = bh * Tp + t0 + tl.arange(0, 64)
-    c = c0 + tl.arange(0, BD)
-    return ptr + t[None, :] * D + c[:, None], (c[:, None] < D) & (t[None, :] >= 0)
-
-
-@triton.jit
-def _state(ptr, off, k0, c0, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    """A [BK, BV] tile of the [K, V] state at ptr + off."""
-    ck, cv = k0 + tl.arange(0, BK), c0 + tl.arange(0, BV)
-    return ptr + off + ck[:, None] * V + cv[None, :], (ck[:, None] < K) & (cv[None, :] < V)
-
-
-@triton.jit
-def _state_t(ptr, off, k0, c0, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    """The same tile transposed ([BV, BK])."""
-    ck, cv = k0 + tl.arange(0, BK), c0 + tl.arange(0, BV)
-    return ptr + off + ck[None, :] * V + cv[:, None], (ck[None, :] < K) & (cv[:, None] < V)
+def _state(ptr, off, k0, c0, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+           TR: tl.constexpr = False):
+    """A [BK, BV] tile of the [K, V] state at ptr + off (TR: transposed, [BV, BK])."""
+    ck, cv = _grid(k0 + tl.arange(0, BK), c0 + tl.arange(0, BV), TR)
+    return ptr + off + ck * V + cv, (ck < K) & (cv < V)
 
 
 @triton.jit
@@ -216,7 +197,7 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
     kk = tl.zeros([64, 64], dtype=tl.float32)
     for c0 in range(0, K, 64):
         k = _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0))
-        kk += tl.dot(k, _ld(_rows_t(k_ptr, b, h, t0, T, H, K, 64, c0)))
+        kk += tl.dot(k, _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0, TR=True)))
     L = beta[:, None] * _decay(G, G, r[:, None] > r[None, :]) * kk
     # Blocked inverse. The four 16 x 16 diagonal blocks D of L, as one [4, 16, 16] tensor, are inverted at once by
     # forward substitution: (I + D)^-1 = E_14^-1 ... E_0^-1 with E_j^-1 = I - d_j e_j^T (d_j: column j of each block
@@ -270,7 +251,7 @@ def _fwd_scan_kernel(k_ptr, G_ptr, W_ptr, U_ptr, h0_ptr, hT_ptr, Hs_ptr, Vn_ptr,
         _st(_state(Hs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV), Hst)
         w = _ld(_ws(W_ptr, bh, t0, Tp, K, BK))
         u = _ld(_ws(U_ptr, bh, t0, Tp, V, BV, vb * BV)).to(tl.float32)
-        kT = _ld(_rows_t(k_ptr, b, h, t0, T, H, K, BK))
+        kT = _ld(_rows(k_ptr, b, h, t0, T, H, K, BK, TR=True))
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
         Vn = u - tl.dot(w, Hst.to(w.dtype))
@@ -292,7 +273,7 @@ def _fwd_out_kernel(q_ptr, k_ptr, G_ptr, Hs_ptr, Vn_ptr, o_ptr, scale, T, N, H: 
     qh = tl.zeros([64, BV], dtype=tl.float32)
     for k0 in tl.static_range(0, K, BKC):
         q = _ld(_rows(q_ptr, b, h, t0, T, H, K, BKC, k0))
-        qk = tl.dot(q, _ld(_rows_t(k_ptr, b, h, t0, T, H, K, BKC, k0)), qk)
+        qk = tl.dot(q, _ld(_rows(k_ptr, b, h, t0, T, H, K, BKC, k0, TR=True)), qk)
         qh = tl.dot(q, _ld(_state(Hs_ptr, (bh * N + n) * K * V, k0, vb * BV, K, V, BKC, BV)).to(q.dtype), qh)
     vn = _ld(_ws(Vn_ptr, bh, t0, Tp, V, BV, vb * BV)).to(tl.float32)
     G = tl.load(G_ptr + bh * Tp + t0 + r)
@@ -311,7 +292,7 @@ def _bwd_local_kernel(q_ptr, k_ptr, do_ptr, G_ptr, dVn_ptr, scale, T, N, H: tl.c
     Tp, t0 = N * 64, n * 64
     r = tl.arange(0, 64)
     k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BK))
-    qT = _ld(_rows_t(q_ptr, b, h, t0, T, H, K, BK))
+    qT = _ld(_rows(q_ptr, b, h, t0, T, H, K, BK, TR=True))
     do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)).to(tl.float32)
     G = tl.load(G_ptr + bh * Tp + t0 + r)
     Mt = _decay(-G, -G, r[:, None] <= r[None, :]) * tl.dot(k, qT)  # M^T
@@ -322,9 +303,8 @@ def _bwd_local_kernel(q_ptr, k_ptr, do_ptr, G_ptr, dVn_ptr, scale, T, N, H: tl.c
 def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_ptr, dVn_ptr,
                      scale, T, N, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                      BK: tl.constexpr, BV: tl.constexpr, HAS_DHT: tl.constexpr):
-    """Backward step 2, sequential over chunks in reverse, parallel over (V block, b, h): carry
-    dH, the grad of the state leaving the chunk (stored per chunk);
-    dVn += diag(e^{G_C-G}) K dH (completing step 1's part, stored),
+    """Backward step 2, sequential over chunks in reverse, parallel over (V block, b, h): carry dH, the grad of the
+    state leaving the chunk (stored per chunk); dVn += diag(e^{G_C-G}) K dH (completing step 1's part, stored),
     dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - W^T dVn."""
     vb, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
@@ -335,8 +315,8 @@ def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_p
         t0 = n * 64
         _st(_state(dHs_ptr, (bh * N + n) * K * V, 0, vb * BV, K, V, BK, BV), dH)
         k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BK))
-        qT = _ld(_rows_t(q_ptr, b, h, t0, T, H, K, BK))
-        wT = _ld(_ws_t(W_ptr, bh, t0, Tp, K, BK))
+        qT = _ld(_rows(q_ptr, b, h, t0, T, H, K, BK, TR=True))
+        wT = _ld(_ws(W_ptr, bh, t0, Tp, K, BK, TR=True))
         do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV))
         G = tl.load(G_ptr + bh * Tp + t0 + r)
         GC = tl.load(G_ptr + bh * Tp + t0 + 63)
@@ -366,10 +346,10 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
     dMt = tl.zeros([64, 64], dtype=tl.float32)  # Vn dO^T = (dO Vn^T)^T
     dGC = 0.
     for c0 in range(0, V, BV):
-        HT = _ld(_state_t(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV))  # [BV, BKS] = H^T
-        dHT = _ld(_state_t(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV))
+        HT = _ld(_state(Hs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV, TR=True))  # [BV, BKS] = H^T
+        dHT = _ld(_state(dHs_ptr, (bh * N + n) * K * V, k0, c0, K, V, BKS, BV, TR=True))
         do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, c0))
-        doT = _ld(_rows_t(do_ptr, b, h, t0, T, H, V, BV, c0))
+        doT = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, c0, TR=True))
         vn = _ld(_ws(Vn_ptr, bh, t0, Tp, V, BV, c0))
         dvn = _ld(_ws(dVn_ptr, bh, t0, Tp, V, BV, c0))
         dq += tl.dot(do, HT)              # products in the workspaces' dtype (exact for bf16 ones)
@@ -381,8 +361,8 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
     GC = tl.load(G_ptr + bh * Tp + t0 + 63)
     q = _ld(_rows(q_ptr, b, h, t0, T, H, K, BKS, k0))
     k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BKS, k0))
-    qT = _ld(_rows_t(q_ptr, b, h, t0, T, H, K, BKS, k0))
-    kT = _ld(_rows_t(k_ptr, b, h, t0, T, H, K, BKS, k0))
+    qT = _ld(_rows(q_ptr, b, h, t0, T, H, K, BKS, k0, TR=True))
+    kT = _ld(_rows(k_ptr, b, h, t0, T, H, K, BKS, k0, TR=True))
     dq = dq * (scale * tl.exp(G))[:, None]   # through e^G Q H
     dk = dk * tl.exp(GC - G)[:, None]        # through e^{G_C - G} K
     sk = tl.sum(dk * k.to(tl.float32), 1)
@@ -413,7 +393,7 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
 def _k_and_dw(k_ptr, dW_ptr, b, h, bh, t0, T, Tp, H: tl.constexpr, K: tl.constexpr, c0):
     """The WY kernel's tiles at the K columns c0..c0 + 63: k, k^T and dW (fp32)."""
     k = _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0))
-    kT = _ld(_rows_t(k_ptr, b, h, t0, T, H, K, 64, c0))
+    kT = _ld(_rows(k_ptr, b, h, t0, T, H, K, 64, c0, TR=True))
     return k, kT, _ld(_ws(dW_ptr, bh, t0, Tp, K, 64, c0)).to(tl.float32)
 
 
@@ -442,7 +422,7 @@ def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_pt
     for c0 in range(0, V, 64):
         dvn = _ld(_ws(dVn_ptr, bh, t0, Tp, V, 64, c0)).to(tl.float32)
         v = _ld(_rows(v_ptr, b, h, t0, T, H, V, 64, c0)).to(tl.float32)
-        vT = _ld(_rows_t(v_ptr, b, h, t0, T, H, V, 64, c0)).to(tl.float32)
+        vT = _ld(_rows(v_ptr, b, h, t0, T, H, V, 64, c0, TR=True)).to(tl.float32)
         dvb = tl.dot(At, dvn)                      # grad of diag(beta) V
         _st(_rows(dv_ptr, b, h, t0, T, H, V, 64, c0), beta[:, None] * dvb)
         dbeta += tl.sum(dvb * v, 1)
