@@ -99,8 +99,7 @@ def _apply_file(path, config, keys, verbose):
             print(f"  {k} = {v!r}")
         config[k] = v
     # the keys the file names (assigns), whatever their values: what apply_config reports as set
-    tree = ast.parse(source)
-    return {t.id for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+    return {t.id for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
             for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
             if isinstance(t, ast.Name) and t.id in keys}
 
@@ -130,9 +129,9 @@ def meanings(path):
 
 def _print_help(config, source):
     keys = config_keys(config)  # in definition order
-    about = meanings(source) if source else {}
-    print(f"Settings of {os.path.basename(source) if source else 'this script'} (override with --key=value, or "
-          "name a config file; later arguments win):")
+    about = meanings(source)
+    print(f"Settings of {os.path.basename(source)} (override with --key=value, or name a config file; later "
+          "arguments win):")
     width = max((len(k) for k in keys), default=0)
     vwidth = min(max((len(repr(config[k])) for k in keys), default=0), 24)
     for k in keys:
@@ -169,11 +168,10 @@ def apply_config(args, config, verbose=True, source=None):
     return assigned
 
 
-def configure(config, args=None, source=None):
+def configure(config, args=None):
     """apply_config on sys.argv[1:] (or `args`) for a script: a user mistake exits with its one line. Returns
     the keys that were set. `config` is a dict, or a script's globals()."""
     try:
-        return apply_config(sys.argv[1:] if args is None else args, config,
-                            source=source or inspect.stack()[1].filename)
+        return apply_config(sys.argv[1:] if args is None else args, config, source=inspect.stack()[1].filename)
     except ConfigError as e:
         sys.exit(f"error: {e}")

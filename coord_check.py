@@ -481,7 +481,7 @@ def interrupted(what):
 def main(argv=None):
     from configurator import configure
     cfg = dict(DEFAULTS)
-    configure(cfg, sys.argv[1:] if argv is None else argv)
+    configure(cfg, argv)
     try:
         res = coord_check(cfg)
     except ValueError as e:
