@@ -342,9 +342,8 @@ def conv_silu(x, weight, state=None, parts=None, norm=(0, 1), backend=''):
     if sum(parts) != C or norm[0] % norm[1] or norm[0] not in [0] + ends:
         raise ValueError(f"parts {parts} must sum to C = {C}, and norm {tuple(norm)} = (n, K) have n a "
                          f"multiple of K at a part's end")
-    if _use_triton(backend, x):
-        return _conv_silu_triton(x, weight, state, parts, norm)
-    return _conv_silu_torch(x, weight, state, parts, norm)
+    op = _conv_silu_triton if _use_triton(backend, x) else _conv_silu_torch
+    return op(x, weight, state, parts, norm)
 
 
 # ---- op 2: the tied head's linear cross-entropy ------------------------------------------------------------

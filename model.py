@@ -69,8 +69,7 @@ class GDNConfig:
             raise ValueError(f"width={self.width}: the head dims d_k = width/8 and d_v = width/4 must be "
                              "whole numbers; use a multiple of 8 (of 128 for the Triton kernel, which needs "
                              "head dims that are multiples of 16), or set head_k/head_v explicitly")
-        self.head_k = self.head_k or self.width // 8
-        self.head_v = self.head_v or self.width // 4
+        self.head_k, self.head_v = self.head_k or self.width // 8, self.head_v or self.width // 4
 
     @property
     def mlp_hidden(self):

@@ -451,8 +451,7 @@ def ensure_prepared(dataset, data_dir='data'):
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing).{hint} Prepared in "
                      f"{data_dir}: {', '.join(prepared) or 'none'}; shipped with the repo (prepared on first use): "
-                     f"{', '.join(EMBEDDED)}. "
-                     f"To prepare it, run:\n    {cmd}")
+                     f"{', '.join(EMBEDDED)}. To prepare it, run:\n    {cmd}")
 
 
 # ----------------------------------------------------------------------------------------------------

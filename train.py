@@ -298,12 +298,25 @@ def write_run(info):
     atomic_write(run_path, json.dumps(info, indent=1))
 
 
+# per-step CSV log: a row per step (loss, lr; speed on log steps) and per evaluation (train_loss, val_loss).
+# On resume the rows after the checkpoint's step go (they are trained again), so each step has one row
+LOG_COLUMNS = ['iter', 'loss', 'lr', 'grad_norm', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss']
 if master and not eval_only:
     os.makedirs(out_dir, exist_ok=True)
     tracker = Tracker(out_dir, config, tensorboard, '', wandb_log, wandb_project, wandb_run_name)
     run_info = read_run() if init_from == 'resume' else {'run_id': uuid.uuid4().hex, 'checkpoints': []}
     run_info.update(config=config)
     write_run(run_info)
+    log_path = os.path.join(out_dir, 'log.csv')
+    kept = []
+    if init_from == 'resume' and os.path.exists(log_path):
+        with open(log_path, newline='') as f:
+            kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
+    with open(log_path + '.tmp', 'w', newline='') as f:
+        csv.writer(f).writerows([LOG_COLUMNS] + kept)
+    os.replace(log_path + '.tmp', log_path)
+    log_file = open(log_path, 'a', newline='')
+    log = csv.writer(log_file)
 
 
 def save_checkpoint():
@@ -335,21 +348,6 @@ def stop_non_finite(value):
     fail(f"loss is {value} at iter {iter_num}: training stopped. The last good checkpoint is {last_checkpoint()}. "
          "Lower learning_rate (or raise warmup_iters, or set grad_clip) and resume with --init_from=resume.")
 
-
-# per-step CSV log: a row per step (loss, lr; speed on log steps) and per evaluation (train_loss, val_loss).
-# On resume the rows after the checkpoint's step go (they are trained again), so each step has one row
-LOG_COLUMNS = ['iter', 'loss', 'lr', 'grad_norm', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss']
-if master and not eval_only:
-    log_path = os.path.join(out_dir, 'log.csv')
-    kept = []
-    if init_from == 'resume' and os.path.exists(log_path):
-        with open(log_path, newline='') as f:
-            kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
-    with open(log_path + '.tmp', 'w', newline='') as f:
-        csv.writer(f).writerows([LOG_COLUMNS] + kept)
-    os.replace(log_path + '.tmp', log_path)
-    log_file = open(log_path, 'a', newline='')
-    log = csv.writer(log_file)
 
 # Ctrl-C (or SIGTERM) stops after the step in flight, so the checkpoint holds a whole step; a second one
 # stops at once. Under DDP the ranks agree at the next log step, so they stop at the same step

@@ -219,8 +219,7 @@ class Batches:
             if d.is_cuda:  # from pageable memory the copy waits for the GPU's queue to drain, an
                 ix = ix.pin_memory()  # idle gap every step (the study's runs: 30 ms steps against train.py's 27)
             ix = ix.to(d.device, non_blocking=True)
-            w = d[ix[:, None] + torch.arange(self.T + 1, device=d.device)].long()
-            w = w.to(self.device)
+            w = d[ix[:, None] + torch.arange(self.T + 1, device=d.device)].long().to(self.device)
         else:
             w = torch.from_numpy(np.stack([d[i:i + self.T + 1] for i in ix.tolist()]).astype(np.int64))
             w = w.pin_memory().to(self.device, non_blocking=True) if self.device.type == 'cuda' else w
