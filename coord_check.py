@@ -1,19 +1,15 @@
 """
 Coordinate check: does every activation, and its change under training, keep a width-independent size? And, with
---dim=depth, a depth-independent one? docs/coordinate_check.md shows the figures and how to read them.
+--dim=depth, a depth-independent one? docs/coordinate_check.md (docs/depth.md across depth) has the method, the figures,
+how to read them and what they show.
 
-For each width (or depth) and each run in {SP, μP} x {AdamW, SGD} (under SGD the paper's μP 'mup', the fixed-fan-out
-gate rule 'mup_fixed_fanout' and the ablation 'mup_nogdn', μP without the GDN gate/scalar corrections), build the
-model, train `steps` steps at a constant LR on real batches (training.train_step, as train.py), and after every step
-run one fixed batch through the training forward, model(x, y), recording the RMS of each probed quantity (GDN_PROBES,
-read by forward hooks that leave the forward as it is; averaged over layers) and the RMS of its change since step 0.
-Under μP the curves against width are flat; under SP the logits and the updates grow with width (Yang et al., Tensor
-Programs V, §D; microsoft/mup's coord_check is the original). A run named 'mup-adamw-completep' adds a depth rule.
-
-Across depth (--dim=depth, at the base width) the mixer's own quantities (q, k, v, the gates, the state, the readout,
-the branch outputs before their multiplier) and the residual stream are compared over `depths`: under CompleteP their
-change is flat in depth (every layer learns, none lazily), under depth-μP the layers' own change shrinks like
-depth^-1/2, and without a depth rule the residual stream's change grows.
+For each width (or depth) and run (param-optimizer[-depth rule]; RUNS, DEPTH_RUNS), train `steps` steps at a constant
+LR on real batches (training.train_step, as train.py) and, after every step, record on one fixed batch through the
+training forward, model(x, y), the RMS of each probed quantity (GDN_PROBES: forward hooks that leave the forward as it
+is; averaged over layers) and of its change since step 0. Under μP the curves against width are flat; under SP the
+logits and the updates grow with width (Yang et al., Tensor Programs V, §D; microsoft/mup's coord_check is the
+original). Across depth (at the base width), under CompleteP the layers' change is flat in depth (every layer learns,
+none lazily), under depth-μP it shrinks like depth^-1/2, and without a depth rule the residual stream's change grows.
 
     python coord_check.py --out=assets                       # the full check, widths to 2048 (a GPU; CPU: to 512)
     python coord_check.py --dim=depth --out=assets/depth     # the depth check (depths 2..32 at width 256)

@@ -7,10 +7,10 @@
    materialising fp32 logits [N, vocab] (3.3 GB at 16K tokens and GPT-2's vocabulary). The Triton op has one
    kernel overwrite the matmul's logits (in x's dtype) with their gradient; the PyTorch op takes chunks of rows.
 
-Both take backend: '' (Triton for CUDA tensors when triton is importable, else PyTorch), 'torch' or 'triton'
-(CPU tensors only under TRITON_INTERPRET=1, Triton's interpreter: how the tests run the kernels). Both versions
-of an op compute in fp32 and return x's dtype, rounding to it in places of their own; the PyTorch one is what
-the CPU runs and what the tests compare the Triton one with, beside a float64 reference.
+Both take backend: '' (Triton for CUDA tensors in TRITON_DTYPES when triton is importable, else PyTorch), 'torch' or
+'triton' (CPU tensors only under TRITON_INTERPRET=1, Triton's interpreter: how the tests run the kernels). Both versions
+of an op compute in fp32 and return x's dtype, rounding to it in places of their own; the PyTorch one is what the CPU
+runs and what the tests compare the Triton one with, beside a float64 reference.
 """
 import os
 
@@ -24,8 +24,7 @@ TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Trito
 
 
 def _use_triton(backend, x):
-    """Whether an op runs its Triton version: backend '' (or None) takes it for CUDA tensors in
-    TRITON_DTYPES when triton is importable; 'triton' insists, 'torch' declines."""
+    """Whether an op runs its Triton version (backend: the module docstring's); 'triton' insists on it."""
     if not backend:
         return HAS_TRITON and x.is_cuda and x.dtype in TRITON_DTYPES
     if backend == 'torch':

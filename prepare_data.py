@@ -11,9 +11,6 @@ Writes data/<name>/train.bin and val.bin (uint16 token ids, read back with np.me
 data/<name>/meta.json (tokenizer, vocab_size, token counts; for char-level data the itos/stoi tables).
 meta.json is written last, so its presence means the preparation finished. FineWeb-Edu, the paper's data,
 is streamed and written in shards by prepare_fineweb.py; load_split reads either layout.
-
-Everything here works offline: the GPT-2 tokenizer is built from the BPE files shipped in data/gpt2/, never downloaded.
-vocab_size in meta.json is the tokenizer's (50257 for GPT-2); train.py pads it for the model (50304).
 """
 import bisect
 import functools
