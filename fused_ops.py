@@ -266,11 +266,10 @@ def _conv_bwd(dy, x, weight, state, parts, n_norm, K):
     x = x if x.stride(-1) == 1 else x.contiguous()
     dy = dy.contiguous()
     (B, T, C), W, cx = x.shape, weight.shape[1], CONV_CONFIG["dx"]
-    weight = weight.contiguous()
     dz = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
     dw = torch.empty(C, W, device=x.device, dtype=torch.float32)
     a = _conv_align(x, *parts)
-    s = x if state is None else state.contiguous()
+    s, weight = x if state is None else state.contiguous(), weight.contiguous()
     for c0, ce, G, groups, norm, cfg in _conv_launches(parts, n_norm, K, "bwd"):
         n = triton.cdiv(T, cfg["BT"] * cfg["NT"])
         dwp = torch.empty(B * n, ce - c0, W, device=x.device, dtype=torch.float32)  # this part's

@@ -230,11 +230,7 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
 def _given_state(ptr, bh, vb, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  GIVEN: tl.constexpr):
     """A scan's starting [BK, BV] tile of a [K, V] state (h0 forward, dhT backward): given, or zeros."""
-    if GIVEN:
-        x = _ld(_state(ptr, bh * K * V, 0, vb * BV, K, V, BK, BV))
-    else:
-        x = tl.zeros([BK, BV], dtype=tl.float32)
-    return x
+    return _ld(_state(ptr, bh * K * V, 0, vb * BV, K, V, BK, BV)) if GIVEN else tl.zeros([BK, BV], dtype=tl.float32)
 
 
 @triton.jit
@@ -493,8 +489,7 @@ def _fwd(q, k, v, g, beta, scale, h0):
     G, A = torch.empty(BH, Tp, **f32), torch.empty(BH, Tp, 64, **f32)
     W, U = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, V, **ws)
     _prep_kernel[(N, BH)](k, v, g, beta, G, A, W, U, T, N, H, K, V, **cfg["prep"])
-    hT = torch.empty(B, H, K, V, **f32)
-    Hs, Vn = torch.empty(BH, N, K, V, **ws), torch.empty(BH, Tp, V, **ws)
+    hT, Hs, Vn = torch.empty(B, H, K, V, **f32), torch.empty(BH, N, K, V, **ws), torch.empty(BH, Tp, V, **ws)
     c = cfg["fwd"]
     _fwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](k, G, W, U, hT if h0 is None else h0, hT, Hs, Vn, T, N, H, K, V, BK,
                                                     HAS_H0=h0 is not None, **c)
@@ -509,20 +504,17 @@ def _bwd(do, dhT, q, k, v, beta, G, A, W, Hs, Vn, scale, g_dtype):
     """The backward launches (do / dhT None: zero). Returns dq, dk, dv, dg, dbeta, dh0."""
     q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
     (B, T, H, K), V = q.shape, v.shape[-1]
-    BH, N, Tp = B * H, Hs.shape[1], G.shape[1]
-    BK = max(64, _pow2(K))
+    BH, N, Tp, BK = B * H, Hs.shape[1], G.shape[1], max(64, _pow2(K))
     do = torch.zeros_like(v) if do is None else do.contiguous()
     f32, ws = dict(device=q.device, dtype=torch.float32), dict(device=q.device, dtype=k.dtype)
     cfg = launch_config(K, V, k.dtype == torch.float32)
-    dHs, dVn = torch.empty_like(Hs), torch.empty(BH, Tp, V, **f32)  # dVn: fp32 always
-    dh0 = torch.empty(B, H, K, V, **f32)
+    dHs, dVn, dh0 = torch.empty_like(Hs), torch.empty(BH, Tp, V, **f32), torch.empty(B, H, K, V, **f32)  # dVn: fp32
     c = cfg["local"]
     _bwd_local_kernel[(triton.cdiv(V, c["BV"]), N, BH)](q, k, do, G, dVn, scale, T, N, H, K, V, BK, **c)
     c = cfg["bwd"]
     _bwd_scan_kernel[(triton.cdiv(V, c["BV"]), BH)](q, k, do, G, W, dh0 if dhT is None else dhT.contiguous(), dh0, dHs,
                                                     dVn, scale, T, N, H, K, V, BK, HAS_DHT=dhT is not None, **c)
-    dq = torch.empty_like(q)
-    dkp, dW = torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
+    dq, dkp, dW = torch.empty_like(q), torch.empty(BH, Tp, K, **ws), torch.empty(BH, Tp, K, **ws)
     NKS = triton.cdiv(K, cfg["state"]["BKS"])  # the state kernel's K blocks
     dGp = torch.empty(BH, NKS, 2, Tp, **f32)  # per K block: dG (reverse-cumsummed), direct dg parts
     _bwd_state_kernel[(NKS, N, BH)](q, k, do, G, Hs, dHs, Vn, dVn, dq, dkp, dW, dGp,

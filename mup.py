@@ -86,7 +86,6 @@ LR_EXP = {
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -0.5, 'scalar': 0.5, 'vector': 1},
     },
     'mup_fixed_fanout': {
-        'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # gate, scalar: W_alpha/W_beta map the width to n_head outputs, a fixed fan-out: TP5's output
         # weights (SGD LR η/fan_in, m^-1); A_log/dt_bias act on those n_head pre-activations: the biases of
         # a fixed fan-out (m^0). The paper's m^∓1/2 sizes the first step from the gate signal's incoherent
@@ -94,11 +93,11 @@ LR_EXP = {
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -1, 'scalar': 0, 'vector': 1},
     },
     'mup_nogdn': {
-        'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # the ablation: gates treated as hidden weights, scalars as plain vector-like (paper §4, the SGD comparison)
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': 0, 'scalar': 1, 'vector': 1},
     },
 }
+LR_EXP['mup_fixed_fanout']['adamw'] = LR_EXP['mup_nogdn']['adamw'] = LR_EXP['mup']['adamw']  # only SGD differs
 
 # Weight decay only on matrices whose scale is learned against the data; never on the embedding, gains,
 # conv taps or the decay/step-size scalars (same rule in SP and μP, so they agree at base).

@@ -315,8 +315,7 @@ def encode_books(texts, num_proc):
     import multiprocessing
     from tqdm import tqdm
     gpt2_encoding()  # built once, before the fork: the workers inherit it
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    jobs = [(i, texts[i]) for i in order]
+    jobs = [(i, texts[i]) for i in sorted(range(len(texts)), key=lambda i: -len(texts[i]))]
     out, tokens = [None] * len(texts), 0
     bar = tqdm(total=sum(map(len, texts)), unit='char', unit_scale=True, desc='gutenberg')
     # fork, as in tokenize_stream: spawn would re-import the main module

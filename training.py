@@ -246,8 +246,7 @@ def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullco
         if x.is_cuda:  # a new iteration for CUDA graphs (compile_mode='reduce-overhead'), else a no-op;
             torch.compiler.cudagraph_mark_step_begin()  # (it imports the inductor: not on the CPU)
         with autocast:
-            _, loss = model(x, y)
-            loss = loss / batches.accum
+            loss = model(x, y)[1] / batches.accum
         nxt = (it, micro + 1) if micro + 1 < batches.accum else (it + 1, 0)
         batches.prefetch('train', *nxt)  # read the next micro-batch while the GPU works
         (scaler.scale(loss) if scaler is not None else loss).backward()
