@@ -176,6 +176,12 @@ def _vec(ptr, b, h, t0, T, H: tl.constexpr):
 
 
 @triton.jit
+def _chunk(n, bh, N, H: tl.constexpr):
+    """Of chunk n of bh = b * H + h: b, h, the padded length Tp = 64 N, the chunk's first row t0 and its 64 rows r."""
+    return bh // H, bh % H, N * 64, n * 64, tl.arange(0, 64)
+
+
+@triton.jit
 def _decay(Gi, Gj, keep):
     """exp(Gi[:, None] - Gj[None, :]) where keep, else 0; masked before the exp."""
     return tl.where(keep, tl.exp(tl.where(keep, Gi[:, None] - Gj[None, :], 0.)), 0.)
@@ -188,9 +194,7 @@ def _prep_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, G_ptr, A_ptr, W_ptr, U_ptr, T, N
     A = (I + L)^-1 with L = StrictTril(diag(beta)(Gam o K K^T)), W = A diag(beta e^G) K and
     U = A diag(beta) V. INV: the precision of the inverse's products (launch_config)."""
     n, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    Tp, t0 = N * 64, n * 64
-    r = tl.arange(0, 64)
+    b, h, Tp, t0, r = _chunk(n, bh, N, H)
     G = tl.cumsum(_vec(g_ptr, b, h, t0, T, H), 0)
     beta = _vec(beta_ptr, b, h, t0, T, H)
     tl.store(G_ptr + bh * Tp + t0 + r, G)
@@ -239,8 +243,7 @@ def _fwd_scan_kernel(k_ptr, G_ptr, W_ptr, U_ptr, h0_ptr, hT_ptr, Hs_ptr, Vn_ptr,
     """Forward step 2, sequential over chunks, parallel over (V block, b, h): store H (the state
     entering the chunk), Vn = U - W H (stored), H <- e^{G_C} H + (diag(e^{G_C - G}) K)^T Vn."""
     vb, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    Tp, r = N * 64, tl.arange(0, 64)
+    b, h, Tp, _, r = _chunk(0, bh, N, H)
     Hst = _given_state(h0_ptr, bh, vb, K, V, BK, BV, HAS_H0)
     for n in range(N):
         t0 = n * 64
@@ -262,9 +265,7 @@ def _fwd_out_kernel(q_ptr, k_ptr, G_ptr, Hs_ptr, Vn_ptr, o_ptr, scale, T, N, H: 
     """Forward step 3, parallel over (V block, chunk, b, h): O = scale (diag(e^G) Q H + Tril(Q K^T o Gam) Vn). Q K^T and
     Q H are summed over K in slices of BKC columns (launch_config): smaller dot operands, less shared memory."""
     vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
-    Tp, t0 = N * 64, n * 64
-    r = tl.arange(0, 64)
+    b, h, Tp, t0, r = _chunk(n, bh, N, H)
     qk = tl.zeros([64, 64], dtype=tl.float32)
     qh = tl.zeros([64, BV], dtype=tl.float32)
     for k0 in tl.static_range(0, K, BKC):
@@ -284,9 +285,7 @@ def _bwd_local_kernel(q_ptr, k_ptr, do_ptr, G_ptr, dVn_ptr, scale, T, N, H: tl.c
     """Backward step 1, parallel over (V block, chunk, b, h): the intra-chunk part of the grad
     of Vn, scale Tril(Q K^T o Gam)^T dO, stored in dVn for the scan to complete."""
     vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
-    Tp, t0 = N * 64, n * 64
-    r = tl.arange(0, 64)
+    b, h, Tp, t0, r = _chunk(n, bh, N, H)
     k = _ld(_rows(k_ptr, b, h, t0, T, H, K, BK))
     qT = _ld(_rows(q_ptr, b, h, t0, T, H, K, BK, TR=True))
     do = _ld(_rows(do_ptr, b, h, t0, T, H, V, BV, vb * BV)).to(tl.float32)
@@ -303,8 +302,7 @@ def _bwd_scan_kernel(q_ptr, k_ptr, do_ptr, G_ptr, W_ptr, dhT_ptr, dh0_ptr, dHs_p
     state leaving the chunk (stored per chunk); dVn += diag(e^{G_C-G}) K dH (completing step 1's part, stored),
     dH <- e^{G_C} dH + scale (diag(e^G) Q)^T dO - W^T dVn."""
     vb, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    Tp, r = N * 64, tl.arange(0, 64)
+    b, h, Tp, _, r = _chunk(0, bh, N, H)
     dH = _given_state(dhT_ptr, bh, vb, K, V, BK, BV, HAS_DHT)
     for i in range(N):
         n = N - 1 - i
@@ -333,9 +331,8 @@ def _bwd_state_kernel(q_ptr, k_ptr, do_ptr, G_ptr, Hs_ptr, dHs_ptr, Vn_ptr, dVn_
     with dM = scale dO Vn^T: dq = scale diag(e^G) dO H^T + (dM o Gam) K (final), dW = -dVn H^T,
     dk = diag(e^{G_C-G}) Vn dH^T + (dM o Gam)^T Q (partial: 3b adds the WY part), dG parts."""
     kb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
-    Tp, t0, k0 = N * 64, n * 64, kb * BKS
-    r = tl.arange(0, 64)
+    b, h, Tp, t0, r = _chunk(n, bh, N, H)
+    k0 = kb * BKS
     dq = tl.zeros([64, BKS], dtype=tl.float32)
     dw = tl.zeros([64, BKS], dtype=tl.float32)
     dk = tl.zeros([64, BKS], dtype=tl.float32)
@@ -401,9 +398,7 @@ def _bwd_wy_kernel(k_ptr, v_ptr, beta_ptr, G_ptr, A_ptr, dVn_ptr, dW_ptr, dkp_pt
     then dk (adds 3a's), dbeta, dG from W, U and L = StrictTril(diag(beta)(Gam o K K^T)); dg = reverse cumsum of dG
     within the chunk + the parts 3a summed directly."""
     n, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    Tp, t0 = N * 64, n * 64
-    r = tl.arange(0, 64)
+    b, h, Tp, t0, r = _chunk(n, bh, N, H)
     G = tl.load(G_ptr + bh * Tp + t0 + r)
     eG = tl.exp(G)
     beta = _vec(beta_ptr, b, h, t0, T, H)
