@@ -139,12 +139,10 @@ def _print_help(config, source):
 
 
 def apply_config(args, config, verbose=True, source=None):
-    """Apply config files and --key=value overrides in `args`, in order, to the dict `config`.
-
-    Raises ConfigError for any user mistake; `--help` prints the keys with the meanings written beside them
-    in `source` (default: the caller's file) and raises SystemExit(0). Returns the set of keys that were set
-    (by a file or an override), whether or not their value changed.
-    """
+    """Apply config files and --key=value overrides in `args`, in order, to the dict `config`. Raises ConfigError for
+    any user mistake; `--help` prints the keys with the meanings written beside them in `source` (default: the caller's
+    file) and raises SystemExit(0). Returns the set of keys that were set (by a file or an override), whether or not
+    their value changed."""
     keys = set(config_keys(config))
     assigned = set()
     for arg in args:

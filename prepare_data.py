@@ -55,10 +55,9 @@ def _gpt2_byte_decoder():
 
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding():
-    """tiktoken's 'gpt2' Encoding, built from data/gpt2/ (identical to the downloaded one, but offline).
-
-    In GPT-2's tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's mergeable ranks;
-    vocab.bpe (the merge list) is used to check that, which is what tiktoken's own loader asserts too."""
+    """tiktoken's 'gpt2' Encoding, built from data/gpt2/ (identical to the downloaded one, but offline). In GPT-2's
+    tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's mergeable ranks; vocab.bpe (the
+    merge list) is used to check that, which is what tiktoken's own loader asserts too."""
     import tiktoken
     byte_of = _gpt2_byte_decoder()
     with gzip.open(os.path.join(GPT2_FILES, 'encoder.json.gz'), 'rt', encoding='utf-8') as f:
@@ -359,8 +358,7 @@ def prepare_gutenberg(out_dir, tokenizer='gpt2', corpus_dir=None, val_fraction=G
         meta[f'{split}_chars'] = sum(len(texts[k]) for k in members)
     meta['val_choice'] = (f"whole books, in sha256(file name) order, while they fit in {val_fraction} "
                           f"of the manifest's bytes")
-    for split, members in splits.items():
-        meta[f'{split}_books'] = [files[k] for k in members]
+    meta.update({f'{split}_books': [files[k] for k in members] for split, members in splits.items()})
     meta['book_tokens'] = {f: len(ids[k]) for k, f in enumerate(files)}  # each with its EOT
     if tokenizer == 'char':
         meta.update(itos=itos, stoi={c: i for i, c in enumerate(itos)})
@@ -454,15 +452,13 @@ def ensure_prepared(dataset, data_dir='data'):
 # reading a split back
 
 class TokenSplit:
-    """The tokens of one split as one long sequence, whether stored in a single .bin file or in shards.
-
-    Shards are consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens, mid-document), so
-    a window may run across a shard boundary: the result is the same as if all the shards were one file. Supports what
+    """The tokens of one split as one long sequence, whether stored in a single .bin file or in shards. Shards are
+    consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens, mid-document), so a window
+    may run across a shard boundary: the result is the same as if all the shards were one file. Supports what
     training.Batches needs: len(s), the number of tokens, and s[i:j], an np.uint16 array of tokens i..j-1 (contiguous
     slices only). Each file is memory-mapped once, on first use. (nanoGPT reopens its memmap every batch against a
     "leak"; that growth is the touched pages of the file counted in RSS: clean page cache the kernel reclaims under
-    pressure. Reopening per window costs ~10x the read itself.)
-    """
+    pressure. Reopening per window costs ~10x the read itself.)"""
 
     def __init__(self, paths):
         self.paths = list(paths)

@@ -152,17 +152,13 @@ def lr_at(it, lr, warmup_iters, decay_iters, min_lr, decay=True):
 
 
 class Batches:
-    """The batches of a run: iteration `it`'s global batch is fixed by (seed, it) alone, so every run, width
-    and DDP layout with the same seed sees the same tokens at the same step, and resuming is exact.
-
-    Each split is cut into disjoint windows of block_size + 1 tokens (x = w[:-1], y = w[1:]) and training
-    walks through them in a seeded random order: no token is seen twice before the whole split has been
-    seen once (the next pass shifts the cut by a seeded offset and reshuffles). Evaluation uses the first
-    windows of another fixed order, the same at every evaluation.
-
-    data: {'train': tokens, 'val': tokens}, each a torch tensor (on any device: gathered there, no host
-    work per step) or anything sliceable into numpy arrays (prepare_data.TokenSplit, a memmap).
-    """
+    """The batches of a run: iteration `it`'s global batch is fixed by (seed, it) alone, so every run, width and DDP
+    layout with the same seed sees the same tokens at the same step, and resuming is exact. Each split is cut into
+    disjoint windows of block_size + 1 tokens (x = w[:-1], y = w[1:]) and training walks through them in a seeded random
+    order: no token is seen twice before the whole split has been seen once (the next pass shifts the cut by a seeded
+    offset and reshuffles). Evaluation uses the first windows of another fixed order, the same at every evaluation.
+    data: {'train': tokens, 'val': tokens}, each a torch tensor (on any device: gathered there, no host work per step)
+    or anything sliceable into numpy arrays (prepare_data.TokenSplit, a memmap)."""
 
     def __init__(self, data, batch_size, block_size, seed, device='cpu', accum=1, world=1, rank=0):
         self.data, self.B, self.T, self.seed = data, batch_size, block_size, seed
