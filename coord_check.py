@@ -178,9 +178,7 @@ def build(family, run, width, n_layer, seed, lr, cfg, vocab, device):
     """The family's model for a run (model.GDN, or fla_mup.FlaLM: fla's model behind the same interface),
     initialised by seed, and its optimizer."""
     param, optimizer, rule = parse_run(run)
-    backend = cfg['kernel_backend']
-    if backend != 'torch' and (width // 8) % 16:
-        backend = 'torch'  # the Triton kernel needs head dims that are multiples of 16
+    backend = 'torch' if (width // 8) % 16 else cfg['kernel_backend']  # Triton's head dims are multiples of 16
     model = family.model(GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'],
                                    parametrization=param, base_width=cfg['base_width'], depth_rule=rule,
                                    base_depth=cfg['base_depth'], kernel_backend=backend))
@@ -251,8 +249,7 @@ def run_one(family, run, width, n_layer, seed, cfg, batches, vocab, device, tick
     for step in range(cfg['steps'] + 1):
         tick(step)
         now = measure(model, mx, my, family)
-        if ref is None:
-            ref = now
+        ref = now if ref is None else ref
         for name in now:
             stats[name]['value'].append([rms(t) for t in now[name]])
             stats[name]['delta'].append([rms(t - r) for t, r in zip(now[name], ref[name])])

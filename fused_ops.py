@@ -51,9 +51,7 @@ def _conv_silu_torch(x, weight, state, parts, norm):
     and the cast into one kernel and the backward into few, where aten's depthwise conv takes one kernel and
     its backward two), then the norm of each part before channel n, in fp32 from the rounded y, cast back."""
     (B, T, C), W = x.shape, weight.size(1)
-    if state is None:
-        state = x.new_zeros(B, W - 1, C)
-    xs = torch.cat([state.to(x.dtype), x], dim=1)  # [B, T + W - 1, C]
+    xs = torch.cat([x.new_zeros(B, W - 1, C) if state is None else state.to(x.dtype), x], dim=1)  # [B, T + W - 1, C]
     w = weight.float()
     y = F.silu(sum(xs[:, j:j + T].float() * w[:, j] for j in range(W))).to(x.dtype)
     parts = list(y.split(parts, dim=-1))
