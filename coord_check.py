@@ -367,10 +367,8 @@ def coord_check(cfg, verbose=True):
         res['per_layer'][run] = {n: {k: [x.tolist() for x in a[n][k]] for k in a[n]} for n in a}
         for kind in ('value', 'delta'):
             res[kind][run] = {n: [x.mean(-1).tolist() for x in a[n][kind]] for n in a}
-        res['slope'][run] = {
-            kind: {n: [slope(done_sizes, [res[kind][run][n][i][s] for i in range(len(done_sizes))])
-                       for s in range(steps + 1)] for n in a}
-            for kind in ('value', 'delta')}
+        res['slope'][run] = {kind: {n: [slope(done_sizes, [v[s] for v in res[kind][run][n]]) for s in range(steps + 1)]
+                                    for n in a} for kind in ('value', 'delta')}
     res['seconds'] = time.time() - t0
     return res
 

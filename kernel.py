@@ -591,9 +591,8 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
         if not HAS_TRITON:
             raise ValueError("backend='triton' needs the triton package; install it or use backend='torch'")
         if K % 16 or not 16 <= K <= 256 or V % 16 or not 16 <= V <= 512:
-            raise ValueError(f"the triton backend supports head dims K (d_k) in 16..256 and V (d_v) in "
-                             f"16..512, both multiples of 16; got K={K}, V={V}. Pad the head dims or "
-                             f"use backend='torch'")
+            raise ValueError(f"the triton backend supports head dims K (d_k) in 16..256 and V (d_v) in 16..512, both "
+                             f"multiples of 16; got K={K}, V={V}. Pad the head dims or use backend='torch'")
         if q.is_cuda and _fp32_past_shared_memory(q):
             raise ValueError(f"the triton backend's fp32 backward needs more shared memory than a GPU "
                              f"has at K={K} > 128: pass bf16 inputs (autocast) or use backend='torch'")
