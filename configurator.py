@@ -6,15 +6,14 @@ its meaning in a comment on its line, then hands them over:
     batch_size = 12              # sequences per micro-batch
     configure(globals())         # python train.py config/demo.py --batch_size=32
 
-Arguments apply in command-line order, later ones win: an argument without a leading `--` is a config file,
-Python run with the current values in scope, whose plain names must be existing keys (names starting with
-`_`, modules and functions are ignored); `--key=value` sets one key (the value may contain '='), a bare
-`--key` sets a True/False key to True. The keys are the names holding int, float, bool, str or None. Each
-keeps its default's type: an int passes for a float, an integral float such as 1e4 for an int, bools are
-True/False, a str key takes the text as written (a number in a config file becomes its text). `--help` lists
-every key with its default and the comment on the line that defines it. A mistake (unknown key, wrong type,
-missing file) ends the program with one line naming it and the closest valid keys, never a traceback;
-`apply_config` raises ConfigError instead, for callers that handle it.
+Arguments apply in command-line order, later ones win: an argument without a leading `--` is a config file, Python run
+with the current values in scope, whose plain names must be existing keys (names starting with `_`, modules and
+functions are ignored); `--key=value` sets one key (the value may contain '='), a bare `--key` sets a True/False key to
+True. The keys are the names holding int, float, bool, str or None. Each keeps its default's type: an int passes for a
+float, an integral float such as 1e4 for an int, bools are True/False, a str key takes the text as written (a number in
+a config file becomes its text). `--help` lists every key with its default and the comment on the line that defines it.
+A mistake (unknown key, wrong type, missing file) ends the program with one line naming it and the closest valid keys,
+never a traceback; `apply_config` raises ConfigError instead, for callers that handle it.
 """
 import ast
 import difflib
@@ -100,8 +99,7 @@ def _apply_file(path, config, keys, verbose):
             print(f"  {k} = {v!r}")
         config[k] = v
     # the keys the file names (assigns), whatever their values: what apply_config reports as set
-    tree = ast.parse(source)
-    return {t.id for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+    return {t.id for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
             for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
             if isinstance(t, ast.Name) and t.id in keys}
 
@@ -131,9 +129,9 @@ def meanings(path):
 
 def _print_help(config, source):
     keys = config_keys(config)  # in definition order
-    about = meanings(source) if source else {}
-    print(f"Settings of {os.path.basename(source) if source else 'this script'} (override with --key=value, or "
-          "name a config file; later arguments win):")
+    about = meanings(source)
+    print(f"Settings of {os.path.basename(source)} (override with --key=value, or name a config file; later "
+          "arguments win):")
     width = max((len(k) for k in keys), default=0)
     vwidth = min(max((len(repr(config[k])) for k in keys), default=0), 24)
     for k in keys:
@@ -141,12 +139,10 @@ def _print_help(config, source):
 
 
 def apply_config(args, config, verbose=True, source=None):
-    """Apply config files and --key=value overrides in `args`, in order, to the dict `config`.
-
-    Raises ConfigError for any user mistake; `--help` prints the keys with the meanings written beside them
-    in `source` (default: the caller's file) and raises SystemExit(0). Returns the set of keys that were set
-    (by a file or an override), whether or not their value changed.
-    """
+    """Apply config files and --key=value overrides in `args`, in order, to the dict `config`. Raises ConfigError for
+    any user mistake; `--help` prints the keys with the meanings written beside them in `source` (default: the caller's
+    file) and raises SystemExit(0). Returns the set of keys that were set (by a file or an override), whether or not
+    their value changed."""
     keys = set(config_keys(config))
     assigned = set()
     for arg in args:
@@ -170,11 +166,10 @@ def apply_config(args, config, verbose=True, source=None):
     return assigned
 
 
-def configure(config, args=None, source=None):
+def configure(config, args=None):
     """apply_config on sys.argv[1:] (or `args`) for a script: a user mistake exits with its one line. Returns
     the keys that were set. `config` is a dict, or a script's globals()."""
     try:
-        return apply_config(sys.argv[1:] if args is None else args, config,
-                            source=source or inspect.stack()[1].filename)
+        return apply_config(sys.argv[1:] if args is None else args, config, source=inspect.stack()[1].filename)
     except ConfigError as e:
         sys.exit(f"error: {e}")

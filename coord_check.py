@@ -1,35 +1,27 @@
 """
-Coordinate check: does every activation, and its change under training, keep a width-independent size?
-And, with --dim=depth, a depth-independent one?
+Coordinate check: does every activation, and its change under training, keep a width-independent size? And, with
+--dim=depth, a depth-independent one? docs/coordinate_check.md (docs/depth.md across depth) has the method, the figures,
+how to read them and what they show.
 
-For each width (or depth) and each run in {SP, μP} x {AdamW, SGD} (under SGD the paper's μP 'mup', the
-fixed-fan-out gate rule 'mup_fixed_fanout' and the ablation 'mup_nogdn', μP without the GDN gate/scalar
-corrections), build the model, train `steps` steps at a constant LR on real batches (training.train_step, as
-train.py), and after every step run one fixed batch through the training forward, model(x, y), recording the
-RMS of each probed quantity (GDN_PROBES, read by forward hooks that leave the forward as it is; averaged
-over layers) and the RMS of its change since step 0. Under μP the curves against width are flat; under SP the
-logits and the updates grow with width (Yang et al., Tensor Programs V, §D; microsoft/mup's coord_check is
-the original). A run named 'mup-adamw-completep' adds a depth rule (mup.py).
-
-Across depth (--dim=depth, at the base width) the mixer's own quantities (q, k, v, the gates, the
-state, the readout, the branch outputs before their multiplier) and the residual stream are compared over
-`depths`: under CompleteP their change is flat in depth (every layer learns, none lazily), under depth-μP the
-layers' own change shrinks like depth^-1/2, and without a depth rule the residual stream's change grows.
+For each width (or depth) and run (param-optimizer[-depth rule]; RUNS, DEPTH_RUNS), train `steps` steps at a constant
+LR on real batches (training.train_step, as train.py) and, after every step, record on one fixed batch through the
+training forward, model(x, y), the RMS of each probed quantity (GDN_PROBES: forward hooks that leave the forward as it
+is; averaged over layers) and of its change since step 0. Under μP the curves against width are flat; under SP the
+logits and the updates grow with width (Yang et al., Tensor Programs V, §D; microsoft/mup's coord_check is the
+original). Across depth (at the base width), under CompleteP the layers' change is flat in depth (every layer learns,
+none lazily), under depth-μP it shrinks like depth^-1/2, and without a depth rule the residual stream's change grows.
 
     python coord_check.py --out=assets                       # the full check, widths to 2048 (a GPU; CPU: to 512)
     python coord_check.py --dim=depth --out=assets/depth     # the depth check (depths 2..32 at width 256)
     python coord_check.py --widths=64,128,256,512 --steps=3 --device=cpu      # a quick one, -> out/coord_check
 
-Outputs in `out`: coord_check.png (size of each quantity), coord_check_delta.png (size of its change
-since step 0), coord_check.json (every value, per seed-average and per layer, and the fitted log-log
-slope against width for each run, quantity and step). Reading the figures: one line per step, x =
-width (log2), y = RMS (log); a flat line means the quantity does not depend on width. Ctrl-C stops after
-writing the widths that finished.
+Outputs in `out`: coord_check.png (size of each quantity), coord_check_delta.png (size of its change since step 0),
+coord_check.json (every value, per seed-average and per layer, and the fitted log-log slope against width for each
+run, quantity and step). Ctrl-C stops after writing the widths that finished.
 
-Units. q and k are L2-normalised per head, so their coordinates are exactly 1/sqrt(d_k) by construction,
-and so are the state's S = sum beta v k^T, whose rows are weighted sums of those unit-norm keys. They are
-reported times sqrt(d_k) ("per unit-norm coordinate"), so flat means right for them too; the JSON says so
-in 'units'.
+Units. q and k are L2-normalised per head, so their coordinates are exactly 1/sqrt(d_k) by construction, and so are
+the state's S = sum beta v k^T, whose rows are weighted sums of those unit-norm keys. They are reported times sqrt(d_k)
+("per unit-norm coordinate"), so flat means right for them too; the JSON says so in 'units'.
 """
 import json
 import math
@@ -47,14 +39,15 @@ import torch.nn.functional as F
 import mup
 from kernel import chunk_gated_delta_rule
 from model import GDN, GDNConfig
+from prepare_data import atomic_write
 from training import Batches, dataset_setup, device_setup, duration, load_splits, train_step
 
 # ---- what is measured -----------------------------------------------------------------------------------
-# A probe reads one quantity from the call of every module whose name (model.named_modules()) matches a
-# pattern, through a forward hook: {quantity: (pattern, read)}. read(c) gets the call c: c.model, c.name,
-# c.module, c.args (the module's positional inputs), c.out (its output) and c.seen (what this forward has
-# recorded so far: {quantity: [a tensor per call, in forward order]}). Hooks that return nothing leave the
-# forward as it is. Quantities named '_...' help later probes and are not reported. A model family is a table.
+# A probe reads one quantity from the call of every module whose name (model.named_modules()) matches a pattern, through
+# a forward hook: {quantity: (pattern, read)}. read(c) gets the call c: c.model, c.name, c.module, c.args (the module's
+# positional inputs), c.out (its output) and c.seen (what this forward has recorded so far: {quantity: [a tensor per
+# call, in forward order]}). Hooks that return nothing leave the forward as it is. Quantities named '_...' help later
+# probes and are not reported. A model family is a table.
 DELTA = r'blocks\.\d+\.mixer\.delta_rule'
 GDN_PROBES = {
     'embed': (r'wte', lambda c: c.out),
@@ -158,12 +151,12 @@ def measure(model, x, y, family):
     return out
 
 
-def share_head_scalars(model, seed, shape=None):
-    """Give every width the same per-head A_log and dt_bias for a seed (drawn by model.py's own init in a
-    width-8 twin of `shape`, a GDNConfig, model.config by default; matched by layer). They are
-    width-independent, but drawn after the width-sized matrices they would differ from width to width, and
-    with 6 heads a layer that draw, not the width, would decide the size of the gate alpha and its change."""
-    shape = shape or model.config
+def share_head_scalars(model, seed):
+    """Give every width the same per-head A_log and dt_bias for a seed (drawn by model.py's own init in a width-8
+    twin of model.config, matched by layer). They are width-independent, but drawn after the width-sized matrices
+    they would differ from width to width, and with 6 heads a layer that draw, not the width, would decide the size
+    of the gate alpha and its change."""
+    shape = model.config
     twin = GDN(GDNConfig(vocab_size=shape.vocab_size, width=8, n_layer=shape.n_layer, n_head=shape.n_head,
                          parametrization=shape.parametrization, base_width=8))
     twin.reset_parameters(10_000 + seed)
@@ -185,9 +178,7 @@ def build(family, run, width, n_layer, seed, lr, cfg, vocab, device):
     """The family's model for a run (model.GDN, or fla_mup.FlaLM: fla's model behind the same interface),
     initialised by seed, and its optimizer."""
     param, optimizer, rule = parse_run(run)
-    backend = cfg['kernel_backend']
-    if backend != 'torch' and (width // 8) % 16:
-        backend = 'torch'  # the Triton kernel needs head dims that are multiples of 16
+    backend = 'torch' if (width // 8) % 16 else cfg['kernel_backend']  # Triton's head dims are multiples of 16
     model = family.model(GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'],
                                    parametrization=param, base_width=cfg['base_width'], depth_rule=rule,
                                    base_depth=cfg['base_depth'], kernel_backend=backend))
@@ -199,9 +190,8 @@ def build(family, run, width, n_layer, seed, lr, cfg, vocab, device):
 
 
 # ---- another family: flash-linear-attention's GatedDeltaNetForCausalLM (model='fla'; its forward needs CUDA)
-# Its delta rule is a function, not a module, so the probes read the rule's inputs from the projections
-# (with the layer's conv, A_log and dt_bias) and recompute the state with kernel.py; the readout is the
-# gated norm's input.
+# Its delta rule is a function, not a module, so the probes read the rule's inputs from the projections (with the
+# layer's conv, A_log and dt_bias) and recompute the state with kernel.py; the readout is the gated norm's input.
 ATTN = r'fla\.model\.layers\.\d+\.attn'
 
 
@@ -255,13 +245,11 @@ def run_one(family, run, width, n_layer, seed, cfg, batches, vocab, device, tick
     model, opt = build(family, run, width, n_layer, seed, lr, cfg, vocab, device)
     mx, my = batches.get('val', -1)  # the fixed measurement batch
     stats = {name: {'value': [], 'delta': []} for name in QUANTITIES}
-    losses = []
-    ref = None
+    losses, ref = [], None
     for step in range(cfg['steps'] + 1):
         tick(step)
         now = measure(model, mx, my, family)
-        if ref is None:
-            ref = now
+        ref = now if ref is None else ref
         for name in now:
             stats[name]['value'].append([rms(t) for t in now[name]])
             stats[name]['delta'].append([rms(t - r) for t, r in zip(now[name], ref[name])])
@@ -379,10 +367,8 @@ def coord_check(cfg, verbose=True):
         res['per_layer'][run] = {n: {k: [x.tolist() for x in a[n][k]] for k in a[n]} for n in a}
         for kind in ('value', 'delta'):
             res[kind][run] = {n: [x.mean(-1).tolist() for x in a[n][kind]] for n in a}
-        res['slope'][run] = {
-            kind: {n: [slope(done_sizes, [res[kind][run][n][i][s] for i in range(len(done_sizes))])
-                       for s in range(steps + 1)] for n in a}
-            for kind in ('value', 'delta')}
+        res['slope'][run] = {kind: {n: [slope(done_sizes, [v[s] for v in res[kind][run][n]]) for s in range(steps + 1)]
+                                    for n in a} for kind in ('value', 'delta')}
     res['seconds'] = time.time() - t0
     return res
 
@@ -422,19 +408,16 @@ def plot(res, path, kind):
             ax = axes[i][j]
             vals = np.asarray(res[kind][run][n])  # [width, step]
             for s in range(first, steps + 1):
-                ax.plot(widths, vals[:, s], marker='o', ms=2.5, lw=1,
-                        color=cmap(s / max(steps, 1)), label=f'step {s}')
+                ax.plot(widths, vals[:, s], marker='o', ms=2.5, lw=1, color=cmap(s / max(steps, 1)), label=f'step {s}')
             ax.set_xscale('log', base=2)
             ax.set_yscale('log')
             sl = res['slope'][run][kind][n][steps]
-            ax.set_title(f"{n}{' ×√d_k' if res['units'][n] != 'RMS' else ''}  (slope {sl:+.2f})",
-                         fontsize=8)
+            ax.set_title(f"{n}{' ×√d_k' if res['units'][n] != 'RMS' else ''}  (slope {sl:+.2f})", fontsize=8)
             ax.tick_params(labelsize=6)
             ax.grid(True, which='major', alpha=0.3)
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             if i == 0:
-                ax.annotate(run, (0.5, 1.35), xycoords='axes fraction', ha='center', fontsize=11,
-                            weight='bold')
+                ax.annotate(run, (0.5, 1.35), xycoords='axes fraction', ha='center', fontsize=11, weight='bold')
             if i == len(QUANTITIES) - 1:
                 ax.set_xlabel(res['dim'], fontsize=7)
     for i, n in enumerate(QUANTITIES):
@@ -450,8 +433,7 @@ def plot(res, path, kind):
                 ax.set_ylim(lo, hi)
     axes[0][-1].legend(fontsize=5, loc='best')
     what = 'RMS' if kind == 'value' else 'RMS of the change since step 0'
-    shape = f"width {res['config']['base_width']}" if res['dim'] == 'depth' else \
-        f"{res['config']['n_layer']} layers"
+    shape = f"width {res['config']['base_width']}" if res['dim'] == 'depth' else f"{res['config']['n_layer']} layers"
     fig.suptitle(f"GDN coordinate check: {what} vs {res['dim']} ({shape}, {res['config']['seeds']} seeds, "
                  f"lines = steps {first}..{steps}); slope at step {steps}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
@@ -475,9 +457,7 @@ def write(res, cfg):
     """The JSON and, with cfg['plot'], the two figures, in cfg['out'] (each written whole or not at all)."""
     os.makedirs(cfg['out'], exist_ok=True)
     path = os.path.join(cfg['out'], 'coord_check.json')
-    with open(path + '.tmp', 'w') as f:
-        json.dump(compact(res), f)
-    os.replace(path + '.tmp', path)
+    atomic_write(path, json.dumps(compact(res)))
     if cfg['plot']:
         plot(res, os.path.join(cfg['out'], 'coord_check.png'), 'value')
         plot(res, os.path.join(cfg['out'], 'coord_check_delta.png'), 'delta')
@@ -492,7 +472,7 @@ def interrupted(what):
 def main(argv=None):
     from configurator import configure
     cfg = dict(DEFAULTS)
-    configure(cfg, sys.argv[1:] if argv is None else argv)
+    configure(cfg, argv)
     try:
         res = coord_check(cfg)
     except ValueError as e:

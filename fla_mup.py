@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from fused_ops import linear_cross_entropy
 from kernel import chunk_gated_delta_rule
 from model import make_optimizer
-from mup import (BASE_HPARAMS, OPTIMIZERS, check, check_depth_rule, check_weight_decay_rule, group_of, groups_of,
-                 init_parameters, multipliers)
+from mup import BASE_HPARAMS, check, group_of, groups_of, init_parameters, multipliers
 
 _HOOKS = weakref.WeakKeyDictionary()    # module -> the handle of the multiplier hook apply() put on it
 _OWN_EPS = weakref.WeakKeyDictionary()  # o_norm -> its eps before apply() set it
@@ -59,11 +58,10 @@ def apply(model, base_width, lr, parametrization='mup', optimizer='adamw', weigh
     unsupported = _fla_unsupported(model, inner)
     if unsupported:
         raise ValueError("fla_mup.apply: this fla model has what the μP rules do not cover: " + '; '.join(unsupported))
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
-    check_weight_decay_rule(weight_decay_rule)
+    check('optimizer', optimizer), check('weight_decay_rule', weight_decay_rule)
     attn = inner.layers[0].attn
-    c = SimpleNamespace(parametrization=check(parametrization), depth_rule=check_depth_rule(depth_rule),
+    c = SimpleNamespace(parametrization=check('parametrization', parametrization),
+                        depth_rule=check('depth_rule', depth_rule),
                         width=inner.embeddings.embedding_dim, base_width=base_width, n_layer=len(inner.layers),
                         base_depth=base_depth or len(inner.layers), head_k=attn.head_k_dim, output_mult=output_mult,
                         init_std=init_std, embed_lr_mult=embed_lr_mult, gate_lr_mult=gate_lr_mult)

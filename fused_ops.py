@@ -7,10 +7,10 @@
    materialising fp32 logits [N, vocab] (3.3 GB at 16K tokens and GPT-2's vocabulary). The Triton op has one
    kernel overwrite the matmul's logits (in x's dtype) with their gradient; the PyTorch op takes chunks of rows.
 
-Both take backend: '' (Triton for CUDA tensors when triton is importable, else PyTorch), 'torch' or 'triton'
-(CPU tensors only under TRITON_INTERPRET=1, Triton's interpreter: how the tests run the kernels). Both versions
-of an op compute in fp32 and return x's dtype, rounding to it in places of their own; the PyTorch one is what
-the CPU runs and what the tests compare the Triton one with, beside a float64 reference.
+Both take backend: '' (Triton for CUDA tensors in TRITON_DTYPES when triton is importable, else PyTorch), 'torch' or
+'triton' (CPU tensors only under TRITON_INTERPRET=1, Triton's interpreter: how the tests run the kernels). Both versions
+of an op compute in fp32 and return x's dtype, rounding to it in places of their own; the PyTorch one is what the CPU
+runs and what the tests compare the Triton one with, beside a float64 reference.
 """
 import os
 
@@ -24,8 +24,7 @@ TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Trito
 
 
 def _use_triton(backend, x):
-    """Whether an op runs its Triton version: backend '' (or None) takes it for CUDA tensors in
-    TRITON_DTYPES when triton is importable; 'triton' insists, 'torch' declines."""
+    """Whether an op runs its Triton version (backend: the module docstring's); 'triton' insists on it."""
     if not backend:
         return HAS_TRITON and x.is_cuda and x.dtype in TRITON_DTYPES
     if backend == 'torch':
@@ -51,11 +50,8 @@ def _conv_silu_torch(x, weight, state, parts, norm):
     """The PyTorch op: W shifted multiply-adds in fp32, summed in tap order (torch.compile fuses them, the SiLU
     and the cast into one kernel and the backward into few, where aten's depthwise conv takes one kernel and
     its backward two), then the norm of each part before channel n, in fp32 from the rounded y, cast back."""
-    B, T, C = x.shape
-    W = weight.size(1)
-    if state is None:
-        state = x.new_zeros(B, W - 1, C)
-    xs = torch.cat([state.to(x.dtype), x], dim=1)  # [B, T + W - 1, C]
+    (B, T, C), W = x.shape, weight.size(1)
+    xs = torch.cat([x.new_zeros(B, W - 1, C) if state is None else state.to(x.dtype), x], dim=1)  # [B, T + W - 1, C]
     w = weight.float()
     y = F.silu(sum(xs[:, j:j + T].float() * w[:, j] for j in range(W))).to(x.dtype)
     parts = list(y.split(parts, dim=-1))
@@ -88,8 +84,7 @@ CONV_CONFIG = dict(fwd=dict(BT=16, BC=128, num_warps=4), bwd=dict(BT=16, BC=32, 
 
 @triton.jit
 def _conv_xs(x_ptr, s_ptr, sxt, r, c, cm, T, C, W: tl.constexpr, HAS_STATE: tl.constexpr):
-    """Rows r of xs = cat(state, x) at channels c (cm: those in range), fp32, 0 outside; pointers at the
-    batch row."""
+    """Rows r of xs = cat(state, x) at channels c (cm: those in range), fp32, 0 outside; pointers at the batch row."""
     u = r - (W - 1)  # the row of x
     ptr = x_ptr + (u.to(tl.int64) * sxt)[:, None] + c[None, :]
     ok = (u >= 0) & (u < T)
@@ -142,8 +137,7 @@ def _conv_dz(dy_ptr, x_ptr, s_ptr, w_ptr, sdt, sxt, t, c, cy, cm, T, C, W: tl.co
 
 @triton.jit
 def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, c0, CE, G, CY, W: tl.constexpr,
-                     HAS_STATE: tl.constexpr, NORM: tl.constexpr, A: tl.constexpr, BT: tl.constexpr,
-                     BC: tl.constexpr):
+                     HAS_STATE: tl.constexpr, NORM: tl.constexpr, A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     """Programs over (row blocks, channel groups of G in the part [c0, CE), batch): y = silu(z) for one
     [BT, BC] tile into the part's [B, T, CY] output (at y_ptr, CY = CE - c0); NORM: each row of the tile
     L2-normalised (the group is a head)."""
@@ -164,12 +158,11 @@ def _conv_fwd_kernel(x_ptr, s_ptr, w_ptr, y_ptr, sxb, sxt, T, C, c0, CE, G, CY, 
 def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sxb, sxt, T, C, c0, CE, G, CY,
                     W: tl.constexpr, WP: tl.constexpr, HAS_STATE: tl.constexpr, NORM: tl.constexpr,
                     A: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, NT: tl.constexpr):
-    """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy silu'(z)
-    into the buffer [B, T, C] in x's dtype (dy: the part's [B, T, CY] gradient at dy_ptr), and
-    dw[c, j] = sum_t dz[t] xs[t + j] over this program's rows into its workspace row (the part's own
-    workspace, [programs, CE - c0, W]). The products dz[t] xs[t + j] are summed into a [WP, BT, BC] block over
-    the NT row blocks and reduced over its rows once, at the end: a reduction per tap and row block would
-    dominate the backward."""
+    """Programs over (groups of NT row blocks, channel groups of the part [c0, CE), batch): dz = dy silu'(z) into the
+    buffer [B, T, C] in x's dtype (dy: the part's [B, T, CY] gradient at dy_ptr), and dw[c, j] = sum_t dz[t] xs[t + j]
+    over this program's rows into its workspace row (the part's own workspace, [programs, CE - c0, W]). The products
+    dz[t] xs[t + j] are summed into a [WP, BT, BC] block over the NT row blocks and reduced over its rows once, at the
+    end: a reduction per tap and row block would dominate the backward."""
     pt, b = tl.program_id(0), tl.program_id(2).to(tl.int64)
     c, cm = _conv_channels(c0, CE, G, BC)
     sxb, sxt, CY = sxb * A, sxt * A, CY * A  # passed / A, as in the forward
@@ -188,16 +181,15 @@ def _conv_dz_kernel(dy_ptr, x_ptr, s_ptr, w_ptr, dz_ptr, dw_ptr, sxb, sxt, T, C,
             dwacc += tl.where(jw[:, None, None] == j, (dz * xs)[None, :, :], 0.)
     dw = tl.sum(dwacc, 1)
     m = (jw < W)[:, None] & cm[None, :]
-    tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * (CE - c0) + (c - c0)[None, :]) * W + jw[:, None],
-             dw, mask=m)
+    tl.store(dw_ptr + ((b * tl.num_programs(0) + pt) * (CE - c0) + (c - c0)[None, :]) * W + jw[:, None], dw, mask=m)
 
 
 @triton.jit
 def _conv_dx_kernel(dz_ptr, w_ptr, dx_ptr, ds_ptr, T, C, W: tl.constexpr, SP: tl.constexpr,
                     HAS_STATE: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     """Programs over (row blocks, channel blocks, batch). x feeds the outputs W - 1 rows on, so
-    dx[u] = d xs[u + W - 1] = sum_k w[k] dz[u + W - 1 - k], and d state[r] = sum_k w[k] dz[r - k]
-    (r < W - 1), by the first row block."""
+    dx[u] = d xs[u + W - 1] = sum_k w[k] dz[u + W - 1 - k], and d state[r] = sum_k w[k] dz[r - k] (r < W - 1), by the
+    first row block."""
     b = tl.program_id(2).to(tl.int64)
     u = tl.program_id(0) * BT + tl.arange(0, BT)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -220,15 +212,13 @@ def _conv_dx_kernel(dz_ptr, w_ptr, dx_ptr, ds_ptr, T, C, W: tl.constexpr, SP: tl
                 ds += _conv_w(w_ptr, c, cm, k, W) * tl.load(dz_ptr + ((rs - k) * C)[:, None] + c[None, :],
                                                           mask=ms, other=0.).to(tl.float32)
             ms = (rs < W - 1)[:, None] & cm[None, :]
-            tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :],
-                     ds.to(ds_ptr.dtype.element_ty), mask=ms)
+            tl.store(ds_ptr + b * (W - 1) * C + rs[:, None] * C + c[None, :], ds.to(ds_ptr.dtype.element_ty), mask=ms)
 
 
 def _conv_align(x, *rows):
-    """The largest power of two (up to 16 bytes) dividing x's batch and row strides and the row lengths
-    `rows`. The model's qkv rows can be 4.5 width + 2 n_head elements apart (3468 at width 768: 8-byte
-    aligned), and Triton, knowing only that such a stride is no multiple of 16, loads them one element at a
-    time."""
+    """The largest power of two (up to 16 bytes) dividing x's batch and row strides and the row lengths `rows`. The
+    model's qkv rows can be 4.5 width + 2 n_head elements apart (3468 at width 768: 8-byte aligned), and Triton, knowing
+    only that such a stride is no multiple of 16, loads them one element at a time."""
     a = 16 // x.element_size()
     while a > 1 and any(n % a for n in (x.stride(0), x.stride(1), *rows)):
         a //= 2
@@ -254,12 +244,10 @@ def _conv_launches(parts, n_norm, K, step):
 
 
 def _conv_fwd(x, weight, state, parts, n_norm, K):
-    """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, flat: for each part of the channels
-    (sizes `parts`) a contiguous [B, T, part], one after another; the channels before n_norm L2-normalised
-    in groups of K."""
+    """y = silu(causal depthwise conv(cat(state, x))) in x's dtype, flat: for each part of the channels (sizes `parts`)
+    a contiguous [B, T, part], one after another; the channels before n_norm L2-normalised in groups of K."""
     x = x if x.stride(-1) == 1 else x.contiguous()
-    B, T, C = x.shape
-    W = weight.shape[1]
+    (B, T, C), W = x.shape, weight.shape[1]
     y = torch.empty(B * T * C, device=x.device, dtype=x.dtype)
     a = _conv_align(x, *parts)
     s, weight = x if state is None else state.contiguous(), weight.contiguous()
@@ -275,13 +263,11 @@ def _conv_bwd(dy, x, weight, state, parts, n_norm, K):
     as _conv_fwd's y."""
     x = x if x.stride(-1) == 1 else x.contiguous()
     dy = dy.contiguous()
-    B, T, C = x.shape
-    W, cx = weight.shape[1], CONV_CONFIG["dx"]
-    weight = weight.contiguous()
+    (B, T, C), W, cx = x.shape, weight.shape[1], CONV_CONFIG["dx"]
     dz = torch.empty(B, T, C, device=x.device, dtype=x.dtype)
     dw = torch.empty(C, W, device=x.device, dtype=torch.float32)
     a = _conv_align(x, *parts)
-    s = x if state is None else state.contiguous()
+    s, weight = x if state is None else state.contiguous(), weight.contiguous()
     for c0, ce, G, groups, norm, cfg in _conv_launches(parts, n_norm, K, "bwd"):
         n = triton.cdiv(T, cfg["BT"] * cfg["NT"])
         dwp = torch.empty(B * n, ce - c0, W, device=x.device, dtype=torch.float32)  # this part's
@@ -332,8 +318,7 @@ _conv_fwd_op.register_autograd(_conv_backward, setup_context=_conv_setup)
 def _conv_silu_triton(x, weight, state, parts, norm):
     """The Triton op: its parts are contiguous, in one allocation (the delta rule takes q, k, v without a
     copy); the new state is formed without concatenating all of x."""
-    B, T, C = x.shape
-    W = weight.size(1)
+    (B, T, C), W = x.shape, weight.size(1)
     state = None if state is None or W == 1 else state.to(x.dtype)
     y = _conv_fwd_op(x, weight, state, parts, *norm)
     y = tuple(p.view(B, T, -1) for p in y.split([B * T * n for n in parts]))
@@ -353,9 +338,8 @@ def conv_silu(x, weight, state=None, parts=None, norm=(0, 1), backend=''):
     if sum(parts) != C or norm[0] % norm[1] or norm[0] not in [0] + ends:
         raise ValueError(f"parts {parts} must sum to C = {C}, and norm {tuple(norm)} = (n, K) have n a "
                          f"multiple of K at a part's end")
-    if _use_triton(backend, x):
-        return _conv_silu_triton(x, weight, state, parts, norm)
-    return _conv_silu_torch(x, weight, state, parts, norm)
+    op = _conv_silu_triton if _use_triton(backend, x) else _conv_silu_torch
+    return op(x, weight, state, parts, norm)
 
 
 # ---- op 2: the tied head's linear cross-entropy ------------------------------------------------------------

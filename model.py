@@ -58,8 +58,8 @@ class GDNConfig:
                                  # 'torch' or 'triton' to force one (kernel.py, fused_ops.py)
 
     def __post_init__(self):
-        mup.check(self.parametrization)
-        mup.check_depth_rule(self.depth_rule)
+        mup.check('parametrization', self.parametrization)
+        mup.check('depth_rule', self.depth_rule)
         for key in ('width', 'n_layer', 'n_head', 'base_width', 'base_depth', 'conv_size', 'vocab_size'):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)}: must be a positive whole number")
@@ -69,8 +69,7 @@ class GDNConfig:
             raise ValueError(f"width={self.width}: the head dims d_k = width/8 and d_v = width/4 must be "
                              "whole numbers; use a multiple of 8 (of 128 for the Triton kernel, which needs "
                              "head dims that are multiples of 16), or set head_k/head_v explicitly")
-        self.head_k = self.head_k or self.width // 8
-        self.head_v = self.head_v or self.width // 4
+        self.head_k, self.head_v = self.head_k or self.width // 8, self.head_v or self.width // 4
 
     @property
     def mlp_hidden(self):
@@ -113,8 +112,7 @@ class DeltaRule(nn.Module):
         self.scale, self.backend = scale, backend
 
     def forward(self, q, k, v, g, beta, initial_state=None, output_final_state=False):
-        return chunk_gated_delta_rule(q, k, v, g, beta, self.scale, initial_state, output_final_state,
-                                      self.backend)
+        return chunk_gated_delta_rule(q, k, v, g, beta, self.scale, initial_state, output_final_state, self.backend)
 
 
 class GatedDeltaNet(nn.Module):
@@ -177,9 +175,7 @@ class Block(nn.Module):
     def forward(self, x, state=None, need_state=False):
         h, state = self.mixer(self.mixer_norm(x), state, need_state)
         x = x + self.branch_mult * h
-        h = self.mlp(self.mlp_norm(x))
-        x = x + self.branch_mult * h
-        return x, state
+        return x + self.branch_mult * self.mlp(self.mlp_norm(x)), state
 
 
 class GDN(nn.Module):
@@ -194,9 +190,8 @@ class GDN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, seed=None):
-        """Initialise every parameter by mup.py's rules. With a seed the draws come from a generator of
-        their own (on the CPU, then copied), so the init depends on the seed alone: the same whatever the
-        device, and whatever was drawn before (train.py, the study's runs and coord_check.py rely on it)."""
+        """Initialise every parameter by mup.py's rules (mup.init_parameters: with a seed, the init depends on the
+        seed alone; train.py, the study's runs and coord_check.py rely on it)."""
         mup.init_parameters(self.named_parameters(), self.config, seed=seed)
 
     def num_params(self, non_embedding=True):
@@ -204,10 +199,9 @@ class GDN(nn.Module):
         return n - self.wte.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None, state=None, return_state=False):
-        """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a
-        sequence (conv inputs and delta-rule state). Returns (logits, loss) or, with return_state,
-        (logits, loss, state). With targets, the loss and no logits (fused_ops computes the loss without
-        them); without, the logits at every position."""
+        """idx: [B, T] token ids. state: the per-layer list returned by an earlier call, to continue a sequence (conv
+        inputs and delta-rule state). Returns (logits, loss) or, with return_state, (logits, loss, state). With targets,
+        the loss and no logits (fused_ops computes the loss without them); without, the logits at every position."""
         x = self.wte(idx)
         new_state = []
         for i, block in enumerate(self.blocks):
@@ -238,8 +232,7 @@ class GDN(nn.Module):
 
     def configure_optimizer(self, optimizer, learning_rate, weight_decay, betas, momentum, device_type,
                             weight_decay_rule='paper'):
-        """AdamW or SGD (Nesterov) over mup.py's parameter groups. Each group keeps its 'lr_mult':
-        the trainer sets group['lr'] = lr_mult * schedule(it)."""
+        """AdamW or SGD (Nesterov) over mup.py's parameter groups; the trainer sets group['lr'] = lr_mult * schedule."""
         groups = mup.param_groups(self, optimizer, weight_decay, weight_decay_rule)
         return make_optimizer(groups, optimizer, learning_rate, betas, momentum, device_type)
 

@@ -1,10 +1,10 @@
 """
 Every scaling rule of the Maximal Update Parametrization (μP) for Gated DeltaNet, as data, in one file.
 
-The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers
-to put in the forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight
-decay per group), and how much each residual branch counts. `grep -n mup model.py train.py` shows the whole
-difference from standard parametrization (SP). fla_mup.apply() does the four to flash-linear-attention's model.
+The model (model.py) asks this file four things: how to initialise a parameter, which constant multipliers to put in the
+forward pass, how to split the parameters into optimizer groups (LR, Adam epsilon and weight decay per group), and how
+much each residual branch counts. `grep -n mup model.py train.py` shows the whole difference from standard
+parametrization (SP). fla_mup.apply() does the four to flash-linear-attention's model.
 
 Width. m = width / base_width; at m = m_L = 1 every combination is SP, parameter by parameter. Parametrizations:
   'sp'                standard parametrization: every matrix N(0, init_std²), one LR, readout 1/sqrt(d_k).
@@ -15,20 +15,15 @@ Width. m = width / base_width; at m = m_L = 1 every combination is SP, parameter
                       of fixed fan-out (n_head) and its biases: LR ∝ m^-1 and m^0 (see LR_EXP).
   'mup_nogdn'         "standard μP" without the GDN treatment of the gates: the paper's SGD ablation.
 
-Depth. m_L = n_layer / base_depth. Depth rules (DEPTH_ALPHA) scale each residual branch by m_L^-alpha and
-adjust the LR and Adam's epsilon of the parameters inside the branches; 'none' is width-only μP.
+Depth. m_L = n_layer / base_depth. Depth rules (DEPTH_ALPHA) scale each residual branch by m_L^-alpha and adjust the LR
+and Adam's epsilon of the parameters inside the branches; 'none' is width-only μP.
 
-Weight decay. PyTorch's AdamW decays by lr_group * weight_decay a step, so under μP the hidden matrices'
-decay timescale grows with width. WEIGHT_DECAY_RULES say how the decay of each group scales instead.
+Weight decay. PyTorch's AdamW decays by lr_group * weight_decay a step, so under μP the hidden matrices' decay timescale
+grows with width. WEIGHT_DECAY_RULES say how the decay of each group scales instead.
 
-Base hyper-parameters (μTransfer, Tensor Programs V §1) are the values AT THE BASE SHAPE: SP uses them as
-they are at every width, μP scales them by the rules below, so that their optimum stays put:
-  output_mult     the logits multiplier (μP: output_mult / m)
-  init_std        the init std of the matrices (μP: init_std / sqrt(m) for the hidden and gate matrices)
-  embed_lr_mult   the embedding's LR relative to the base LR (μP: times the embedding's LR rule)
-  gate_lr_mult    the LR of the gates and their scalars (W_alpha, W_beta, A_log, dt_bias) relative to the
-                  base LR (μP: times those groups' LR rules)
-At their defaults (1, 0.02, 1, 1) the base model is GPT-2's SP.
+Base hyper-parameters (BASE_HPARAMS, each described in model.GDNConfig; μTransfer, Tensor Programs V §1) are the values
+AT THE BASE SHAPE: SP uses them as they are at every width, μP scales them by the rules below (output_mult / m,
+init_std / sqrt(m), the LR rules), so that their optimum stays put. At their defaults the base model is GPT-2's SP.
 
     python mup.py --width=1024 --n_layer=32 --optimizer=sgd   # print every rule as numbers
 """
@@ -78,11 +73,10 @@ INIT_EXP['mup_fixed_fanout'] = INIT_EXP['mup_nogdn'] = INIT_EXP['mup']
 LR_EXP = {
     'sp': {'adamw': dict.fromkeys(GROUPS, 0), 'sgd': dict.fromkeys(GROUPS, 0)},
     'mup': {
-        # Adam normalises each coordinate, so an update of size lr moves a fan-in-d matrix's output by
-        # lr*d: hidden and gate LRs scale 1/m; vector-like and embedding LRs stay (TP5, Table 3).
-        # Adam makes the GDN gate corrections unnecessary (paper §4). vector: m^0 (standard μP), not the
-        # authors' code's 1/m: the coordinate check shows the gains and conv taps stop learning with 1/m
-        # (docs/rules.md).
+        # Adam normalises each coordinate, so an update of size lr moves a fan-in-d matrix's output by lr*d: hidden and
+        # gate LRs scale 1/m; vector-like and embedding LRs stay (TP5, Table 3). Adam makes the GDN gate corrections
+        # unnecessary (paper §4). vector: m^0 (standard μP), not the authors' code's 1/m: the coordinate check shows the
+        # gains and conv taps stop learning with 1/m (docs/rules.md).
         'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # SGD: hidden gradients are already Θ(1/d) per entry, so LR Θ(1); input-like (embedding, vectors)
         # gradients are Θ(1/d) for Θ(1) params, so LR ∝ m (TP5, Table 3). gate, scalar: the paper's
@@ -92,7 +86,6 @@ LR_EXP = {
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -0.5, 'scalar': 0.5, 'vector': 1},
     },
     'mup_fixed_fanout': {
-        'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # gate, scalar: W_alpha/W_beta map the width to n_head outputs, a fixed fan-out: TP5's output
         # weights (SGD LR η/fan_in, m^-1); A_log/dt_bias act on those n_head pre-activations: the biases of
         # a fixed fan-out (m^0). The paper's m^∓1/2 sizes the first step from the gate signal's incoherent
@@ -100,11 +93,11 @@ LR_EXP = {
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': -1, 'scalar': 0, 'vector': 1},
     },
     'mup_nogdn': {
-        'adamw': {'embedding': 0, 'hidden': -1, 'gate': -1, 'scalar': 0, 'vector': 0},
         # the ablation: gates treated as hidden weights, scalars as plain vector-like (paper §4, the SGD comparison)
         'sgd':   {'embedding': 1, 'hidden': 0, 'gate': 0, 'scalar': 1, 'vector': 1},
     },
 }
+LR_EXP['mup_fixed_fanout']['adamw'] = LR_EXP['mup_nogdn']['adamw'] = LR_EXP['mup']['adamw']  # only SGD differs
 
 # Weight decay only on matrices whose scale is learned against the data; never on the embedding, gains,
 # conv taps or the decay/step-size scalars (same rule in SP and μP, so they agree at base).
@@ -150,20 +143,14 @@ def depth_lr_exp(optimizer, rule):
 DEPTH_EPS_EXP = -1.0   # times alpha
 
 
-def check(param):
-    if param not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization={param!r}: choose from {', '.join(PARAMETRIZATIONS)}")
-    return param
+CHOICES = {'parametrization': PARAMETRIZATIONS, 'optimizer': OPTIMIZERS, 'depth_rule': DEPTH_ALPHA,
+           'weight_decay_rule': WEIGHT_DECAY_RULES}
 
-def check_depth_rule(rule):
-    if rule not in DEPTH_ALPHA:
-        raise ValueError(f"depth_rule={rule!r}: choose from {', '.join(DEPTH_ALPHA)}")
-    return rule
-
-def check_weight_decay_rule(rule):
-    if rule not in WEIGHT_DECAY_RULES:
-        raise ValueError(f"weight_decay_rule={rule!r}: choose from {', '.join(WEIGHT_DECAY_RULES)}")
-    return rule
+def check(key, value):
+    """value, if it is one of CHOICES[key]; else a ValueError that lists them."""
+    if value not in CHOICES[key]:
+        raise ValueError(f"{key}={value!r}: choose from {', '.join(CHOICES[key])}")
+    return value
 
 def init_std(c, group):
     """The init std of a group's matrices for config c (model.GDNConfig); None = the group's own init."""
@@ -217,7 +204,7 @@ def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=
 def groups_of(named_parameters, c, names, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
     """param_groups for any model: its (name, parameter) pairs, its shape c and its name map (NAMES)."""
     assert c.parametrization in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (c.parametrization, optimizer)
-    check_weight_decay_rule(weight_decay_rule)
+    check('weight_decay_rule', weight_decay_rule)
     groups = {}
     for name, p in named_parameters:
         if p.requires_grad:
@@ -286,19 +273,16 @@ if __name__ == '__main__':
     )
     configure(cfg)
     try:
-        check(cfg['parametrization']), check_depth_rule(cfg['depth_rule'])
-        check_weight_decay_rule(cfg['weight_decay_rule'])
-        if cfg['optimizer'] not in OPTIMIZERS:
-            raise ValueError(f"optimizer={cfg['optimizer']!r}: choose from {', '.join(OPTIMIZERS)}")
+        for key in ('parametrization', 'depth_rule', 'weight_decay_rule', 'optimizer'):
+            check(key, cfg[key])
     except ValueError as e:
         sys.exit(f"error: {e}")
-    a = SimpleNamespace(**cfg)
-    c = SimpleNamespace(**cfg, head_k=a.width // 8)
-    wd = 0.0 if a.optimizer == 'sgd' else a.weight_decay  # the paper's SGD runs use no weight decay
-    m, m_L = a.width / a.base_width, a.n_layer / a.base_depth
-    print(f"{a.parametrization}, {a.optimizer}, width {a.width} (m = {m:g}), depth {a.n_layer} (m_L = {m_L:g}), "
-          f"depth rule {a.depth_rule}, weight decay {wd:g} by rule {a.weight_decay_rule}; "
-          + ', '.join(f'{k} {getattr(a, k):g}' for k in BASE_HPARAMS) + ' at the base shape')
+    c = SimpleNamespace(**cfg, head_k=cfg['width'] // 8)
+    wd = 0.0 if c.optimizer == 'sgd' else c.weight_decay  # the paper's SGD runs use no weight decay
+    m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
+    print(f"{c.parametrization}, {c.optimizer}, width {c.width} (m = {m:g}), depth {c.n_layer} (m_L = {m_L:g}), "
+          f"depth rule {c.depth_rule}, weight decay {wd:g} by rule {c.weight_decay_rule}; "
+          + ', '.join(f'{k} {getattr(c, k):g}' for k in BASE_HPARAMS) + ' at the base shape')
     print(f"{'group':10s} {'parameters':52s} {'init std':>9s} {'LR mult':>8s} {'wd':>7s} {'eps mult':>8s}")
     for g, what in GROUPS.items():
         for branch in ([False] if g == 'embedding' else [True, False] if g == 'vector' else [True]):
@@ -306,8 +290,8 @@ if __name__ == '__main__':
             std = 'own' if std is None else f'{std:.5f}'
             name = g if branch or g == 'embedding' else 'final norm'
             what = what if branch or g == 'embedding' else 'the final RMSNorm gain (outside the blocks)'
-            print(f"{name:10s} {what:52s} {std:>9s} {lr_mult(c, a.optimizer, g, branch):8.4f} "
-                  f"{decay(c, a.optimizer, g, branch, wd, a.weight_decay_rule):7.4f} {eps_mult(c, branch):8.4f}")
+            print(f"{name:10s} {what:52s} {std:>9s} {lr_mult(c, c.optimizer, g, branch):8.4f} "
+                  f"{decay(c, c.optimizer, g, branch, wd, c.weight_decay_rule):7.4f} {eps_mult(c, branch):8.4f}")
     mult = multipliers(c)
     print(f"forward: logits x {mult['logits']:.4f}; readout scale {mult['readout']:.4f} "
           f"(SP: 1/sqrt(d_k) = {1 / math.sqrt(c.head_k):.4f}, d_k = {c.head_k}); residual branches x {mult['branch']:.4f}")

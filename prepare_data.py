@@ -11,16 +11,6 @@ Writes data/<name>/train.bin and val.bin (uint16 token ids, read back with np.me
 data/<name>/meta.json (tokenizer, vocab_size, token counts; for char-level data the itos/stoi tables).
 meta.json is written last, so its presence means the preparation finished. FineWeb-Edu, the paper's data,
 is streamed and written in shards by prepare_fineweb.py; load_split reads either layout.
-
-Everything here works offline: the GPT-2 tokenizer is built from the BPE files shipped in
-data/gpt2/, never downloaded. vocab_size in meta.json is the tokenizer's (50257 for GPT-2); train.py pads
-it for the model (50304).
-
-Python API, for train.py, sample.py and the tests:
-    get_tokenizer(name)                     'gpt2', or a prepared dataset's name: .encode(str), .decode(ids)
-    prepare(dataset, data_dir='data', ...)  prepare and return the output folder
-    ensure_prepared(dataset, data_dir='data')  the folder, preparing an embedded corpus if needed
-    load_split(dataset_dir, split)          the tokens of 'train' or 'val' as one sequence (any layout)
 """
 import bisect
 import functools
@@ -65,11 +55,9 @@ def _gpt2_byte_decoder():
 
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding():
-    """tiktoken's 'gpt2' Encoding, built from data/gpt2/ (identical to the downloaded one, but offline).
-
-    In GPT-2's tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's
-    mergeable ranks; vocab.bpe (the merge list) is used to check that, which is what tiktoken's own
-    loader asserts too."""
+    """tiktoken's 'gpt2' Encoding, built from data/gpt2/ (identical to the downloaded one, but offline). In GPT-2's
+    tables a token's id is also its merge rank, so encoder.json alone gives tiktoken's mergeable ranks; vocab.bpe (the
+    merge list) is used to check that, which is what tiktoken's own loader asserts too."""
     import tiktoken
     byte_of = _gpt2_byte_decoder()
     with gzip.open(os.path.join(GPT2_FILES, 'encoder.json.gz'), 'rt', encoding='utf-8') as f:
@@ -114,8 +102,7 @@ def get_tokenizer(name, data_dir='data'):
     if not os.path.exists(meta_path):
         raise ValueError(f"unknown tokenizer {name!r}: expected 'gpt2' or a prepared dataset "
                          f"({meta_path} not found)")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_meta(os.path.join(data_dir, name))
     if meta['tokenizer'] == 'gpt2':
         return gpt2_encoding()
     tok = CharTokenizer(meta['itos'])
@@ -127,11 +114,10 @@ def get_tokenizer(name, data_dir='data'):
 # text files -> train.bin, val.bin, meta.json
 
 def split_point(text, fraction=1 - VAL_FRACTION):
-    """Where to cut `text` into train and val: the line start nearest to fraction * len(text) whose
-    previous line ends in a visible character and which itself starts with one. GPT-2's pre-tokenizer
-    makes such a lone '\\n' its own piece, so the two halves tokenise exactly as the whole text does
-    (train + val token counts equal the whole text's). Falls back to the exact fraction if the text
-    has no such line boundary."""
+    """Where to cut `text` into train and val: the line start nearest to fraction * len(text) whose previous line ends
+    in a visible character and which itself starts with one. GPT-2's pre-tokenizer makes such a lone '\\n' its own
+    piece, so the two halves tokenise exactly as the whole text does (train + val token counts equal the whole text's).
+    Falls back to the exact fraction if the text has no such line boundary."""
     target = int(len(text) * fraction)
 
     def ok(i):  # i is the index just after a '\n'
@@ -146,7 +132,7 @@ def split_point(text, fraction=1 - VAL_FRACTION):
     return min(candidates, key=lambda i: abs(i - target)) if candidates else target
 
 
-def _atomic_write(path, data):
+def atomic_write(path, data):
     """Write bytes or str to a temporary name, then rename: a reader never sees half a file."""
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:
@@ -161,7 +147,7 @@ def to_uint16(ids):
 
 
 def write_meta(out_dir, meta):
-    _atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
+    atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
 
 
 MIN_TRAIN_BLOCK = 1024  # train.py's default block_size: a split needs block_size + 2 tokens to give one window
@@ -196,7 +182,7 @@ def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
     check_split_sizes(source or out_dir, {k: len(v) for k, v in ids.items()})
     os.makedirs(out_dir, exist_ok=True)
     for split, part in (('train', text[:cut]), ('val', text[cut:])):
-        _atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids[split]).tobytes())
+        atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids[split]).tobytes())
         meta[f'{split}_tokens'] = len(ids[split])
         meta[f'{split}_chars'] = len(part)
     write_meta(out_dir, meta)  # last: its presence marks a finished preparation
@@ -213,12 +199,11 @@ def read_shakespeare():
 # ----------------------------------------------------------------------------------------------------
 # gutenberg: 121 public-domain books in data/gutenberg/books.tar.xz (provenance: data/gutenberg/README.md)
 #
-# Each split holds whole books, in manifest order, each preceded by an end-of-text marker: [EOT] book0
-# [EOT] book1 ..., as in fineweb_edu. GPT-2 has <|endoftext|> for it; a char vocabulary has no special
-# tokens, so there the marker is CHAR_EOT, a control character no book contains, made part of the
-# alphabet (meta.json: eot_token, eot_char). Validation is a fixed set of whole books, not the tail of
-# one (the model would have trained on that book's first part), chosen from the manifest's byte counts so
-# that the BPE and the char datasets hold out the same books.
+# Each split holds whole books, in manifest order, each preceded by an end-of-text marker: [EOT] book0 [EOT] book1 ...,
+# as in fineweb_edu. GPT-2 has <|endoftext|> for it; a char vocabulary has no special tokens, so there the marker is
+# CHAR_EOT, a control character no book contains, made part of the alphabet (meta.json: eot_token, eot_char). Validation
+# is a fixed set of whole books, not the tail of one (the model would have trained on that book's first part), chosen
+# from the manifest's byte counts so that the BPE and the char datasets hold out the same books.
 
 CHAR_EOT = '\x04'  # ASCII "end of transmission"
 # Old illustration captions: "[Illustration]", "[Illustration: _A stern melancholy country._]" (some span
@@ -323,15 +308,13 @@ def _encode_book(item):
 
 
 def encode_books(texts, num_proc):
-    """[EOT] + GPT-2 tokens of each text, in order, in num_proc processes, longest text first (so that no
-    worker is left with a long book at the end); the progress bar counts characters, for its ETA, and
-    shows the tokens so far."""
+    """[EOT] + GPT-2 tokens of each text, in order, in num_proc processes, longest text first (so that no worker is left
+    with a long book at the end); the progress bar counts characters, for its ETA, and shows the tokens so far."""
     import contextlib
     import multiprocessing
     from tqdm import tqdm
     gpt2_encoding()  # built once, before the fork: the workers inherit it
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    jobs = [(i, texts[i]) for i in order]
+    jobs = [(i, texts[i]) for i in sorted(range(len(texts)), key=lambda i: -len(texts[i]))]
     out, tokens = [None] * len(texts), 0
     bar = tqdm(total=sum(map(len, texts)), unit='char', unit_scale=True, desc='gutenberg')
     # fork, as in tokenize_stream: spawn would re-import the main module
@@ -370,13 +353,12 @@ def prepare_gutenberg(out_dir, tokenizer='gpt2', corpus_dir=None, val_fraction=G
     splits = {split: [k for k, f in enumerate(files) if (f in val_books) == (split == 'val')]
               for split in ('train', 'val')}  # book indices, in manifest order
     for split, members in splits.items():
-        _atomic_write(os.path.join(out_dir, f'{split}.bin'), b''.join(ids[k].tobytes() for k in members))
+        atomic_write(os.path.join(out_dir, f'{split}.bin'), b''.join(ids[k].tobytes() for k in members))
         meta[f'{split}_tokens'] = sum(len(ids[k]) for k in members)
         meta[f'{split}_chars'] = sum(len(texts[k]) for k in members)
     meta['val_choice'] = (f"whole books, in sha256(file name) order, while they fit in {val_fraction} "
                           f"of the manifest's bytes")
-    for split, members in splits.items():
-        meta[f'{split}_books'] = [files[k] for k in members]
+    meta.update({f'{split}_books': [files[k] for k in members] for split, members in splits.items()})
     meta['book_tokens'] = {f: len(ids[k]) for k, f in enumerate(files)}  # each with its EOT
     if tokenizer == 'char':
         meta.update(itos=itos, stoi={c: i for i, c in enumerate(itos)})
@@ -415,11 +397,9 @@ def prepare(dataset='shakespeare', data_dir='data', input='', name='', tokenizer
         tokenizer = 'char' if dataset == 'gutenberg_char' else tokenizer
         out_dir = os.path.join(data_dir, name or ('gutenberg_char' if tokenizer == 'char' else 'gutenberg'))
         return prepare_gutenberg(out_dir, tokenizer, num_proc=num_proc or 0)
-    source = os.path.relpath(SHAKESPEARE, REPO)
-    if dataset == 'shakespeare':
-        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset), 'gpt2', source)
-    if dataset == 'shakespeare_char':
-        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset), 'char', source)
+    if dataset in ('shakespeare', 'shakespeare_char'):
+        return prepare_text(read_shakespeare(), os.path.join(data_dir, name or dataset),
+                            'char' if dataset == 'shakespeare_char' else 'gpt2', os.path.relpath(SHAKESPEARE, REPO))
     raise ValueError(f"unknown dataset {dataset!r}: choose from shakespeare, shakespeare_char, gutenberg, "
                      f"gutenberg_char, fineweb_edu, or give --input=PATH")
 
@@ -432,11 +412,9 @@ def read_meta(dataset_dir):
 
 def is_prepared(out_dir):
     """meta.json is written last, and names every file the preparation made."""
-    meta_path = os.path.join(out_dir, 'meta.json')
-    if not os.path.exists(meta_path):
+    if not os.path.exists(os.path.join(out_dir, 'meta.json')):
         return False
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_meta(out_dir)
     if meta.get('sharded'):
         files = [os.path.join('shards', f) for split in ('train', 'val') for f in meta['shards'][split]]
     else:
@@ -467,24 +445,20 @@ def ensure_prepared(dataset, data_dir='data'):
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing).{hint} Prepared in "
                      f"{data_dir}: {', '.join(prepared) or 'none'}; shipped with the repo (prepared on first use): "
-                     f"{', '.join(EMBEDDED)}. "
-                     f"To prepare it, run:\n    {cmd}")
+                     f"{', '.join(EMBEDDED)}. To prepare it, run:\n    {cmd}")
 
 
 # ----------------------------------------------------------------------------------------------------
 # reading a split back
 
 class TokenSplit:
-    """The tokens of one split as one long sequence, whether stored in a single .bin file or in shards.
-
-    Shards are consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens,
-    mid-document), so a window may run across a shard boundary: the result is the same as if all the
-    shards were one file. Supports what training.Batches needs: len(s), the number of tokens, and s[i:j], an
-    np.uint16 array of tokens i..j-1 (contiguous slices only).
-    Each file is memory-mapped once, on first use. (nanoGPT reopens its memmap every batch against a
-    "leak"; that growth is the touched pages of the file counted in RSS: clean page cache the kernel
-    reclaims under pressure. Reopening per window costs ~10x the read itself.)
-    """
+    """The tokens of one split as one long sequence, whether stored in a single .bin file or in shards. Shards are
+    consecutive pieces of one token stream (fineweb_edu cuts it every shard_tokens tokens, mid-document), so a window
+    may run across a shard boundary: the result is the same as if all the shards were one file. Supports what
+    training.Batches needs: len(s), the number of tokens, and s[i:j], an np.uint16 array of tokens i..j-1 (contiguous
+    slices only). Each file is memory-mapped once, on first use. (nanoGPT reopens its memmap every batch against a
+    "leak"; that growth is the touched pages of the file counted in RSS: clean page cache the kernel reclaims under
+    pressure. Reopening per window costs ~10x the read itself.)"""
 
     def __init__(self, paths):
         self.paths = list(paths)
@@ -499,9 +473,7 @@ class TokenSplit:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("TokenSplit supports contiguous slices only, e.g. s[i:i + block_size]")
         start, stop, _ = index.indices(len(self))
-        return self._read(start, max(stop - start, 0))
-
-    def _read(self, start, length):
+        length = max(stop - start, 0)
         out = np.empty(length, dtype=np.uint16)
         k = bisect.bisect_right(self.starts, start) - 1  # the shard holding `start`
         done = 0
@@ -524,10 +496,8 @@ def load_split(dataset_dir, split):
     if os.path.exists(single):
         return TokenSplit([single])
     shard_dir = os.path.join(dataset_dir, 'shards')
-    meta_path = os.path.join(dataset_dir, 'meta.json')
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            shards = json.load(f).get('shards', {}).get(split, [])
+    if os.path.exists(os.path.join(dataset_dir, 'meta.json')):
+        shards = read_meta(dataset_dir).get('shards', {}).get(split, [])
     else:
         shards = sorted(f for f in os.listdir(shard_dir) if f.startswith(f'{split}_') and f.endswith('.bin')) \
             if os.path.isdir(shard_dir) else []

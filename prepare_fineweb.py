@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from prepare_data import GPT2_EOT, _atomic_write, gpt2_encoding, to_uint16, write_meta
+from prepare_data import GPT2_EOT, atomic_write, gpt2_encoding, to_uint16, write_meta
 
 #
 # The token stream is [EOT] doc0 [EOT] doc1 ... (every document preceded by <|endoftext|>), cut at
@@ -139,7 +139,7 @@ def prepare_fineweb(out_dir, source='HuggingFaceFW/fineweb-edu', source_config='
         os.remove(os.path.join(out_dir, 'meta.json'))  # not finished: train.py must not use it yet
 
     def save_state():
-        _atomic_write(state_path, json.dumps(state, indent=1) + '\n')
+        atomic_write(state_path, json.dumps(state, indent=1) + '\n')
 
     def write_shard(fname, parts):
         tmp = os.path.join(shard_dir, fname + '.tmp')

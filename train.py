@@ -7,10 +7,9 @@ Pre-train a Gated DeltaNet LM under standard parametrization or μP, on one devi
     python train.py config/paper_adamw.py --width=1024
     torchrun --standalone --nproc_per_node=8 train.py config/paper_adamw.py
 
-The settings are the globals below, then config files and --key=value in command-line order (configurator.py;
-`--help` lists them). A run owns its out_dir: a new run into a folder that holds another run stops, and
-says how to go on. Ctrl-C stops after the current step and saves it; a second Ctrl-C stops at once (the last
-checkpoint stays).
+The settings are the globals below, then config files and --key=value in command-line order (configurator.py; `--help`
+lists them). A run owns its out_dir: a new run into a folder that holds another run stops, and says how to go on. Ctrl-C
+stops after the current step and saves it; a second Ctrl-C stops at once (the last checkpoint stays).
 """
 import csv
 import json
@@ -27,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import config_keys, configure
 from model import GDN, GDNConfig
-from mup import check_weight_decay_rule
-from prepare_data import EMBEDDED
+from mup import check
+from prepare_data import EMBEDDED, atomic_write
 from tracking import Tracker, draw_losses
 from training import (Batches, checkpoints, dataset_setup, device_setup, duration, evaluate, load_checkpoint,
                       load_splits, lr_at, matmul_rate, memory_estimate_gb, pass_seconds, train_step)
@@ -122,7 +121,7 @@ if init_from not in ('scratch', 'resume'):
 if mup and parametrization == 'sp':
     fail("--mup=True and --parametrization=sp contradict each other: drop one")
 try:
-    check_weight_decay_rule(weight_decay_rule)
+    check('weight_decay_rule', weight_decay_rule)
     run = device_setup(device, dtype)
 except ValueError as e:
     fail(e)
@@ -188,10 +187,9 @@ if master and dataset != TUNED_ON and not _assigned & set(BASE_KEYS):
           f"--tuned_out=config/tuned_{dataset}.py")
 
 # model
-model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k,
-                  head_v=head_v, parametrization=parametrization, base_width=base_width, depth_rule=depth_rule,
-                  base_depth=base_depth, output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult,
-                  gate_lr_mult=gate_lr_mult)
+model_args = dict(vocab_size=vocab_size, width=width, n_layer=n_layer, n_head=n_head, head_k=head_k, head_v=head_v,
+                  parametrization=parametrization, base_width=base_width, depth_rule=depth_rule, base_depth=base_depth,
+                  output_mult=output_mult, init_std=init_std, embed_lr_mult=embed_lr_mult, gate_lr_mult=gate_lr_mult)
 try:
     model_config = GDNConfig(**model_args, kernel_backend=kernel_backend)
 except ValueError as e:  # an unknown parametrization, a width that is not positive, head dims that do not divide
@@ -297,17 +295,28 @@ def read_run():
 
 
 def write_run(info):
-    with open(run_path + '.tmp', 'w') as f:
-        json.dump(info, f, indent=1)
-    os.replace(run_path + '.tmp', run_path)
+    atomic_write(run_path, json.dumps(info, indent=1))
 
 
+# per-step CSV log: a row per step (loss, lr; speed on log steps) and per evaluation (train_loss, val_loss).
+# On resume the rows after the checkpoint's step go (they are trained again), so each step has one row
+LOG_COLUMNS = ['iter', 'loss', 'lr', 'grad_norm', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss']
 if master and not eval_only:
     os.makedirs(out_dir, exist_ok=True)
     tracker = Tracker(out_dir, config, tensorboard, '', wandb_log, wandb_project, wandb_run_name)
     run_info = read_run() if init_from == 'resume' else {'run_id': uuid.uuid4().hex, 'checkpoints': []}
     run_info.update(config=config)
     write_run(run_info)
+    log_path = os.path.join(out_dir, 'log.csv')
+    kept = []
+    if init_from == 'resume' and os.path.exists(log_path):
+        with open(log_path, newline='') as f:
+            kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
+    with open(log_path + '.tmp', 'w', newline='') as f:
+        csv.writer(f).writerows([LOG_COLUMNS] + kept)
+    os.replace(log_path + '.tmp', log_path)
+    log_file = open(log_path, 'a', newline='')
+    log = csv.writer(log_file)
 
 
 def save_checkpoint():
@@ -339,21 +348,6 @@ def stop_non_finite(value):
     fail(f"loss is {value} at iter {iter_num}: training stopped. The last good checkpoint is {last_checkpoint()}. "
          "Lower learning_rate (or raise warmup_iters, or set grad_clip) and resume with --init_from=resume.")
 
-
-# per-step CSV log: a row per step (loss, lr; speed on log steps) and per evaluation (train_loss, val_loss).
-# On resume the rows after the checkpoint's step go (they are trained again), so each step has one row
-LOG_COLUMNS = ['iter', 'loss', 'lr', 'grad_norm', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss']
-if master and not eval_only:
-    log_path = os.path.join(out_dir, 'log.csv')
-    kept = []
-    if init_from == 'resume' and os.path.exists(log_path):
-        with open(log_path, newline='') as f:
-            kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
-    with open(log_path + '.tmp', 'w', newline='') as f:
-        csv.writer(f).writerows([LOG_COLUMNS] + kept)
-    os.replace(log_path + '.tmp', log_path)
-    log_file = open(log_path, 'a', newline='')
-    log = csv.writer(log_file)
 
 # Ctrl-C (or SIGTERM) stops after the step in flight, so the checkpoint holds a whole step; a second one
 # stops at once. Under DDP the ranks agree at the next log step, so they stop at the same step

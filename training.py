@@ -1,9 +1,8 @@
 """
-What every run shares, defined once here and called by train.py, the study's sweep runs and coord_check.py:
-where a run runs (device, precision, data), its memory and time, which tokens a batch holds, the learning-rate
-schedule, one optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a
-`python train.py` run with the same settings see the same batches, take the same steps and report the same
-loss (tests/test_study_run.py).
+What every run shares, defined once here and called by train.py, the study's sweep runs and coord_check.py: where a run
+runs (device, precision, data), its memory and time, which tokens a batch holds, the learning-rate schedule, one
+optimizer step, the evaluation and reading a checkpoint back. So a sweep row and a `python train.py` run with the same
+settings see the same batches, take the same steps and report the same loss (tests/test_study_run.py).
 """
 import glob
 import math
@@ -153,17 +152,13 @@ def lr_at(it, lr, warmup_iters, decay_iters, min_lr, decay=True):
 
 
 class Batches:
-    """The batches of a run: iteration `it`'s global batch is fixed by (seed, it) alone, so every run, width
-    and DDP layout with the same seed sees the same tokens at the same step, and resuming is exact.
-
-    Each split is cut into disjoint windows of block_size + 1 tokens (x = w[:-1], y = w[1:]) and training
-    walks through them in a seeded random order: no token is seen twice before the whole split has been
-    seen once (the next pass shifts the cut by a seeded offset and reshuffles). Evaluation uses the first
-    windows of another fixed order, the same at every evaluation.
-
-    data: {'train': tokens, 'val': tokens}, each a torch tensor (on any device: gathered there, no host
-    work per step) or anything sliceable into numpy arrays (prepare_data.TokenSplit, a memmap).
-    """
+    """The batches of a run: iteration `it`'s global batch is fixed by (seed, it) alone, so every run, width and DDP
+    layout with the same seed sees the same tokens at the same step, and resuming is exact. Each split is cut into
+    disjoint windows of block_size + 1 tokens (x = w[:-1], y = w[1:]) and training walks through them in a seeded random
+    order: no token is seen twice before the whole split has been seen once (the next pass shifts the cut by a seeded
+    offset and reshuffles). Evaluation uses the first windows of another fixed order, the same at every evaluation.
+    data: {'train': tokens, 'val': tokens}, each a torch tensor (on any device: gathered there, no host work per step)
+    or anything sliceable into numpy arrays (prepare_data.TokenSplit, a memmap)."""
 
     def __init__(self, data, batch_size, block_size, seed, device='cpu', accum=1, world=1, rank=0):
         self.data, self.B, self.T, self.seed = data, batch_size, block_size, seed
@@ -220,8 +215,7 @@ class Batches:
             if d.is_cuda:  # from pageable memory the copy waits for the GPU's queue to drain, an
                 ix = ix.pin_memory()  # idle gap every step (the study's runs: 30 ms steps against train.py's 27)
             ix = ix.to(d.device, non_blocking=True)
-            w = d[ix[:, None] + torch.arange(self.T + 1, device=d.device)].long()
-            w = w.to(self.device)
+            w = d[ix[:, None] + torch.arange(self.T + 1, device=d.device)].long().to(self.device)
         else:
             w = torch.from_numpy(np.stack([d[i:i + self.T + 1] for i in ix.tolist()]).astype(np.int64))
             w = w.pin_memory().to(self.device, non_blocking=True) if self.device.type == 'cuda' else w
@@ -233,18 +227,12 @@ class Batches:
         self.prefetched = ((split, it, micro), self.get(split, it, micro))
 
 
-def set_lr(optimizer, lr):
-    """mup.py's per-group multipliers on top of the schedule's LR."""
-    for group in optimizer.param_groups:
-        group['lr'] = lr * group['lr_mult']
-
-
 def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullcontext(), scaler=None):
-    """One optimizer step on iteration `it`'s global batch (batches.accum micro-batches, each rank its
-    own under DDP): set the LRs, accumulate the gradients, clip their norm to grad_clip (0: no clipping),
-    step. Returns the batch's mean loss and the gradient norm before clipping, as device tensors (no sync
-    with the host, so the GPU runs ahead)."""
-    set_lr(optimizer, lr)
+    """One optimizer step on iteration `it`'s global batch (batches.accum micro-batches, each rank its own under DDP):
+    set the LRs, accumulate the gradients, clip their norm to grad_clip (0: no clipping), step. Returns the batch's mean
+    loss and the gradient norm before clipping, as device tensors (no sync with the host, so the GPU runs ahead)."""
+    for group in optimizer.param_groups:  # mup.py's per-group multipliers on top of the schedule's LR
+        group['lr'] = lr * group['lr_mult']
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     loss_sum = 0.0
     for micro in range(batches.accum):
@@ -254,8 +242,7 @@ def train_step(model, optimizer, batches, it, lr, grad_clip=0.0, autocast=nullco
         if x.is_cuda:  # a new iteration for CUDA graphs (compile_mode='reduce-overhead'), else a no-op;
             torch.compiler.cudagraph_mark_step_begin()  # (it imports the inductor: not on the CPU)
         with autocast:
-            _, loss = model(x, y)
-            loss = loss / batches.accum
+            loss = model(x, y)[1] / batches.accum
         nxt = (it, micro + 1) if micro + 1 < batches.accum else (it + 1, 0)
         batches.prefetch('train', *nxt)  # read the next micro-batch while the GPU works
         (scaler.scale(loss) if scaler is not None else loss).backward()
