@@ -218,6 +218,7 @@ def test_fla_probes_are_its_delta_rule_inputs():
 def test_fla_check_runs(data_dir):
     """The check on fla's model (CUDA), widths 128 and 256 = base: every value finite, q and k of RMS 1 per
     unit-norm coordinate, and μP the same as SP at the base width."""
+    pytest.importorskip('fla.models')
     res = coord_check.coord_check(dict(CONFIG, model='fla', device='cuda', widths='128,256', steps=2, seeds=1,
                                        runs='sp-adamw,mup-adamw', data_dir=data_dir), verbose=False)
     for run in res['runs']:
