@@ -58,7 +58,8 @@ def apply(model, base_width, lr, parametrization='mup', optimizer='adamw', weigh
     unsupported = _fla_unsupported(model, inner)
     if unsupported:
         raise ValueError("fla_mup.apply: this fla model has what the μP rules do not cover: " + '; '.join(unsupported))
-    check('optimizer', optimizer), check('weight_decay_rule', weight_decay_rule)
+    check('optimizer', optimizer)
+    check('weight_decay_rule', weight_decay_rule)
     attn = inner.layers[0].attn
     c = SimpleNamespace(parametrization=check('parametrization', parametrization),
                         depth_rule=check('depth_rule', depth_rule),

@@ -27,13 +27,12 @@ def padded_vocab(vocab_size):
 
 def make_optimizer(groups, optimizer, learning_rate, betas, momentum, device_type):
     """AdamW or SGD (Nesterov) over parameter groups that carry their 'lr_mult' (mup.py's)."""
+    mup.check('optimizer', optimizer)
     for g in groups:
         g['lr'] = learning_rate * g['lr_mult']
     if optimizer == 'adamw':
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
-    if optimizer == 'sgd':
-        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=momentum > 0)
-    raise ValueError(f"optimizer={optimizer!r}: use 'adamw' or 'sgd'")
+    return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=momentum > 0)
 
 
 @dataclass
