@@ -58,11 +58,10 @@ def apply(model, base_width, lr, parametrization='mup', optimizer='adamw', weigh
     unsupported = _fla_unsupported(model, inner)
     if unsupported:
         raise ValueError("fla_mup.apply: this fla model has what the μP rules do not cover: " + '; '.join(unsupported))
-    check('optimizer', optimizer)
-    check('weight_decay_rule', weight_decay_rule)
+    check(parametrization=parametrization, optimizer=optimizer, depth_rule=depth_rule,
+          weight_decay_rule=weight_decay_rule)
     attn = inner.layers[0].attn
-    c = SimpleNamespace(parametrization=check('parametrization', parametrization),
-                        depth_rule=check('depth_rule', depth_rule),
+    c = SimpleNamespace(parametrization=parametrization, depth_rule=depth_rule,
                         width=inner.embeddings.embedding_dim, base_width=base_width, n_layer=len(inner.layers),
                         base_depth=base_depth or len(inner.layers), head_k=attn.head_k_dim, output_mult=output_mult,
                         init_std=init_std, embed_lr_mult=embed_lr_mult, gate_lr_mult=gate_lr_mult)

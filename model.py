@@ -27,7 +27,7 @@ def padded_vocab(vocab_size):
 
 def make_optimizer(groups, optimizer, learning_rate, betas, momentum, device_type):
     """AdamW or SGD (Nesterov) over parameter groups that carry their 'lr_mult' (mup.py's)."""
-    mup.check('optimizer', optimizer)
+    mup.check(optimizer=optimizer)
     for g in groups:
         g['lr'] = learning_rate * g['lr_mult']
     if optimizer == 'adamw':
@@ -57,8 +57,7 @@ class GDNConfig:
                                  # 'torch' or 'triton' to force one (kernel.py, fused_ops.py)
 
     def __post_init__(self):
-        mup.check('parametrization', self.parametrization)
-        mup.check('depth_rule', self.depth_rule)
+        mup.check(parametrization=self.parametrization, depth_rule=self.depth_rule)
         for key in ('width', 'n_layer', 'n_head', 'base_width', 'base_depth', 'conv_size', 'vocab_size'):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)}: must be a positive whole number")

@@ -146,11 +146,11 @@ DEPTH_EPS_EXP = -1.0   # times alpha
 CHOICES = {'parametrization': PARAMETRIZATIONS, 'optimizer': OPTIMIZERS, 'depth_rule': DEPTH_ALPHA,
            'weight_decay_rule': WEIGHT_DECAY_RULES}
 
-def check(key, value):
-    """value, if it is one of CHOICES[key]; else a ValueError that lists them."""
-    if value not in CHOICES[key]:
-        raise ValueError(f"{key}={value!r}: choose from {', '.join(CHOICES[key])}")
-    return value
+def check(**choices):
+    """Each choice (key=value) is one of CHOICES[key]; else a ValueError that lists them."""
+    for key, value in choices.items():
+        if value not in CHOICES[key]:
+            raise ValueError(f"{key}={value!r}: choose from {', '.join(CHOICES[key])}")
 
 def init_std(c, group):
     """The init std of a group's matrices for config c (model.GDNConfig); None = the group's own init."""
@@ -204,7 +204,7 @@ def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=
 def groups_of(named_parameters, c, names, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
     """param_groups for any model: its (name, parameter) pairs, its shape c and its name map (NAMES)."""
     assert c.parametrization in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (c.parametrization, optimizer)
-    check('weight_decay_rule', weight_decay_rule)
+    check(weight_decay_rule=weight_decay_rule)
     groups = {}
     for name, p in named_parameters:
         if p.requires_grad:
@@ -273,8 +273,7 @@ if __name__ == '__main__':
     )
     configure(cfg)
     try:
-        for key in ('parametrization', 'depth_rule', 'weight_decay_rule', 'optimizer'):
-            check(key, cfg[key])
+        check(**{k: cfg[k] for k in ('parametrization', 'depth_rule', 'weight_decay_rule', 'optimizer')})
     except ValueError as e:
         sys.exit(f"error: {e}")
     c = SimpleNamespace(**cfg, head_k=cfg['width'] // 8)
