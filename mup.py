@@ -203,8 +203,7 @@ def param_groups(model, optimizer, weight_decay, weight_decay_rule='paper', eps=
 
 def groups_of(named_parameters, c, names, optimizer, weight_decay, weight_decay_rule='paper', eps=1e-8):
     """param_groups for any model: its (name, parameter) pairs, its shape c and its name map (NAMES)."""
-    assert c.parametrization in PARAMETRIZATIONS and optimizer in OPTIMIZERS, (c.parametrization, optimizer)
-    check(weight_decay_rule=weight_decay_rule)
+    check(optimizer=optimizer, weight_decay_rule=weight_decay_rule)  # c's parametrization: checked where c was made
     groups = {}
     for name, p in named_parameters:
         if p.requires_grad:

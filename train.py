@@ -121,7 +121,7 @@ if init_from not in ('scratch', 'resume'):
 if mup and parametrization == 'sp':
     fail("--mup=True and --parametrization=sp contradict each other: drop one")
 try:
-    check(weight_decay_rule=weight_decay_rule)
+    check(optimizer=optimizer, weight_decay_rule=weight_decay_rule)
     run = device_setup(device, dtype)
 except ValueError as e:
     fail(e)

@@ -307,6 +307,7 @@ def test_bad_config_fails_clearly(tmp_path, data_dir):
     for arg, word in [('--width=0', 'width=0'), ('--batch_size=0', 'batch_size=0'), ('--n_layer=0', 'n_layer=0'),
                       ('--block_size=-4', 'block_size=-4'), ('--learning_rate=0', 'learning_rate'),
                       ('--depth_rule=deep', 'completep'), ('--weight_decay_rule=x', 'fixed_timescale'),
+                      ('--optimizer=adam', 'adamw, sgd'),
                       ('--kernel_backend=triton --width=72', 'multiples of 16')]:
         r = train(tmp_path, data_dir, *arg.split(), check=False)
         assert r.returncode != 0 and word in r.stderr and 'Traceback' not in r.stderr, (arg, r.stderr[-2000:])
