@@ -163,14 +163,17 @@ def placement(cfg, dev):
     return f"{workers} worker processes on each of {len(devices)} GPUs ({', '.join(devices)})"
 
 
+def card_budget_gb(device='cuda'):
+    """What the runs on one GPU may use together unless gpu_mem_gb says otherwise: 90% of its memory."""
+    return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+
+
 def memory_budget_gb(cfg, device):
-    """What the runs in flight together on one device may use: gpu_mem_gb, else 90% of the GPU's memory (no
-    limit on a CPU, where the runs go one by one)."""
+    """What the runs in flight together on one device may use: gpu_mem_gb, else card_budget_gb (no limit on a
+    CPU, where the runs go one by one)."""
     if cfg['gpu_mem_gb']:
         return cfg['gpu_mem_gb']
-    if not device.startswith('cuda'):
-        return float('inf')
-    return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+    return card_budget_gb(device) if device.startswith('cuda') else float('inf')
 
 
 def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):

@@ -34,6 +34,7 @@ import threading
 
 import torch
 
+from study.pool import card_budget_gb
 from study.run import Runner, model_config
 from study.schedule import Runs, estimates, report, run_job
 
@@ -108,11 +109,6 @@ def run_task(cfg, r):
             WORKER['runner'].release()
         WORKER['runner'], WORKER['key'] = Runner(dict(cfg, device=device)), key
     return run_job(WORKER['runner'], r)
-
-
-def card_budget_gb():
-    """What the runs on one card may use together: 90% of its memory (the sweep's budget on one GPU)."""
-    return 0.9 * torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 def share_of(gb, budget):
