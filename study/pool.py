@@ -16,7 +16,7 @@ import time
 import torch
 
 from study.run import Runner, model_config
-from study.schedule import Schedule, estimates, report, run_job
+from study.schedule import Schedule, card_budget_gb, estimates, report, run_job
 
 
 def worker_main(wid, cfg, jobs, results):
@@ -161,11 +161,6 @@ def placement(cfg, dev):
     if len(devices) == 1:
         return f"{workers} worker processes, {kind}"
     return f"{workers} worker processes on each of {len(devices)} GPUs ({', '.join(devices)})"
-
-
-def card_budget_gb(device='cuda'):
-    """What the runs on one GPU may use together unless gpu_mem_gb says otherwise: 90% of its memory."""
-    return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
 
 
 def memory_budget_gb(cfg, device):

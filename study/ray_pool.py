@@ -34,9 +34,8 @@ import threading
 
 import torch
 
-from study.pool import card_budget_gb
 from study.run import Runner, model_config
-from study.schedule import Runs, estimates, report, run_job
+from study.schedule import Runs, card_budget_gb, estimates, report, run_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RETRIES = 3  # runs of a task whose process or node died, before the run is skipped (the next sweep tries again)

@@ -1,6 +1,6 @@
 """
 The rules every pool of a sweep shares, apart from any device or process (so they are tested without CUDA):
-a run's result as data (run_job), the memory estimates, the out-of-memory rule (Runs), and which worker
+a run's result as data (run_job), the memory estimates and a GPU's budget, the out-of-memory rule (Runs), and which worker
 trains which run on a machine's GPUs (Schedule).
 """
 import time
@@ -34,6 +34,11 @@ def run_job(runner, r):
 def shape(r):
     """What a run's memory estimate depends on, besides the sweep's batch."""
     return r['width'], r['n_layer']
+
+
+def card_budget_gb(device='cuda'):
+    """What the runs on one GPU may use together unless gpu_mem_gb says otherwise: 90% of its memory."""
+    return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
 
 
 def estimates(cfg, runs, vocab_size, device_type):
