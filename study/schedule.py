@@ -1,7 +1,7 @@
 """
 The rules every pool of a sweep shares, apart from any device or process (so they are tested without CUDA):
-a run's result as data (run_job), the memory estimates and a GPU's budget, the out-of-memory rule (Runs), and which worker
-trains which run on a machine's GPUs (Schedule).
+a run's result as data (run_job), the memory estimates and a GPU's budget, the out-of-memory rule (Runs), and
+which worker trains which run on a machine's GPUs (Schedule).
 """
 import time
 import traceback
