@@ -1,7 +1,8 @@
 """Timing: the chunked gated delta rule's kernels, and a training step of the whole model against the fla-built LM.
 
     python -m study.bench                     # kernel table: ours (Triton), PyTorch fallback, fla, SDPA causal attention
-    python -m study.bench --model=True --table=False --widths=768 --variants='ours compiled,fla eager'   # a train.py step
+    python -m study.bench --model=True        # + the step table: widths 256..2048, ours compiled against fla's LM
+    python -m study.bench --model=True --table=False --widths=768 --batches=16x1024,2x8192   # long context
     python -m study.bench --model=True --profile=True ...                      # + where the step's time goes
     python -m study.bench --help                                               # every key, its value and meaning
     keys combine; --quick=True skips the PyTorch fallback in the table. Run on a GPU machine.
@@ -208,37 +209,49 @@ def kernel_kind(name):
     return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, name)), "other")
 
 
-def profile_step(step, steps=3, top=40, host_top=12):
-    """CUDA kernel time of `steps` calls of step(), grouped by KERNEL_KINDS, then the `top` kernels by
-    time: where a training step goes (ms per step and share of the kernel time). Then the host's side:
-    the CPU time per step of the `host_top` ops with the most self time, for a step whose wall time is
-    well above its kernel time (bound by the host, as at width 256). Times under the profiler, which
-    adds a few microseconds to every op, so the host's total reads high."""
+def kernel_times(step, steps=3):
+    """CUDA kernel time per call of step() (ms), by kernel name, over `steps` calls under the profiler."""
     from torch.profiler import ProfilerActivity, profile
-    cuda = torch.cuda.is_available()  # (False in the tests: a CPU step, no kernels, the host half)
+    cuda = torch.cuda.is_available()  # (False in the tests: a CPU step, no kernels)
     sync = torch.cuda.synchronize if cuda else lambda: None
     sync()
     with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
         sync()
-    with profile(activities=[ProfilerActivity.CPU]) as host_prof:  # apart: CPU events' device times would
-        for _ in range(steps):                                      # count the kernels twice
-            step()
-        sync()
-    host = sorted(((e.key, e.self_cpu_time_total / 1e3 / steps) for e in host_prof.key_averages()
-                   if "Synchronize" not in e.key), key=lambda kv: -kv[1])  # (not the waits)
     per = {}
     for e in prof.key_averages():
         if e.device_time_total > 0 and not e.key.startswith(("ProfilerStep", "aten::", "autograd::")):
-            per[e.key] = per.get(e.key, 0.0) + e.device_time_total / 1e3 / steps  # ms per step
-    total = sum(per.values())
+            per[e.key] = per.get(e.key, 0.0) + e.device_time_total / 1e3 / steps
+    return per
+
+
+def by_kind(per):
+    """{kernel name: ms} -> {KERNEL_KINDS kind: ms}."""
     kinds = {}
     for name, ms in per.items():
-        kind = kernel_kind(name)
-        kinds[kind] = kinds.get(kind, 0.0) + ms
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + ms
+    return kinds
+
+
+def profile_step(step, steps=3, top=40, host_top=12):
+    """Where a training step's time goes: the CUDA kernel time of `steps` calls of step(), grouped by KERNEL_KINDS,
+    then the `top` kernels by time (ms per step and share of the kernel time). Then the host's side: the CPU time per
+    step of the `host_top` ops with the most self time, for a step whose wall time is well above its kernel time
+    (bound by the host, as at width 256). Times under the profiler, which adds a few microseconds to every op, so
+    the host's total reads high."""
+    from torch.profiler import ProfilerActivity, profile
+    per = kernel_times(step, steps)
+    with profile(activities=[ProfilerActivity.CPU]) as host_prof:  # apart: CPU events' device times would
+        for _ in range(steps):                                      # count the kernels twice
+            step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    host = sorted(((e.key, e.self_cpu_time_total / 1e3 / steps) for e in host_prof.key_averages()
+                   if "Synchronize" not in e.key), key=lambda kv: -kv[1])  # (not the waits)
+    total = sum(per.values())
     print(f"#   profile: {total:.1f} ms of CUDA kernel time per step ({len(per)} distinct kernels)")
-    for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
+    for kind, ms in sorted(by_kind(per).items(), key=lambda kv: -kv[1]):
         print(f"#   {kind:30s} {ms:7.2f} ms {ms / total:6.1%}")
     for name, ms in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
         print(f"#     {ms:6.2f} ms {ms / total:5.1%}  {name[:110]}")
@@ -247,87 +260,123 @@ def profile_step(step, steps=3, top=40, host_top=12):
         print(f"#     {ms:6.2f} ms  {name[:110]}")
 
 
-def model_table(widths, fla_ok, batch=16, T=1024, steps=50, n_layer=8, variants=None, profile=False):
-    """A train.py step (bf16 autocast, fused AdamW, clip 1.0) of the GDN LM at each width, in one run, for each
-    of `variants`: 'ours compiled' (as train.py runs it), 'ours compiled cudagraphs', 'ours eager', 'ours eager
-    fp32' (no autocast, the PyTorch ops: the reference the bf16 paths are measured against; put it first), and
-    the fla-built LM, 'fla eager' and 'fla compiled'. ms, tokens/s, MFU against the
-    measured matmul peak and the spec sheet, peak memory, the first three losses; then, per width, the largest
-    and mean loss difference of every pair of our variants over all 3 + steps steps (same init, same batch).
-    Each compiled row compiles for about a minute: run a width or two at a time (--widths)."""
+def parse_batches(text):
+    """'16x1024,2x8192' -> [(16, 1024), (2, 8192)]: the (batch, T) shapes of the step table."""
+    try:
+        shapes = [tuple(int(n) for n in bt.split("x")) for bt in text.split(",")]
+    except ValueError:
+        shapes = [()]
+    if any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise ValueError(f"batches={text!r}: give BxT shapes, comma-separated, e.g. 16x1024,2x8192")
+    return shapes
+
+
+def make_step(name, width, n_layer, batch, T):
+    """One train.py step (bf16 autocast, fused AdamW, clip 1.0) of the model a variant names, on one fixed batch.
+    Returns step() -> the loss (on the device)."""
+    from model import GDN, GDNConfig
+    fp32 = "fp32" in name  # no autocast, no TF32, the PyTorch ops
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not fp32
+    if name.startswith("fla"):
+        m = fla_lm(width, n_layer, 50304).cuda()
+    else:
+        m = GDN(GDNConfig(width=width, n_layer=n_layer, kernel_backend="torch" if fp32 else "")).cuda()
+        m.reset_parameters(seed=0)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
+    mode = "reduce-overhead" if "cudagraphs" in name else None  # is the step bound by the host?
+    fwd = torch.compile(m, mode=mode) if "compiled" in name else m
+    x = torch.randint(0, 50304, (batch, T + 1), device="cuda")
+
+    def step():
+        torch.compiler.cudagraph_mark_step_begin()  # (a no-op without CUDA graphs)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=not fp32):
+            loss = fwd(x[:, :-1], x[:, 1:])[1]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach().clone()  # a graph's output is overwritten by its next replay
+    return step
+
+
+def time_step(step, steps):
+    """ms per step over `steps` steps queued back to back (one sync at the end), and their losses."""
+    torch.cuda.synchronize()
+    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t0.record()
+    timed = [step() for _ in range(steps)]  # kept on the device: no sync in the loop
+    t1.record()
+    torch.cuda.synchronize()
+    return t0.elapsed_time(t1) / steps, torch.stack(timed).float().tolist()
+
+
+def model_table(widths, fla_ok, batches=((16, 1024),), steps=50, n_layer=8, variants=None, profile=False):
+    """A train.py step of the GDN LM at each width and (batch, T), in one run, for each of `variants`: 'ours
+    compiled' (as train.py runs it), 'ours compiled cudagraphs', 'ours eager', 'ours eager fp32' (no autocast, the
+    PyTorch ops: the reference the bf16 paths are measured against; put it first), and the fla-built LM, 'fla eager'
+    and 'fla compiled'. Each row: ms, tokens/s, MFU (model.flops_per_token against the measured matmul peak and
+    the spec sheet), the step's CUDA kernel time split into matmuls and the rest (under the profiler, 3 steps),
+    peak memory and the first three losses. Then, per width and shape, the largest and mean loss difference of
+    every pair of our variants over all 3 + steps steps (same init, same batch), and each row's tokens/s against
+    the first shape's. Each compiled row compiles for about a minute."""
     from model import GDN, GDNConfig
     peak = matmul_peak()
     spec = next((v for k, v in SPEC_PEAK.items() if k in torch.cuda.get_device_name()), float("nan"))
     print(f"# measured bf16 matmul peak {peak:.0f} TFLOP/s; spec sheet {spec:.0f}")
-    variants = variants or ["ours compiled", "ours eager", "fla eager", "fla compiled"]
-    print(f"{'width':>5s} {'model':24s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} {'MFU spec':>8s} "
-          f"{'peak GB':>7s}  first losses")
+    variants = variants or ["ours compiled", "fla compiled"]
+    print(f"{'width':>5s} {'B x T':>8s} {'model':24s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} "
+          f"{'MFU spec':>8s} {'matmul':>7s} {'other':>7s} {'peak GB':>7s}  first losses")
     for width in widths:
-        flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)  # fla's LM has the same shape
-        curves, lost = {}, False  # our variants' losses at every step
-        for name in variants:
-            if name.startswith("fla") and not fla_ok:
-                continue
-            torch.manual_seed(0)
-            torch._dynamo.reset()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            fp32 = "fp32" in name  # no autocast, no TF32, the PyTorch ops
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not fp32
-            try:
-                if name.startswith("fla"):
-                    m = fla_lm(width, n_layer, 50304).cuda()
-                else:
-                    m = GDN(GDNConfig(width=width, n_layer=n_layer, kernel_backend="torch" if fp32 else "")).cuda()
-                    m.reset_parameters(seed=0)
-                opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
-                mode = "reduce-overhead" if "cudagraphs" in name else None  # is the step bound by the host?
-                fwd = torch.compile(m, mode=mode) if "compiled" in name else m
-                x = torch.randint(0, 50304, (batch, T + 1), device="cuda")
-
-                def step():
-                    torch.compiler.cudagraph_mark_step_begin()  # (a no-op without CUDA graphs)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=not fp32):
-                        loss = fwd(x[:, :-1], x[:, 1:])[1]
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    return loss.detach().clone()  # a graph's output is overwritten by its next replay
-                losses = [step().item() for _ in range(3)]
-                torch.cuda.synchronize()
-                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                t0.record()
-                timed = [step() for _ in range(steps)]  # kept on the device: no sync in the loop
-                t1.record()
-                torch.cuda.synchronize()
-                ms = t0.elapsed_time(t1) / steps
+        speed = {}  # (variant, shape) -> tokens/s
+        for batch, T in batches:
+            flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)  # fla's LM: the same shape
+            curves = {}  # our variants' losses at every step
+            for name in variants:
+                if name.startswith("fla") and not fla_ok:
+                    continue
+                torch.manual_seed(0)
+                torch._dynamo.reset()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                try:
+                    step = make_step(name, width, n_layer, batch, T)
+                    losses = [step().item() for _ in range(3)]
+                    ms, timed = time_step(step, steps)
+                    kinds = by_kind(kernel_times(step))
+                    matmul = kinds.get("matmul (cuBLAS/CUTLASS)", 0.0)
+                except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
+                    print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} failed: {type(e).__name__}: {str(e)[:160]}")
+                    step = None
+                    if isinstance(e, torch.AcceleratorError):  # a faulted kernel is sticky: every later CUDA call
+                        print(f"# the CUDA context is lost: run the variants after {name!r} in a new process"
+                              + ("; for fla, study/experiments/fla_comparison/fla_warm.py first names the configs "
+                                 "that fault, and study.bench then leaves them out (FLA_SKIP_CONFIGS)"
+                                 if name.startswith("fla") else ""))
+                        return
+                    continue
                 if name.startswith("ours"):
-                    curves[name] = losses + torch.stack(timed).float().tolist()
-                tps = batch * T / ms * 1e3
-                print(f"{width:5d} {name:24s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
-                      f"{flops * tps / spec / 1e12:8.1%} {torch.cuda.max_memory_allocated() / 2**30:7.1f}  "
+                    curves[name] = losses + timed
+                tps = speed[name, (batch, T)] = batch * T / ms * 1e3
+                print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} {ms:8.1f} {tps / 1e3:8.0f}K "
+                      f"{flops * tps / peak / 1e12:8.1%} {flops * tps / spec / 1e12:8.1%} {matmul:7.1f} "
+                      f"{sum(kinds.values()) - matmul:7.1f} {torch.cuda.max_memory_allocated() / 2**30:7.1f}  "
                       + " ".join(f"{v:.4f}" for v in losses))
                 if profile:
                     profile_step(step)
-            except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
-                print(f"{width:5d} {name:24s} failed: {type(e).__name__}: {str(e)[:160]}")
-                # a faulted kernel (an illegal address) is sticky: every later CUDA call of this process fails
-                lost = isinstance(e, torch.AcceleratorError)
-            sys.stdout.flush()
-            m = opt = fwd = None
-            if lost:
-                print(f"# the CUDA context is lost: run the variants after {name!r} in a new process"
-                      + ("; for fla, study/experiments/fla_comparison/fla_warm.py first names the configs that fault,"
-                         " and study.bench then leaves them out (FLA_SKIP_CONFIGS)" if name.startswith("fla") else ""))
-                return
-        names = list(curves)
-        for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise
-            for name in names[i + 1:]:
-                c, d = curves[name], [abs(a - b) for a, b in zip(curves[name], curves[ref])]
-                print(f"{width:5d} {name:24s} vs {ref}: max |loss difference| {max(d):.4f} (step "
-                      f"{d.index(max(d))}), mean {sum(d) / len(d):.4f} over {len(d)} steps; last losses "
-                      f"{c[-1]:.4f} / {curves[ref][-1]:.4f}")
+                step = None
+                sys.stdout.flush()
+            names = list(curves)
+            for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise
+                for name in names[i + 1:]:
+                    c, d = curves[name], [abs(a - b) for a, b in zip(curves[name], curves[ref])]
+                    print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} vs {ref}: max |loss difference| {max(d):.4f} "
+                          f"(step {d.index(max(d))}), mean {sum(d) / len(d):.4f} over {len(d)} steps; last losses "
+                          f"{c[-1]:.4f} / {curves[ref][-1]:.4f}")
+        first = batches[0]
+        for (name, shape), tps in speed.items():
+            if shape != first and (name, first) in speed:
+                print(f"{width:5d} {name:24s} {shape[0]}x{shape[1]} runs at {tps / speed[name, first]:.3f}x the "
+                      f"tokens/s of {first[0]}x{first[1]}")
 
 
 def variant(**over):
@@ -352,9 +401,10 @@ DEFAULTS = dict(
     quick=False,                 # leave the PyTorch fallback out of the table
     shapes='',                   # comma list of table rows, indices into the 4 anchor + 3 paper shapes ('' = all)
     cfg='',                      # launch-config overrides, e.g. 'state_num_warps=4,fwd_num_stages=1' (kernel.launch_config)
-    model=False,                 # a train.py step of the model (8 layers, B 16 x T 1024) at each width
-    widths='768,256,1024,1536',  # with model: comma list of widths
-    variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, ours eager, fla eager, fla compiled)
+    model=False,                 # the step table: a train.py step of the model (8 layers) at each width and shape
+    widths='256,768,1536,2048',  # with model: comma list of widths
+    batches='16x1024',           # with model: comma list of B x T shapes, e.g. 16x1024,2x8192 (the same tokens, long context)
+    variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, fla compiled)
     profile=False,               # with model: each variant's CUDA kernel time per step by kind, and its top kernels
 )
 
@@ -376,7 +426,11 @@ def main(argv=None):
         kernel_table([table[int(i)] for i in cfg['shapes'].split(",")] if cfg['shapes'] else table, not cfg['quick'],
                      fla_gdr)
     if cfg['model']:
-        model_table([int(w) for w in cfg['widths'].split(",")], fla_gdr is not None,
+        try:
+            batches = parse_batches(cfg['batches'])
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        model_table([int(w) for w in cfg['widths'].split(",")], fla_gdr is not None, batches=batches,
                     variants=cfg['variants'].split(",") if cfg['variants'] else None, profile=cfg['profile'])
 
 

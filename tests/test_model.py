@@ -343,16 +343,16 @@ def test_bad_config_numbers_fail_clearly():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize('width', [256, 768])
-def test_gpu_compiled_model_gradients_match_float64(width):
+@pytest.mark.parametrize('width,T', [(256, 300), (768, 300), (256, 8192)])
+def test_gpu_compiled_model_gradients_match_float64(width, T):
     """The compiled model in bf16 autocast on the Triton kernels against the eager float64 model on the
     PyTorch ops (same weights, same batch): every parameter's gradient within bf16 noise (rel. RMS 5e-2), the
-    loss within 2e-2."""
+    loss within 2e-2. Also at T = 8192, a long context's 128 chunks of state."""
     torch.manual_seed(0)
     cfg = dict(width=width, n_layer=2, vocab_size=50304, parametrization='mup')
     ref = GDN(GDNConfig(**cfg, kernel_backend='torch')).cuda().double()
     ref.reset_parameters(0)
-    x = torch.randint(0, 50304, (2, 301), device='cuda')
+    x = torch.randint(0, 50304, (2, T + 1), device='cuda')
     ref_loss = ref(x[:, :-1], x[:, 1:])[1]
     ref_loss.backward()
     m = GDN(GDNConfig(**cfg)).cuda()

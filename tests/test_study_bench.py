@@ -1,4 +1,5 @@
 """study/bench.py's profile: kernel names as the CUDA profiler reports them land in the right kind; the host side."""
+import pytest
 import torch
 
 from study import bench
@@ -64,3 +65,19 @@ def test_skip_faulting_configs_leaves_out_exactly_the_named(tmp_path, monkeypatc
     bench.skip_faulting_configs(str(tmp_path / "skip.txt"))
     assert [str(c) for c in a.prune_configs({})] == [everything[0], everything[2]]
     assert [str(c) for c in b.prune_configs({})] == everything
+
+
+def test_by_kind_sums_each_kernel_once():
+    """The step table's matmul / other split: every kernel's time lands in exactly one kind."""
+    per = {"nvjet_tst_192x192_64x4_2x1_v_bz_coopB_TNT": 2.0, "sm90_xmma_gemm_bf16bf16": 1.5,
+           "_bwd_wy_kernel": 0.25, "triton_poi_fused_mul_0": 0.5, "void mystery<int>": 0.125}
+    kinds = bench.by_kind(per)
+    assert kinds == {"matmul (cuBLAS/CUTLASS)": 3.5, "delta rule (ours)": 0.25,
+                     "torch.compile fusions (Triton)": 0.5, "other": 0.125}
+
+
+def test_parse_batches():
+    assert bench.parse_batches("16x1024,2x8192") == [(16, 1024), (2, 8192)]
+    for bad in ("16", "16x", "ax2", "0x5", "16x1024x2", ""):
+        with pytest.raises(ValueError, match="BxT"):
+            bench.parse_batches(bad)
