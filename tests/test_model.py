@@ -408,3 +408,23 @@ def test_readme_rules_table_names_the_rules_and_states_them():
                               n_layer=8, base_depth=8, depth_rule='none')
     m = mup.multipliers(c)
     assert math.isclose(m['logits'], 4.0 / 4) and math.isclose(m['readout'], math.sqrt(4) / math.sqrt(128))
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_step_is_bit_reproducible():
+    """Two compiled bf16 steps from the same weights on the same batch give every parameter the same gradient to the
+    bit, so a GPU run resumes exactly and a sweep repeats its rows. An op that sums in a racing order (atomic adds,
+    e.g. a scatter in an embedding's backward) fails this and is named."""
+    torch.manual_seed(0)
+    m = GDN(GDNConfig(width=256, n_layer=2, vocab_size=50304, parametrization='mup')).cuda()
+    m.reset_parameters(0)
+    fwd = torch.compile(m)
+    x = torch.randint(0, 50304, (8, 1025), device='cuda')
+    grads = []
+    for _ in range(2):
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            fwd(x[:, :-1], x[:, 1:])[1].backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+        m.zero_grad(set_to_none=True)
+    differ = [n for n in grads[0] if not torch.equal(grads[0][n], grads[1][n])]
+    assert not differ, f"gradients that differ between two identical steps: {differ}"

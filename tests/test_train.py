@@ -107,6 +107,24 @@ def test_long_context_trains_and_samples(tmp_path, data_dir):
     assert sample.startswith(prompt.read_text()) and len(sample) >= 9000 + 40, len(sample)
 
 
+@pytest.mark.gpu
+def test_gpu_cuda_graphs_train_evaluate_and_resume_as_the_default_mode(tmp_path, data_dir):
+    """compile_mode='reduce-overhead' (the step replayed as CUDA graphs) against torch.compile's default mode on the
+    GPU: the same training losses, evaluation losses and resumed losses, to the printed digit."""
+    gpu = ['--device=cuda', '--width=128', '--max_iters=8', '--eval_interval=4', '--decay_lr=True',
+           '--lr_decay_iters=8']
+
+    def log(out):
+        with open(os.path.join(out, 'log.csv')) as f:
+            return [(r['iter'], r['loss'], r['val_loss']) for r in csv.DictReader(f)]
+    train(tmp_path / 'default', data_dir, *gpu)
+    train(tmp_path / 'graphs', data_dir, *gpu, '--compile_mode=reduce-overhead')
+    train(tmp_path / 'resumed', data_dir, *gpu, '--compile_mode=reduce-overhead', '--max_iters=4')
+    train(tmp_path / 'resumed', data_dir, *gpu, '--compile_mode=reduce-overhead', '--init_from=resume')
+    assert log(tmp_path / 'graphs') == log(tmp_path / 'default')
+    assert log(tmp_path / 'resumed') == log(tmp_path / 'default')
+
+
 def test_csv_has_a_row_per_step(tmp_path, data_dir):
     train(tmp_path, data_dir, '--max_iters=6', '--log_interval=4', '--eval_interval=100')
     with open(tmp_path / 'log.csv') as f:
