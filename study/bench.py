@@ -27,6 +27,7 @@ import kernel
 ANCHOR_SHAPES = [(8, 2048, 16, 128, 128), (4, 4096, 16, 128, 128), (4, 4096, 6, 256, 512),
                  (16, 1024, 8, 64, 128)]
 PAPER_SHAPES = [(16, 1024, 6, d // 8, d // 4) for d in (768, 1024, 1536)]  # 16K tokens, H=6
+LONG_SHAPES = [(2, 8192, 6, 96, 192)]  # width 768's 16K tokens as 2 long sequences: 8x the chunks in sequence
 FLA_ANCHOR = {ANCHOR_SHAPES[0]: 2.62, ANCHOR_SHAPES[1]: 3.15, ANCHOR_SHAPES[2]: 3.52,
               ANCHOR_SHAPES[3]: 3.96}
 PEAK_BW = 3.0e12
@@ -399,7 +400,7 @@ _BASE = kernel.launch_config if kernel.HAS_TRITON else None
 DEFAULTS = dict(
     table=True,                  # the kernel table (delta rule: ours, PyTorch, fla, SDPA) at the anchor and paper shapes
     quick=False,                 # leave the PyTorch fallback out of the table
-    shapes='',                   # comma list of table rows, indices into the 4 anchor + 3 paper shapes ('' = all)
+    shapes='',                   # comma list of table rows, indices into the 4 anchor, 3 paper and 1 long shapes ('' = all)
     cfg='',                      # launch-config overrides, e.g. 'state_num_warps=4,fwd_num_stages=1' (kernel.launch_config)
     model=False,                 # the step table: a train.py step of the model (8 layers) at each width and shape
     widths='256,768,1536,2048',  # with model: comma list of widths
@@ -421,7 +422,7 @@ def main(argv=None):
         over = parse_cfg(cfg['cfg'])
         kernel.launch_config = variant(**over)
         print(f"# launch config overrides: {over}")
-    table = ANCHOR_SHAPES + PAPER_SHAPES
+    table = ANCHOR_SHAPES + PAPER_SHAPES + LONG_SHAPES
     if cfg['table']:
         kernel_table([table[int(i)] for i in cfg['shapes'].split(",")] if cfg['shapes'] else table, not cfg['quick'],
                      fla_gdr)
