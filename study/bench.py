@@ -1,6 +1,6 @@
 """Timing: the chunked gated delta rule's kernels, and a training step of the whole model against the fla-built LM.
 
-    python -m study.bench                     # kernel table: ours (Triton), PyTorch fallback, fla, SDPA causal attention
+    python -m study.bench                     # kernel table: ours (Triton), PyTorch fallback, fla, SDPA attention
     python -m study.bench --model=True        # + the step table: widths 256..2048, ours compiled against fla's LM
     python -m study.bench --model=True --table=False --widths=768 --batches=16x1024,2x8192   # long context
     python -m study.bench --model=True --profile=True ...                      # + where the step's time goes
@@ -398,13 +398,13 @@ def parse_cfg(text):
 _BASE = kernel.launch_config if kernel.HAS_TRITON else None
 
 DEFAULTS = dict(
-    table=True,                  # the kernel table (delta rule: ours, PyTorch, fla, SDPA) at the anchor and paper shapes
+    table=True,                  # the kernel table (delta rule: ours, PyTorch, fla, SDPA) at every shape below
     quick=False,                 # leave the PyTorch fallback out of the table
-    shapes='',                   # comma list of table rows, indices into the 4 anchor, 3 paper and 1 long shapes ('' = all)
+    shapes='',                   # table rows: indices into the 4 anchor, 3 paper, 1 long shapes ('' = all)
     cfg='',                      # launch-config overrides, e.g. 'state_num_warps=4,fwd_num_stages=1' (kernel.launch_config)
     model=False,                 # the step table: a train.py step of the model (8 layers) at each width and shape
     widths='256,768,1536,2048',  # with model: comma list of widths
-    batches='16x1024',           # with model: comma list of B x T shapes, e.g. 16x1024,2x8192 (the same tokens, long context)
+    batches='16x1024',           # with model: comma list of B x T shapes (16x1024,2x8192: the same tokens, long)
     variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, fla compiled)
     profile=False,               # with model: each variant's CUDA kernel time per step by kind, and its top kernels
 )
