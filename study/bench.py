@@ -311,73 +311,74 @@ def time_step(step, steps):
     return t0.elapsed_time(t1) / steps, torch.stack(timed).float().tolist()
 
 
+def step_row(name, width, n_layer, batch, T, steps, peak, spec):
+    """Time one variant's step and print its row (the header is model_table's). Returns the step, its tokens/s and
+    its losses at every step."""
+    from model import GDN, GDNConfig
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    step = make_step(name, width, n_layer, batch, T)
+    losses = [step().item() for _ in range(3)]
+    ms, timed = time_step(step, steps)
+    kinds = by_kind(kernel_times(step))
+    matmul, tps = kinds.get("matmul (cuBLAS/CUTLASS)", 0.0), batch * T / ms * 1e3
+    flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)  # fla's LM has the same shape
+    print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
+          f"{flops * tps / spec / 1e12:8.1%} {matmul:7.1f} {sum(kinds.values()) - matmul:7.1f} "
+          f"{torch.cuda.max_memory_allocated() / 2**30:7.1f}  " + " ".join(f"{v:.4f}" for v in losses))
+    return step, tps, losses + timed
+
+
 def model_table(widths, fla_ok, batches=((16, 1024),), steps=50, n_layer=8, variants=None, profile=False):
     """A train.py step of the GDN LM at each width and (batch, T), in one run, for each of `variants`: 'ours
     compiled' (as train.py runs it), 'ours compiled cudagraphs', 'ours eager', 'ours eager fp32' (no autocast, the
     PyTorch ops: the reference the bf16 paths are measured against; put it first), and the fla-built LM, 'fla eager'
     and 'fla compiled'. Each row: ms, tokens/s, MFU (model.flops_per_token against the measured matmul peak and
     the spec sheet), the step's CUDA kernel time split into matmuls and the rest (under the profiler, 3 steps),
-    peak memory and the first three losses. Then, per width and shape, the largest and mean loss difference of
-    every pair of our variants over all 3 + steps steps (same init, same batch), and each row's tokens/s against
-    the first shape's. Each compiled row compiles for about a minute."""
-    from model import GDN, GDNConfig
+    peak memory and the first three losses; our variants at every width first, then fla's (an fla kernel that
+    faults loses the CUDA context for every later row). Then, per width and shape, the largest and mean loss
+    difference of every pair of our variants over all 3 + steps steps (same init, same batch), and each row's
+    tokens/s against the first shape's. Each compiled row compiles for about a minute."""
     peak = matmul_peak()
     spec = next((v for k, v in SPEC_PEAK.items() if k in torch.cuda.get_device_name()), float("nan"))
     print(f"# measured bf16 matmul peak {peak:.0f} TFLOP/s; spec sheet {spec:.0f}")
-    variants = variants or ["ours compiled", "fla compiled"]
     print(f"{'width':>5s} {'B x T':>8s} {'model':24s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} "
           f"{'MFU spec':>8s} {'matmul':>7s} {'other':>7s} {'peak GB':>7s}  first losses")
-    for width in widths:
-        speed = {}  # (variant, shape) -> tokens/s
-        for batch, T in batches:
-            flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)  # fla's LM: the same shape
-            curves = {}  # our variants' losses at every step
-            for name in variants:
-                if name.startswith("fla") and not fla_ok:
-                    continue
-                torch.manual_seed(0)
-                torch._dynamo.reset()
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                try:
-                    step = make_step(name, width, n_layer, batch, T)
-                    losses = [step().item() for _ in range(3)]
-                    ms, timed = time_step(step, steps)
-                    kinds = by_kind(kernel_times(step))
-                    matmul = kinds.get("matmul (cuBLAS/CUTLASS)", 0.0)
-                except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
-                    print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} failed: {type(e).__name__}: {str(e)[:160]}")
-                    step = None
-                    if isinstance(e, torch.AcceleratorError):  # a faulted kernel is sticky: every later CUDA call
-                        print(f"# the CUDA context is lost: run the variants after {name!r} in a new process"
-                              + ("; for fla, study/experiments/fla_comparison/fla_warm.py first names the configs "
-                                 "that fault, and study.bench then leaves them out (FLA_SKIP_CONFIGS)"
-                                 if name.startswith("fla") else ""))
-                        return
-                    continue
-                if name.startswith("ours"):
-                    curves[name] = losses + timed
-                tps = speed[name, (batch, T)] = batch * T / ms * 1e3
-                print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} {ms:8.1f} {tps / 1e3:8.0f}K "
-                      f"{flops * tps / peak / 1e12:8.1%} {flops * tps / spec / 1e12:8.1%} {matmul:7.1f} "
-                      f"{sum(kinds.values()) - matmul:7.1f} {torch.cuda.max_memory_allocated() / 2**30:7.1f}  "
-                      + " ".join(f"{v:.4f}" for v in losses))
-                if profile:
-                    profile_step(step)
-                step = None
-                sys.stdout.flush()
-            names = list(curves)
-            for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise
-                for name in names[i + 1:]:
-                    c, d = curves[name], [abs(a - b) for a, b in zip(curves[name], curves[ref])]
-                    print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} vs {ref}: max |loss difference| {max(d):.4f} "
-                          f"(step {d.index(max(d))}), mean {sum(d) / len(d):.4f} over {len(d)} steps; last losses "
-                          f"{c[-1]:.4f} / {curves[ref][-1]:.4f}")
-        first = batches[0]
-        for (name, shape), tps in speed.items():
-            if shape != first and (name, first) in speed:
-                print(f"{width:5d} {name:24s} {shape[0]}x{shape[1]} runs at {tps / speed[name, first]:.3f}x the "
-                      f"tokens/s of {first[0]}x{first[1]}")
+    variants = variants or ["ours compiled", "fla compiled"]
+    ordered = [v for v in variants if not v.startswith("fla")] + [v for v in variants if v.startswith("fla") and fla_ok]
+    speed, curves = {}, {}  # (variant, width, shape) -> tokens/s; (width, shape) -> {our variant: its losses}
+    for name, width, (batch, T) in ((n, w, bt) for n in ordered for w in widths for bt in batches):
+        try:
+            step, speed[name, width, (batch, T)], losses = step_row(name, width, n_layer, batch, T, steps, peak, spec)
+        except Exception as e:  # noqa: BLE001  (out of memory, an fla failure: the row says so)
+            print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} failed: {type(e).__name__}: {str(e)[:160]}")
+            if isinstance(e, torch.AcceleratorError):  # a faulted kernel is sticky: every later CUDA call fails
+                print(f"# the CUDA context is lost: run the variants after {name!r} in a new process"
+                      + ("; for fla, study/experiments/fla_comparison/fla_warm.py first names the configs that fault,"
+                         " and study.bench then leaves them out (FLA_SKIP_CONFIGS)" if name.startswith("fla") else ""))
+                break
+            continue
+        if name.startswith("ours"):
+            curves.setdefault((width, (batch, T)), {})[name] = losses
+        if profile:
+            profile_step(step)
+        step = None
+        sys.stdout.flush()
+    for (width, (batch, T)), runs in curves.items():
+        names = list(runs)
+        for i, ref in enumerate(names):  # every pair: with 'ours eager fp32' first, its rows are the noise
+            for name in names[i + 1:]:
+                c, d = runs[name], [abs(a - b) for a, b in zip(runs[name], runs[ref])]
+                print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} vs {ref}: max |loss difference| {max(d):.4f} "
+                      f"(step {d.index(max(d))}), mean {sum(d) / len(d):.4f} over {len(d)} steps; last losses "
+                      f"{c[-1]:.4f} / {runs[ref][-1]:.4f}")
+    first = batches[0]
+    for (name, width, shape), tps in speed.items():
+        if shape != first and (name, width, first) in speed:
+            print(f"{width:5d} {name:24s} {shape[0]}x{shape[1]} runs at {tps / speed[name, width, first]:.3f}x the "
+                  f"tokens/s of {first[0]}x{first[1]}")
 
 
 def variant(**over):

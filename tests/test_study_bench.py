@@ -1,4 +1,5 @@
-"""study/bench.py's profile: kernel names as the CUDA profiler reports them land in the right kind; the host side."""
+"""study/bench.py: kernel names as the CUDA profiler reports them land in the right kind; the host side of the profile;
+the step table's order, its failures and its long-context ratios (rows faked: no GPU)."""
 import pytest
 import torch
 
@@ -81,3 +82,31 @@ def test_parse_batches():
     for bad in ("16", "16x", "ax2", "0x5", "16x1024x2", ""):
         with pytest.raises(ValueError, match="BxT"):
             bench.parse_batches(bad)
+
+
+def test_step_table_runs_ours_first_and_stops_when_the_context_is_lost(monkeypatch, capsys):
+    """model_table's order and bookkeeping (rows faked, no GPU): our variants at every width before fla's, so an fla
+    kernel that faults (which loses the CUDA context) costs no row of ours; an out-of-memory row is reported and
+    skipped; each shape's tokens/s against the first shape's."""
+    calls = []
+
+    def row(name, width, n_layer, batch, T, steps, peak, spec):
+        calls.append((name, width, T))
+        if name == "fla compiled" and width == 768:
+            raise torch.AcceleratorError("illegal memory access")
+        if name == "ours eager" and T == 8192:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return (lambda: None), 1e6 * (0.9 if T == 8192 else 1.0), [5.0]
+    monkeypatch.setattr(bench, "step_row", row)
+    monkeypatch.setattr(bench, "matmul_peak", lambda: 800.0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    bench.model_table([256, 768, 1536], True, batches=[(16, 1024), (2, 8192)],
+                      variants=["ours compiled", "fla compiled", "ours eager"])
+    out = capsys.readouterr().out
+    ours = [c for c in calls if c[0].startswith("ours")]
+    assert calls[:len(ours)] == ours and len(ours) == 12            # every row of ours, first
+    assert calls[len(ours):] == [("fla compiled", 256, 1024), ("fla compiled", 256, 8192),
+                                 ("fla compiled", 768, 1024)]  # then fla's, until the context is lost
+    assert "the CUDA context is lost" in out
+    assert out.count("ours eager               failed: OutOfMemoryError") == 3
+    assert "  256 ours compiled            2x8192 runs at 0.900x the tokens/s of 16x1024" in out
