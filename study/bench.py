@@ -404,7 +404,7 @@ DEFAULTS = dict(
     shapes='',                   # table rows: indices into the 4 anchor, 3 paper, 1 long shapes ('' = all)
     cfg='',                      # launch-config overrides, e.g. 'state_num_warps=4,fwd_num_stages=1' (kernel.launch_config)
     model=False,                 # the step table: a train.py step of the model (8 layers) at each width and shape
-    widths='256,768,1536,2048',  # with model: comma list of widths
+    widths='768,1536,2048,256',  # with model: comma list of widths (256 last: fla can fault at head size 32)
     batches='16x1024',           # with model: comma list of B x T shapes (16x1024,2x8192: the same tokens, long)
     variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, fla compiled)
     profile=False,               # with model: each variant's CUDA kernel time per step by kind, and its top kernels
