@@ -136,6 +136,19 @@ def test_a_sweep_of_flas_model(data_dir, tmp_path):
     assert float(got[0]['final_train_loss']) < math.log(vocab) - 0.5  # below a uniform guess over the characters
 
 
+@pytest.mark.gpu
+def test_a_sweep_under_cuda_graphs_gives_the_default_modes_rows(data_dir, tmp_path):
+    """compile_mode='reduce-overhead' (each run's step replayed as CUDA graphs, models reused across runs in a
+    worker) against torch.compile's default mode: the same rows, to the digits the CSV keeps."""
+    got = {}
+    for mode in ('', 'reduce-overhead'):
+        out = str(tmp_path / f'{mode or "default"}.csv')
+        sweep.main(args(data_dir, out, '--device=cuda', '--widths=128,256', '--n_head=2', '--max_iters=10',
+                        f'--compile_mode={mode}', '--live_plot=False'))  # (head dims 16..: the Triton kernel's)
+        got[mode] = {key(r): (r['final_train_loss'], r['final_val_loss']) for r in rows(out)}
+    assert len(got['']) == 8 and got['reduce-overhead'] == got['']  # (SP and μP rows share the base width's run)
+
+
 def test_plot_and_summary(data_dir, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / 'res.csv')
     sweep.main(args(data_dir, out, '--gradient_accumulation_steps=3'))
