@@ -346,7 +346,7 @@ def model_table(widths, fla_ok, batches=((16, 1024),), steps=50, n_layer=8, vari
     print(f"# measured bf16 matmul peak {peak:.0f} TFLOP/s; spec sheet {spec:.0f}")
     print(f"{'width':>5s} {'B x T':>8s} {'model':24s} {'ms/step':>8s} {'tokens/s':>9s} {'MFU meas':>8s} "
           f"{'MFU spec':>8s} {'matmul':>7s} {'other':>7s} {'peak GB':>7s}  first losses")
-    variants = variants or ["ours compiled", "fla compiled"]
+    variants = variants or ["ours compiled", "fla compiled", "fla eager"]  # fla's faster of the two is its time
     ordered = [v for v in variants if not v.startswith("fla")] + [v for v in variants if v.startswith("fla") and fla_ok]
     speed, curves = {}, {}  # (variant, width, shape) -> tokens/s; (width, shape) -> {our variant: its losses}
     for name, width, (batch, T) in ((n, w, bt) for n in ordered for w in widths for bt in batches):
@@ -406,7 +406,7 @@ DEFAULTS = dict(
     model=False,                 # the step table: a train.py step of the model (8 layers) at each width and shape
     widths='768,1536,2048,256',  # with model: comma list of widths (256 last: fla can fault at head size 32)
     batches='16x1024',           # with model: comma list of B x T shapes (16x1024,2x8192: the same tokens, long)
-    variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, fla compiled)
+    variants='',                 # with model: comma list of model_table's variants ('' = ours compiled, fla both ways)
     profile=False,               # with model: each variant's CUDA kernel time per step by kind, and its top kernels
 )
 
