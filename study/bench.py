@@ -14,6 +14,7 @@ forward+backward also re-reads them, reads dO and writes dq, dk, dv, dg, dbeta. 
 bytes / 3.0 TB/s, the H100's measured copy rate). fla's backward refuses Triton < 3.7.1 on Hopper (wrong gated
 dq/dk there, fla issue #640); this script bypasses that guard for timing only. Results: docs/benchmarks.md.
 """
+import functools
 import os
 import re
 import sys
@@ -231,7 +232,8 @@ def by_kind(per):
     """{kernel name: ms} -> {KERNEL_KINDS kind: ms}."""
     kinds = {}
     for name, ms in per.items():
-        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + ms
+        kind = kernel_kind(name)
+        kinds[kind] = kinds.get(kind, 0.0) + ms
     return kinds
 
 
@@ -311,10 +313,16 @@ def time_step(step, steps):
     return t0.elapsed_time(t1) / steps, torch.stack(timed).float().tolist()
 
 
+@functools.cache
+def flops_per_token(width, n_layer, T):
+    """model.flops_per_token of the GDN LM at this shape (fla's LM has the same), built once per shape."""
+    from model import GDN, GDNConfig
+    return GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)
+
+
 def step_row(name, width, n_layer, batch, T, steps, peak, spec):
     """Time one variant's step and print its row (the header is model_table's). Returns the step, its tokens/s and
     its losses at every step."""
-    from model import GDN, GDNConfig
     torch.manual_seed(0)
     torch._dynamo.reset()
     torch.cuda.empty_cache()
@@ -324,7 +332,7 @@ def step_row(name, width, n_layer, batch, T, steps, peak, spec):
     ms, timed = time_step(step, steps)
     kinds = by_kind(kernel_times(step))
     matmul, tps = kinds.get("matmul (cuBLAS/CUTLASS)", 0.0), batch * T / ms * 1e3
-    flops = GDN(GDNConfig(width=width, n_layer=n_layer)).flops_per_token(T)  # fla's LM has the same shape
+    flops = flops_per_token(width, n_layer, T)
     print(f"{width:5d} {f'{batch}x{T}':>8s} {name:24s} {ms:8.1f} {tps / 1e3:8.0f}K {flops * tps / peak / 1e12:8.1%} "
           f"{flops * tps / spec / 1e12:8.1%} {matmul:7.1f} {sum(kinds.values()) - matmul:7.1f} "
           f"{torch.cuda.max_memory_allocated() / 2**30:7.1f}  " + " ".join(f"{v:.4f}" for v in losses))
