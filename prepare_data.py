@@ -150,18 +150,18 @@ def write_meta(out_dir, meta):
     atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
 
 
-MIN_TRAIN_BLOCK = 1024  # train.py's default block_size: a split needs block_size + 2 tokens to give one window
+MIN_TRAIN_BLOCK = 1024  # train.py's default block_size: a split needs 2 × block_size tokens (training.Batches)
 
 
 def check_split_sizes(source, tokens):
     """Stop before writing a dataset that nothing can train on, and say what train.py's block_size allows."""
     small = min(tokens.values())
     sizes = f"{tokens['train']:,} train and {tokens['val']:,} val tokens"
-    if small < 34:  # block_size 32, the smallest context worth training
-        raise ValueError(f"{source} gives {sizes}; each split needs at least block_size + 2 tokens "
-                         f"({MIN_TRAIN_BLOCK + 2:,} for train.py's default block_size): give a longer text")
-    if small < MIN_TRAIN_BLOCK + 2:
-        print(f"note: {source} gives {sizes}: train with --block_size={small - 2} or less")
+    if small < 2 * 32:  # block_size 32, the smallest context worth training
+        raise ValueError(f"{source} gives {sizes}; each split needs at least 2 × block_size tokens "
+                         f"({2 * MIN_TRAIN_BLOCK:,} for train.py's default block_size): give a longer text")
+    if small < 2 * MIN_TRAIN_BLOCK:
+        print(f"note: {source} gives {sizes}: train with --block_size={small // 2} or less")
 
 
 def prepare_text(text, out_dir, tokenizer='gpt2', source=''):

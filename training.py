@@ -166,8 +166,9 @@ class Batches:
         self.orders = {}  # (split, pass) -> (offset, permutation of the window indices)
         self.prefetched = None
         for split, d in data.items():
-            if len(d) < block_size + 2:
-                raise ValueError(f"the {split} split has {len(d):,} tokens, too few for block_size={block_size}")
+            if len(d) < 2 * block_size:  # one window of block_size + 1 after an offset of up to block_size - 1
+                raise ValueError(f"the {split} split has {len(d):,} tokens, too few for block_size={block_size}: "
+                                 f"use --block_size={len(d) // 2} or less")
 
     def n_windows(self, split):
         return (len(self.data[split]) - self.T) // self.T  # leaves room for any offset < block_size

@@ -127,8 +127,8 @@ def test_ensure_prepared(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('content, args, words', [
-    (b'', [], ['0 train and 0 val tokens', 'block_size + 2']),
-    (b'hello world\n' * 5, [], ['train and', 'val tokens', 'block_size + 2']),
+    (b'', [], ['0 train and 0 val tokens', '2 × block_size']),
+    (b'hello world\n' * 5, [], ['train and', 'val tokens', '2 × block_size']),
     (b'x' * 5000 + b'caf\xe9\n', [], ["byte b'\\xe9' at offset 5,003", '--encoding=latin-1', '--errors=replace']),
     (b'x', ['--encoding=klingon'], ['klingon', '--encoding takes']),
 ])

@@ -32,8 +32,20 @@ def test_no_token_twice_within_a_pass():
     assert torch.equal(y[:, -1], x[:, -1] + 1)  # windows of consecutive tokens (here: token i == i)
     # the next pass reads the split again, cut at another offset and in another order
     later = torch.cat([b.window_starts('train', it, 0) for it in range(n // 4, 2 * (n // 4))])
-    assert (later % 32 != 0).all() or not torch.equal(later.sort()[0], starts.sort()[0])
+    offset = int(later[0] % 32)
+    assert offset != 0 and (later % 32 == offset).all()  # one seeded offset for the whole pass
+    assert not torch.equal((later - offset) // 32, starts // 32)  # and another order of the windows
     assert (later + 33 <= 20_000).all()
+
+
+def test_the_smallest_split_gives_a_window():
+    """A split of 2 × block_size tokens has room for one window after any offset; one token less is refused."""
+    b = training.Batches({'train': torch.arange(64), 'val': torch.arange(64)}, 1, 32, seed=0)
+    for it in range(40):  # passes 1.. cut at random offsets
+        x, y = b.get('train', it)
+        assert x.shape == (1, 32) and int(y[0, -1]) < 64
+    with pytest.raises(ValueError, match='--block_size=31'):
+        training.Batches({'train': torch.arange(63), 'val': torch.arange(64)}, 1, 32, seed=0)
 
 
 def test_batches_do_not_depend_on_the_layout():
