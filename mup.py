@@ -185,8 +185,8 @@ def lr_mult(c, optimizer, group, branch=True):
 
 def decay(c, optimizer, group, branch, weight_decay, rule='paper'):
     """A group's decoupled decay coefficient (PyTorch's: the decay a step is lr_group * this)."""
-    if not DECAY[group]:
-        return 0.0
+    if optimizer == 'sgd' or not DECAY[group]:  # the paper's SGD runs use none; PyTorch's SGD decay is not
+        return 0.0                              # decoupled (an L2 term that momentum amplifies)
     m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
     width_exp = LR_EXP[c.parametrization][optimizer][group]
     depth_exp = depth_lr_exp(optimizer, c.depth_rule) if branch and rule != 'sqrt_width' else 0
@@ -276,7 +276,7 @@ if __name__ == '__main__':
     except ValueError as e:
         sys.exit(f"error: {e}")
     c = SimpleNamespace(**cfg, head_k=cfg['width'] // 8)
-    wd = 0.0 if c.optimizer == 'sgd' else c.weight_decay  # the paper's SGD runs use no weight decay
+    wd = 0.0 if c.optimizer == 'sgd' else c.weight_decay  # as decay() has it
     m, m_L = c.width / c.base_width, c.n_layer / c.base_depth
     print(f"{c.parametrization}, {c.optimizer}, width {c.width} (m = {m:g}), depth {c.n_layer} (m_L = {m_L:g}), "
           f"depth rule {c.depth_rule}, weight decay {wd:g} by rule {c.weight_decay_rule}; "

@@ -74,7 +74,7 @@ output_mult = 4.0            # logits multiplier
 init_std = 0.02              # init std of the matrices
 embed_lr_mult = 1.0          # the embedding's LR relative to learning_rate
 gate_lr_mult = 1.0           # the gates' and their scalars' LR relative to learning_rate
-weight_decay = 0.2           # AdamW's decoupled decay (0.2 beat 0.1 by 0.0008 with one seed: the list's edge)
+weight_decay = 0.2           # AdamW's decoupled decay (SGD runs without: mup.decay)
 # optimizer
 optimizer = 'adamw'          # 'adamw' or 'sgd' (Nesterov)
 max_iters = 0                # steps; 0 = one epoch of the training split (no token read twice)
@@ -181,6 +181,8 @@ except ValueError as e:  # a split too short for block_size
 max_iters = max_iters or batches.steps_per_epoch()
 lr_decay_iters = lr_decay_iters or max_iters
 warmup_iters = max_iters // 10 if warmup_iters < 0 else warmup_iters
+if master and optimizer == 'sgd' and weight_decay and 'weight_decay' in _assigned:
+    print(f"note: weight_decay {weight_decay:g} is AdamW's; SGD runs without decay (mup.decay)")
 if master and dataset != TUNED_ON and not _assigned & set(BASE_KEYS):
     print(f"note: {', '.join(f'{k} {globals()[k]:g}' for k in BASE_KEYS)} are the base values tuned on {TUNED_ON}; "
           f"for {dataset}, tune them: python -m study.tune config/tune_base.py --dataset={dataset} "

@@ -323,16 +323,19 @@ def test_depth_rules(rule, alpha, k):
 def test_weight_decay_rules(m):
     """Under μP-AdamW the hidden and gate matrices' LR is lr/m: 'paper' keeps lambda (so lr * lambda shrinks
     like 1/m), 'fixed_timescale' gives lambda m (lr * lambda as at the base width), 'sqrt_width' lambda sqrt(m)
-    (Fan et al.); groups without decay keep none, SGD and SP keep lambda under every rule."""
+    (Fan et al.); groups without decay keep none, SP keeps lambda under every rule, and SGD has no decay (the
+    paper's SGD runs use none, and PyTorch's SGD decay is an L2 term, not decoupled)."""
     for wd_rule, exp in [('paper', 0), ('fixed_timescale', 1), ('sqrt_width', 0.5)]:
         g = groups(build(param='mup', width=128 * m, base_width=128), 'adamw', wd_rule)
         for name in ('hidden', 'gate'):
             assert g[name][1] == pytest.approx(0.1 * m ** exp), (wd_rule, name)
             assert g[name][0] * g[name][1] == pytest.approx(1e-2 * 0.1 * m ** (exp - 1)), (wd_rule, name)
         assert all(g[n][1] == 0 for n in g if n not in ('hidden', 'gate'))
-        for param, opt in [('sp', 'adamw'), ('mup', 'sgd')]:
-            g = groups(build(param=param, width=128 * m, base_width=128), opt, wd_rule)
-            assert g['hidden'][1] == pytest.approx(0.1), (param, opt, wd_rule)
+        g = groups(build(param='sp', width=128 * m, base_width=128), 'adamw', wd_rule)
+        assert g['hidden'][1] == pytest.approx(0.1), wd_rule
+        for param in ('sp', 'mup'):
+            g = groups(build(param=param, width=128 * m, base_width=128), 'sgd', wd_rule)
+            assert all(wd == 0 for _, wd, _, _ in g.values()), (param, wd_rule)
 
 
 def test_bad_config_numbers_fail_clearly():
