@@ -88,6 +88,9 @@ def _apply_file(path, config, keys, verbose):
     updates = {}  # validate everything before changing anything
     for k, v in scope.items():
         if k.startswith('_') or not isinstance(v, CONFIG_TYPES):
+            if k in keys:  # a list for a key that takes '64,128', say: never dropped without a word
+                raise ConfigError(f"{k} = {v!r} in config file {path}: give a {type(config[k]).__name__}, "
+                                  f"e.g. {k} = {config[k]!r}")
             continue  # helpers, imports, functions
         if k not in keys:
             raise _unknown_key_error(k, keys, f"set in config file {path}")

@@ -97,6 +97,7 @@ def test_apply_config_reports_the_keys_it_set(tmp_path):
     ('batch_sze = 3\n', ["unknown config key 'batch_sze'", "'batch_size'"]),
     ('mup = 1\n', ['mup expects bool']),
     ('batch_size = (\n', ['failed', 'SyntaxError']),
+    ("out_dir = ['a', 'b']\n", ["out_dir = ['a', 'b']", 'give a str']),  # not dropped without a word
 ])
 def test_config_file_mistakes(tmp_path, body, words):
     f = tmp_path / 'bad.py'
