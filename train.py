@@ -224,8 +224,10 @@ def check_memory():
     per_seq = memory_estimate_gb(model_config, 2 * block_size, run.type) - memory_estimate_gb(
         model_config, block_size, run.type)
     fits = int((0.9 * have - memory_estimate_gb(model_config, 0, run.type)) // per_seq)
-    way = (f"--batch_size={fits} --gradient_accumulation_steps={math.ceil(batch_size / fits) * gradient_accumulation_steps}"
-           " (the same tokens a step), or " if fits >= 1 else "a smaller --width or --block_size, or ")
+    fits = max((b for b in range(1, min(fits, batch_size) + 1) if batch_size % b == 0), default=0)
+    accum = batch_size // fits * gradient_accumulation_steps * world if fits else 0  # the total over the ranks
+    way = (f"--batch_size={fits} --gradient_accumulation_steps={accum} (the same tokens a step), or " if fits
+           else "a smaller --width or --block_size, or ")
     fail(f"this run needs ~{need:.0f} GB (width {width}, {batch_size} x {block_size} tokens a micro-batch) and this "
          f"{run.type} has ~{have:.0f} GB free: try {way}"
          + ("python train.py config/demo.py (minutes on a CPU)" if run.type == 'cpu' else "a larger GPU"))

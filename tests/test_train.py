@@ -4,6 +4,7 @@ checkpoint; the defaults are the tuned base values for the default corpus."""
 import csv
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -296,9 +297,13 @@ def test_sample_skips_a_damaged_newest_checkpoint(tmp_path, data_dir):
 
 def test_a_run_too_large_for_the_machine_stops_before_it_starts(tmp_path, data_dir):
     """The memory estimate stops a run that cannot fit, before the operating system kills it, and says what fits."""
-    r = train(tmp_path, data_dir, '--width=1024', '--n_head=8', '--batch_size=512', '--block_size=4096', check=False)
+    r = train(tmp_path, data_dir, '--width=1024', '--n_head=8', '--batch_size=480', '--block_size=4096', check=False)
     assert r.returncode != 0 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert 'GB' in r.stderr and ('--batch_size=' in r.stderr or 'config/demo.py' in r.stderr), r.stderr
+    advice = re.search(r'--batch_size=(\d+) --gradient_accumulation_steps=(\d+)', r.stderr)
+    if advice:  # the same tokens a step: a divisor of the batch, and the accumulation that makes it up
+        b, accum = map(int, advice.groups())
+        assert 480 % b == 0 and b * accum == 480, r.stderr
     assert not glob.glob(str(tmp_path / '*'))  # nothing written
 
 
