@@ -378,8 +378,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dloss):
         x, weight, dlogits = ctx.saved_tensors
-        s = dloss.to(x.dtype)  # scales the two small products, not the [N, vocab] buffer
-        return (dlogits @ weight) * s, (dlogits.t() @ x) * s, None, None, None, None
+        # dloss (the loss's dtype) scales the two small products, not the [N, vocab] buffer, as the Triton op's
+        dx, dw = (dlogits @ weight).to(dloss.dtype) * dloss, (dlogits.t() @ x).to(dloss.dtype) * dloss
+        return dx.to(x.dtype), dw.to(weight.dtype), None, None, None, None
 
 
 # The Triton op: the matmul writes all the logits [N, vocab] in x's dtype; one program per row reads them twice
