@@ -147,7 +147,15 @@ def to_uint16(ids):
 
 
 def write_meta(out_dir, meta):
+    """Last of a preparation: meta.json's presence marks the folder finished."""
     atomic_write(os.path.join(out_dir, 'meta.json'), json.dumps(meta, indent=1) + '\n')
+
+
+def unfinish(out_dir):
+    """First of a preparation that rewrites a folder: until the new meta.json, nothing may train on it."""
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, 'meta.json')):
+        os.remove(os.path.join(out_dir, 'meta.json'))
 
 
 MIN_TRAIN_BLOCK = 1024  # train.py's default block_size: a split needs 2 × block_size tokens (training.Batches)
@@ -180,12 +188,12 @@ def prepare_text(text, out_dir, tokenizer='gpt2', source=''):
     ids = {split: tok.encode_ordinary(part) if tokenizer == 'gpt2' else tok.encode(part)
            for split, part in (('train', text[:cut]), ('val', text[cut:]))}
     check_split_sizes(source or out_dir, {k: len(v) for k, v in ids.items()})
-    os.makedirs(out_dir, exist_ok=True)
+    unfinish(out_dir)
     for split, part in (('train', text[:cut]), ('val', text[cut:])):
         atomic_write(os.path.join(out_dir, f'{split}.bin'), to_uint16(ids[split]).tobytes())
         meta[f'{split}_tokens'] = len(ids[split])
         meta[f'{split}_chars'] = len(part)
-    write_meta(out_dir, meta)  # last: its presence marks a finished preparation
+    write_meta(out_dir, meta)
     print(f"{out_dir}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens, "
           f"{tokenizer} vocab {meta['vocab_size']}")
     return out_dir
@@ -337,9 +345,7 @@ def prepare_gutenberg(out_dir, tokenizer='gpt2', corpus_dir=None, val_fraction=G
     val_books = set(gutenberg_val_books(read_manifest(corpus_dir), val_fraction))
     books = read_gutenberg(corpus_dir)
     files, texts = list(books), list(books.values())
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(os.path.join(out_dir, 'meta.json')):
-        os.remove(os.path.join(out_dir, 'meta.json'))  # until the new one is written, the folder is unfinished
+    unfinish(out_dir)
     meta = dict(tokenizer=tokenizer, source=_repo_path(os.path.join(corpus_dir, 'books.tar.xz')), dtype='uint16')
     if tokenizer == 'gpt2':
         ids = encode_books(texts, num_proc or os.cpu_count())
@@ -362,7 +368,7 @@ def prepare_gutenberg(out_dir, tokenizer='gpt2', corpus_dir=None, val_fraction=G
     meta['book_tokens'] = {f: len(ids[k]) for k, f in enumerate(files)}  # each with its EOT
     if tokenizer == 'char':
         meta.update(itos=itos, stoi={c: i for i, c in enumerate(itos)})
-    write_meta(out_dir, meta)  # last: its presence marks a finished preparation
+    write_meta(out_dir, meta)
     print(f"{out_dir}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
           f"({len(files) - len(val_books)} + {len(val_books)} books), {tokenizer} vocab {meta['vocab_size']}")
     return out_dir

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from prepare_data import GPT2_EOT, atomic_write, gpt2_encoding, to_uint16, write_meta
+from prepare_data import GPT2_EOT, atomic_write, gpt2_encoding, to_uint16, unfinish, write_meta
 
 #
 # The token stream is [EOT] doc0 [EOT] doc1 ... (every document preceded by <|endoftext|>), cut at
@@ -135,8 +135,8 @@ def prepare_fineweb(out_dir, source='HuggingFaceFW/fineweb-edu', source_config='
         print(f"{shard_dir} is complete already")
     elif k:
         print(f"resuming {shard_dir}: {k} of {len(plan)} shards done; skipping {state['docs']:,} documents")
-    if os.path.exists(os.path.join(out_dir, 'meta.json')) and not state['done']:
-        os.remove(os.path.join(out_dir, 'meta.json'))  # not finished: train.py must not use it yet
+    if not state['done']:
+        unfinish(out_dir)
 
     def save_state():
         atomic_write(state_path, json.dumps(state, indent=1) + '\n')

@@ -96,6 +96,23 @@ def test_input_file(tmp_path):
     assert tok.decode(read_bin(os.path.join(out, 'train.bin'))) == ''.join(lines[:180])
 
 
+def test_preparing_again_unfinishes_the_folder_first(tmp_path, monkeypatch):
+    """A preparation that dies between the new train.bin and the new meta.json leaves a folder marked unfinished,
+    never new tokens under the old meta.json's counts."""
+    text = ''.join(f"line {i}: the quick brown fox\n" for i in range(200))
+    out = prepare_data.prepare_text(text, str(tmp_path / 'mine'))
+    real = prepare_data.atomic_write
+
+    def dies_at_val(path, data):
+        if path.endswith('val.bin'):
+            raise KeyboardInterrupt
+        real(path, data)
+    monkeypatch.setattr(prepare_data, 'atomic_write', dies_at_val)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_data.prepare_text(text * 2, out)
+    assert not os.path.exists(os.path.join(out, 'meta.json'))
+
+
 def test_command_line(tmp_path):
     src = tmp_path / 'a.txt'
     src.write_text('hello there\nGeneral Kenobi\n' * 50)
