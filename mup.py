@@ -169,8 +169,9 @@ def multipliers(c):
         'logits': c.output_mult / m,
         # L2-normalised q, k have Θ(1/sqrt d) entries, so the state S and the readout S q are Θ(1/sqrt d):
         # multiply by sqrt(m) before the head RMSNorm, i.e. keep the readout scale at its base-width value
-        # 1/sqrt(d_k0), or the norm hides the size and breaks the gradient scaling (paper §4). The
-        # coordinate check picked sqrt(m) over the other reading of §4, m (docs/rules.md).
+        # 1/sqrt(d_k0) (paper §4). The norm is scale-free but for its eps, so the rule acts through eps: o_t's
+        # size against it stays as at the base width. The coordinate check picked sqrt(m) over §4's other
+        # reading, m (docs/rules.md).
         'readout': math.sqrt(m) / math.sqrt(c.head_k),
         'branch': branch,
     }
