@@ -5,7 +5,7 @@ script (its plan within seconds; Ctrl-C keeps the widths that finished).
 
 Widths 128..1024, 3 steps, 2 seeds, 4 x 64 tokens a step (~45 s on 2 cores). Widths from 128 because below
 that (d_k = 8 at width 64) the readout S q is dominated by the random overlap of q with the keys, ~1/sqrt(d_k), and
-shrinks like width^-0.4 (see mup.py, the readout rule). The LRs are larger than coord_check.py's defaults
+shrinks like width^-0.4 (docs/coordinate_check.md, small widths). The LRs are larger than coord_check.py's defaults
 so that within 3 steps the learned part of each change dominates the part made by the fixed init weights
 acting on changed inputs (W_emb dx / m for the logits), which shrinks like m^-1/2 and is nearly all of the
 change in step 1 (slope -0.45 there); the runs are stable over these steps.
