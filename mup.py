@@ -47,13 +47,16 @@ GROUPS = {  # the parameter groups
 # that of the names inside a residual branch (a block's mixer or MLP with its pre-norm: the depth rules' domain).
 NAMES = {
     'gdn': ({'scalar': r'(A_log|dt_bias)$', 'embedding': r'^wte\.', 'gate': r'\.[ab]_proj\.',
-             'vector': r'norm|conv', 'hidden': r''}, r'^blocks\.'),
+             'vector': r'norm|conv', 'hidden': r'\.([qkvgo]|gate|up|down)_proj\.weight$'}, r'^blocks\.'),
     'fla': ({'scalar': r'(A_log|dt_bias)$', 'embedding': r'(^|\.)embeddings\.', 'gate': r'\.[ab]_proj\.',
              'vector': r'norm|conv1d', 'hidden': r'\.([qkvgo]|gate|up|down)_proj\.weight$'}, r'(^|\.)layers\.\d+\.'),
 }
 
-def group_of(name, names='gdn'):  # None: no rule (a parameter the model's layout does not have)
-    return next((group for group, pattern in NAMES[names][0].items() if re.search(pattern, name)), None)
+def group_of(name, names='gdn', strict=False):  # None: no rule (a parameter the model's layout does not have)
+    group = next((group for group, pattern in NAMES[names][0].items() if re.search(pattern, name)), None)
+    if group is None and strict:  # a new parameter never gets some group's rule by default
+        raise ValueError(f"parameter {name} has no μP rule: give it a group in mup.NAMES[{names!r}]")
+    return group
 
 def in_branch(name, names='gdn'):
     return re.search(NAMES[names][1], name) is not None
@@ -208,7 +211,7 @@ def groups_of(named_parameters, c, names, optimizer, weight_decay, weight_decay_
     groups = {}
     for name, p in named_parameters:
         if p.requires_grad:
-            groups.setdefault((group_of(name, names), in_branch(name, names)), []).append(p)
+            groups.setdefault((group_of(name, names, True), in_branch(name, names)), []).append(p)
     first = list(dict.fromkeys(g for g, _ in groups))  # a group's two halves side by side: the parameters keep
     out = []                                           # the order of one group per name (clipping sums them)
     for (g, branch), ps in sorted(groups.items(), key=lambda kv: (first.index(kv[0][0]), not kv[0][1])):
@@ -247,7 +250,7 @@ def init_parameters(named_parameters, c, names='gdn', seed=None):
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     for name, p in named_parameters:
         t = torch.empty(p.shape)
-        std = init_std(c, group_of(name, names))
+        std = init_std(c, group_of(name, names, True))
         if std is None:
             own_init(name, t, gen)
         else:

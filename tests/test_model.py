@@ -81,6 +81,9 @@ def test_groups_cover_every_parameter_once():
     seen = [id(p) for g in mup.param_groups(model, 'sgd', 0.1) for p in g['params']]
     assert len(seen) == len(set(seen)) == len(list(model.parameters()))
     assert {mup.group_of(n) for n, _ in model.named_parameters()} == set(mup.GROUPS)
+    model.blocks[0].mixer.extra = torch.nn.Parameter(torch.zeros(3))  # a parameter no rule names: no default
+    with pytest.raises(ValueError, match='blocks.0.mixer.extra has no μP rule'):
+        mup.param_groups(model, 'adamw', 0.1)
 
 
 # LR exponents of m written out independently of mup.py, from Tensor Programs V (Table 3) and Liu & Gu
