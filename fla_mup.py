@@ -35,7 +35,6 @@ def fla_config(c, **extra):
         tie_word_embeddings=True, use_gate=True, use_short_conv=True, hidden_act='swish', **extra)
 
 
-
 def apply(model, base_width, lr, parametrization='mup', optimizer='adamw', weight_decay=0.0,
           weight_decay_rule='paper', eps=1e-8, depth_rule='none', base_depth=None, seed=None, init=True,
           output_mult=BASE_HPARAMS['output_mult'], init_std=BASE_HPARAMS['init_std'],
