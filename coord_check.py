@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import mup
-from kernel import chunk_gated_delta_rule
+from kernel import chunk_gated_delta_rule, triton_takes
 from model import GDN, GDNConfig
 from prepare_data import atomic_write
 from training import Batches, dataset_setup, device_setup, duration, load_splits, train_step
@@ -178,7 +178,7 @@ def build(family, run, width, n_layer, seed, lr, cfg, vocab, device):
     """The family's model for a run (model.GDN, or fla_mup.FlaLM: fla's model behind the same interface),
     initialised by seed, and its optimizer."""
     param, optimizer, rule = parse_run(run)
-    backend = 'torch' if (width // 8) % 16 else cfg['kernel_backend']  # Triton's head dims are multiples of 16
+    backend = cfg['kernel_backend'] if triton_takes(width // 8, width // 4) else 'torch'
     model = family.model(GDNConfig(vocab_size=vocab, width=width, n_layer=n_layer, n_head=cfg['n_head'],
                                    parametrization=param, base_width=cfg['base_width'], depth_rule=rule,
                                    base_depth=cfg['base_depth'], kernel_backend=backend))

@@ -574,6 +574,11 @@ def _fp32_past_shared_memory(q):
     return q.dtype == torch.float32 and q.shape[-1] > 128
 
 
+def triton_takes(K, V):
+    """The head dims the Triton kernels take: multiples of 16, K (d_k) in 16..256 and V (d_v) in 16..512."""
+    return K % 16 == 0 and V % 16 == 0 and 16 <= K <= 256 and 16 <= V <= 512
+
+
 def _check_inputs(q, k, v, g, beta, initial_state, backend):
     if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"expected q, k [B, T, H, K] and v [B, T, H, V] with equal B, T, H; got "
@@ -590,7 +595,7 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
                              f"{v.dtype}: cast them alike (autocast runs some norms in fp32)")
         if not HAS_TRITON:
             raise ValueError("backend='triton' needs the triton package; install it or use backend='torch'")
-        if K % 16 or not 16 <= K <= 256 or V % 16 or not 16 <= V <= 512:
+        if not triton_takes(K, V):
             raise ValueError(f"the triton backend supports head dims K (d_k) in 16..256 and V (d_v) in 16..512, both "
                              f"multiples of 16; got K={K}, V={V}. Pad the head dims or use backend='torch'")
         if q.is_cuda and _fp32_past_shared_memory(q):

@@ -25,6 +25,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import config_keys, configure
+from kernel import triton_takes
 from model import GDN, GDNConfig
 from mup import check
 from prepare_data import EMBEDDED, atomic_write
@@ -197,9 +198,10 @@ try:
 except ValueError as e:  # an unknown parametrization, a width that is not positive, head dims that do not divide
     fail(e)
 triton = kernel_backend == 'triton' or (kernel_backend == '' and run.type == 'cuda')
-if triton and (model_config.head_k % 16 or model_config.head_v % 16):
-    fail(f"width={width}: the Triton kernels need head dims d_k = width/8 and d_v = width/4 that are multiples "
-         f"of 16 (a width that is a multiple of 128); use such a width, or --kernel_backend=torch")
+if triton and not triton_takes(model_config.head_k, model_config.head_v):
+    fail(f"width={width}: the Triton kernels take head dims d_k (width/8) in 16..256 and d_v (width/4) in 16..512, "
+         f"multiples of 16 (a width of 128..2048 in steps of 128); here d_k={model_config.head_k}, "
+         f"d_v={model_config.head_v}: use such a width, or --kernel_backend=torch")
 # what a checkpoint must agree on to be resumed (the rest, e.g. max_iters or log_interval, may change)
 signature = dict(model_args, dataset=dataset, optimizer=optimizer, block_size=block_size)
 

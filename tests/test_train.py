@@ -351,7 +351,8 @@ def test_bad_config_fails_clearly(tmp_path, data_dir):
                       ('--block_size=-4', 'block_size=-4'), ('--learning_rate=0', 'learning_rate'),
                       ('--depth_rule=deep', 'completep'), ('--weight_decay_rule=x', 'fixed_timescale'),
                       ('--optimizer=adam', 'adamw, sgd'),
-                      ('--kernel_backend=triton --width=72', 'multiples of 16')]:
+                      ('--kernel_backend=triton --width=72', 'multiples of 16'),
+                      ('--kernel_backend=triton --width=2176', 'd_k=272')]:  # past 256
         r = train(tmp_path, data_dir, *arg.split(), check=False)
         assert r.returncode != 0 and word in r.stderr and 'Traceback' not in r.stderr, (arg, r.stderr[-2000:])
         assert len(r.stderr.strip().splitlines()) == 1, (arg, r.stderr)
