@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import mup
 from kernel import chunk_gated_delta_rule, triton_takes
 from model import GDN, GDNConfig
-from prepare_data import atomic_write
+from prepare_data import atomic_write, replacing
 from training import Batches, dataset_setup, device_setup, duration, load_splits, train_step
 
 # ---- what is measured -----------------------------------------------------------------------------------
@@ -437,8 +437,8 @@ def plot(res, path, kind):
     fig.suptitle(f"GDN coordinate check: {what} vs {res['dim']} ({shape}, {res['config']['seeds']} seeds, "
                  f"lines = steps {first}..{steps}); slope at step {steps}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
-    fig.savefig(path + '.tmp', dpi=90, format='png')
-    os.replace(path + '.tmp', path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=90, format='png')
     plt.close(fig)
 
 

@@ -46,7 +46,7 @@ import fla_mup
 import mup
 from configurator import ConfigError, apply_config
 from model import GDN, GDNConfig, RMSNorm, padded_vocab
-from prepare_data import GPT2_EOT, GPT2_FILES, get_tokenizer
+from prepare_data import GPT2_EOT, GPT2_FILES, get_tokenizer, replacing
 from training import checkpoints, load_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -346,8 +346,8 @@ def main(argv=None):
             checkpoint, how = import_folder(cfg['hf_dir'], {k: cfg[k] for k in assigned if k in RUN_KEYS})
             os.makedirs(out, exist_ok=True)
             path = os.path.join(out, 'ckpt_0000000.pt')
-            torch.save(checkpoint, path + '.tmp')
-            os.replace(path + '.tmp', path)
+            with replacing(path) as tmp:
+                torch.save(checkpoint, tmp)
             print(f"wrote {path} from {cfg['hf_dir']}: {how}. Sample or train on with\n"
                   f"  python sample.py --out_dir={out}\n  {resume_command(checkpoint, out)}")
     except (ConfigError, FileNotFoundError, ValueError) as e:

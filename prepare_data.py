@@ -13,6 +13,7 @@ meta.json is written last, so its presence means the preparation finished. FineW
 is streamed and written in shards by prepare_fineweb.py; load_split reads either layout.
 """
 import bisect
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -132,12 +133,25 @@ def split_point(text, fraction=1 - VAL_FRACTION):
     return min(candidates, key=lambda i: abs(i - target)) if candidates else target
 
 
+@contextlib.contextmanager
+def replacing(path):
+    """A temporary name to write `path` under, renamed to it once the block ends without error and the bytes are
+    on disk: a reader, a kill or a power cut never finds half a file (and an error leaves the old one)."""
+    tmp = f'{path}.tmp'
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def atomic_write(path, data):
-    """Write bytes or str to a temporary name, then rename: a reader never sees half a file."""
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
+    """Write bytes or str whole (replacing)."""
+    with replacing(path) as tmp, open(tmp, 'wb') as f:
         f.write(data.encode('utf-8') if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def to_uint16(ids):

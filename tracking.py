@@ -11,6 +11,8 @@ import csv
 import importlib.util
 import os
 
+from prepare_data import replacing
+
 
 def require(tensorboard=False, wandb_log=False):
     """The trackers asked for are installed, or one line that says what to install."""
@@ -91,6 +93,6 @@ def draw_losses(log_csv, png, tokens_per_step, title=''):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png + '.tmp.png', dpi=110)
+    with replacing(png) as tmp:
+        fig.savefig(tmp, dpi=110, format='png')
     plt.close(fig)
-    os.replace(png + '.tmp.png', png)

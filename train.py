@@ -28,7 +28,7 @@ from configurator import config_keys, configure
 from kernel import triton_takes
 from model import GDN, GDNConfig
 from mup import check
-from prepare_data import EMBEDDED, atomic_write
+from prepare_data import EMBEDDED, atomic_write, replacing
 from tracking import Tracker, draw_losses
 from training import (Batches, checkpoints, dataset_setup, device_setup, duration, evaluate, load_checkpoint,
                       load_splits, lr_at, matmul_rate, memory_estimate_gb, pass_seconds, train_step)
@@ -318,9 +318,8 @@ if master and not eval_only:
     if init_from == 'resume' and os.path.exists(log_path):
         with open(log_path, newline='') as f:
             kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
-    with open(log_path + '.tmp', 'w', newline='') as f:
+    with replacing(log_path) as tmp, open(tmp, 'w', newline='') as f:
         csv.writer(f).writerows([LOG_COLUMNS] + kept)
-    os.replace(log_path + '.tmp', log_path)
     log_file = open(log_path, 'a', newline='')
     log = csv.writer(log_file)
 
@@ -332,10 +331,10 @@ def save_checkpoint():
         stop_non_finite('not finite (weights)')
     name = f'ckpt_{iter_num:07d}.pt'
     path = os.path.join(out_dir, name)
-    torch.save({'model': raw_model.state_dict(), 'optimizer': optim.state_dict(), 'model_args': model_args,
-                'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config,
-                'signature': signature, 'run_id': run_info['run_id']}, path + '.tmp')
-    os.replace(path + '.tmp', path)
+    with replacing(path) as tmp:
+        torch.save({'model': raw_model.state_dict(), 'optimizer': optim.state_dict(), 'model_args': model_args,
+                    'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config,
+                    'signature': signature, 'run_id': run_info['run_id']}, tmp)
     mine = [n for n in run_info['checkpoints'] if n != name] + [name]
     for old in mine[:-keep_checkpoints]:
         if os.path.exists(os.path.join(out_dir, old)):

@@ -19,6 +19,7 @@ import os
 import types
 
 import mup
+from prepare_data import replacing
 
 HPARAMS = list(mup.BASE_HPARAMS)
 AXES = ['width', 'n_layer', 'depth_rule', 'lr', 'parametrization', 'optimizer', 'seed', 'steps', *HPARAMS,
@@ -225,11 +226,8 @@ def check_run_config(cfg):
             raise SystemExit(f"error: {cfg['out']} was made with other settings ({path}):\n  "
                              + "\n  ".join(differ) + "\nuse those settings or another --out")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + '.tmp', 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['key', 'value'])
-        w.writerows(want.items())
-    os.replace(path + '.tmp', path)
+    with replacing(path) as tmp, open(tmp, 'w', newline='') as f:
+        csv.writer(f).writerows([('key', 'value'), *want.items()])
 
 
 def read_rows(out):

@@ -7,6 +7,7 @@ import math
 import os
 import textwrap
 
+from prepare_data import replacing
 from study.optima import LABELS, cells, curve, curve_label, in_log2, log2x, panel_optima, panel_seeds, panel_title
 
 
@@ -47,9 +48,9 @@ def live(rows, axis, out, run, tuned_lr=0.0):
         return None
     path = os.path.splitext(out)[0] + '_live.png'
     fig = figure(rows, axis, run, f"live: {len(rows)} rows so far", None, tuned_lr, False)
-    fig.savefig(path + '.tmp.png', dpi=80)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=80, format='png')
     plt.close(fig)
-    os.replace(path + '.tmp.png', path)
     return path
 
 

@@ -26,6 +26,7 @@ import re
 import shlex
 import sys
 
+from prepare_data import atomic_write
 from study.grid import load_results, select
 from study.optima import LABELS, at_lr, cells, curve_label, panel_seeds, panel_title, summarize
 
@@ -425,9 +426,7 @@ def main(argv=None):
             text = f.read()
         new = render(text, path)
         if new != text:
-            with open(path + '.tmp', 'w') as f:
-                f.write(new)
-            os.replace(path + '.tmp', path)
+            atomic_write(path, new)
             print(f"rewrote {os.path.relpath(path, ROOT)}")
     if stale:
         raise SystemExit("these blocks differ from what assets/ gives (python -m study.report rewrites them):\n  "

@@ -15,6 +15,7 @@ import os
 import sys
 
 from study.grid import HPARAMS, csv_list, load_results, select
+from prepare_data import atomic_write
 from study.optima import cells, others, panel_optima
 from study.sweep import DEFAULTS as SWEEP_DEFAULTS
 from study.sweep import sweep
@@ -87,9 +88,7 @@ def write_tuned(cfg, values, report, loss, argv):
              f"dataset = {cfg['dataset']!r}", f"base_width = {cfg['base_width']}",
              *[f"{k} = {v!r}" for k, v in values.items()]]
     os.makedirs(os.path.dirname(os.path.abspath(cfg['tuned_out'])), exist_ok=True)
-    with open(cfg['tuned_out'] + '.tmp', 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.replace(cfg['tuned_out'] + '.tmp', cfg['tuned_out'])
+    atomic_write(cfg['tuned_out'], '\n'.join(lines) + '\n')
     print(f"wrote {cfg['tuned_out']}: {values}")
 
 

@@ -113,6 +113,16 @@ def test_preparing_again_unfinishes_the_folder_first(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(out, 'meta.json'))
 
 
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = str(tmp_path / 'f.txt')
+    prepare_data.atomic_write(path, 'old')
+    with pytest.raises(OSError):
+        with prepare_data.replacing(path) as tmp, open(tmp, 'w') as f:
+            f.write('half of the new')
+            raise OSError(28, 'No space left on device')
+    assert open(path).read() == 'old' and os.listdir(tmp_path) == ['f.txt']
+
+
 def test_command_line(tmp_path):
     src = tmp_path / 'a.txt'
     src.write_text('hello there\nGeneral Kenobi\n' * 50)
