@@ -12,11 +12,14 @@ lists them). A run owns its out_dir: a new run into a folder that holds another 
 stops after the current step and saves it; a second Ctrl-C stops at once (the last checkpoint stays).
 """
 import csv
+import fcntl
+import glob
 import json
 import math
 import os
 import shutil
 import signal
+import sys
 import time
 import uuid
 
@@ -99,6 +102,7 @@ seed = 1337                  # the init and the order of the batches
 peak_flops = 0.0             # the device's peak FLOP/s for MFU; 0 = from its name (H100, H200, A100), else no MFU
 # -----------------------------------------------------------------------------
 _assigned = configure(globals())
+signal.signal(signal.SIGINT, lambda *_: sys.exit("\ninterrupted before the first step: nothing was trained"))
 config = {k: globals()[k] for k in config_keys(globals())}  # what this run was, saved in its checkpoints
 TUNED_ON = 'gutenberg'  # the dataset the base values above were tuned on
 BASE_KEYS = ('learning_rate', 'output_mult', 'init_std', 'weight_decay')
@@ -149,8 +153,28 @@ if ddp and compile and compile_mode:
 tokens_per_iter = gradient_accumulation_steps * world * batch_size * block_size
 torch.manual_seed(seed)
 
+
+def claim(folder):
+    """Hold folder while this process lives (the system drops the lock however the process ends): a second
+    train.py there stops at once instead of writing over this run's files."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        fail(f"cannot make or open out_dir={folder}: {e.strerror}; use a --out_dir this user can write")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another train.py is running in {folder}: wait for it, or give this run its own --out_dir")
+    return fd
+
+
 # a run owns its out_dir: run.json names it, and lists the checkpoints it wrote (only those are rotated)
 RUN_FILES = ('run.json', 'log.csv', 'loss.png', 'tensorboard')
+if master and not eval_only:
+    out_dir_lock = claim(out_dir)
+    for _tmp in glob.glob(os.path.join(out_dir, '*.tmp')):  # left by a process killed mid-write: unfinished
+        os.remove(_tmp)
 found = [os.path.basename(p) for p in checkpoints(out_dir)] + [f for f in RUN_FILES
                                                                if os.path.exists(os.path.join(out_dir, f))]
 if init_from == 'scratch' and found and not eval_only:
@@ -243,13 +267,19 @@ if init_from == 'resume':
     try:
         path, checkpoint = load_checkpoint(out_dir, run.device)
     except FileNotFoundError:
-        fail(f"init_from='resume' but {out_dir} has no readable ckpt_*.pt: train from scratch first")
+        fail(f"init_from='resume' but {out_dir} has no readable ckpt_*.pt: train from scratch "
+             + ("there with --overwrite=True (removes what is there)" if found else "first"))
     differ = [f"{k}: checkpoint {checkpoint['signature'].get(k)!r}, now {v!r}" for k, v in signature.items()
               if checkpoint['signature'].get(k) != v]
     if differ:
         fail(f"cannot resume {path}: the config differs in\n  " + "\n  ".join(differ)
              + "\npass the checkpoint's values, or use another out_dir")
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    if iter_num >= max_iters and not eval_only:
+        if master:
+            print(f"{path} is at iter {iter_num}, max_iters is {max_iters}: nothing to train (a larger --max_iters "
+                  f"goes on; --eval_only=True evaluates it)")
+        sys.exit(0)
     if master:
         print(f"resuming from {path} (iter {iter_num})")
 need_gb, free_gb = check_memory()
@@ -296,7 +326,7 @@ def read_run():
     try:
         with open(run_path) as f:
             return json.load(f)
-    except (OSError, ValueError):  # a run from before run.json: its checkpoints are this run's
+    except (OSError, ValueError):  # none or a damaged one: the checkpoints here are the resumed run's
         return {'run_id': run_id or uuid.uuid4().hex, 'checkpoints': [os.path.basename(p) for p in checkpoints(out_dir)]}
 
 
@@ -308,20 +338,22 @@ def write_run(info):
 # On resume the rows after the checkpoint's step go (they are trained again), so each step has one row
 LOG_COLUMNS = ['iter', 'loss', 'lr', 'grad_norm', 'ms', 'tokens_per_s', 'mfu', 'train_loss', 'val_loss']
 if master and not eval_only:
-    os.makedirs(out_dir, exist_ok=True)
-    tracker = Tracker(out_dir, config, tensorboard, '', wandb_log, wandb_project, wandb_run_name)
-    run_info = read_run() if init_from == 'resume' else {'run_id': uuid.uuid4().hex, 'checkpoints': []}
-    run_info.update(config=config)
-    write_run(run_info)
-    log_path = os.path.join(out_dir, 'log.csv')
-    kept = []
-    if init_from == 'resume' and os.path.exists(log_path):
-        with open(log_path, newline='') as f:
-            kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
-    with replacing(log_path) as tmp, open(tmp, 'w', newline='') as f:
-        csv.writer(f).writerows([LOG_COLUMNS] + kept)
-    log_file = open(log_path, 'a', newline='')
-    log = csv.writer(log_file)
+    try:
+        tracker = Tracker(out_dir, config, tensorboard, '', wandb_log, wandb_project, wandb_run_name)
+        run_info = read_run() if init_from == 'resume' else {'run_id': uuid.uuid4().hex, 'checkpoints': []}
+        run_info.update(config=config)
+        write_run(run_info)
+        log_path = os.path.join(out_dir, 'log.csv')
+        kept = []
+        if init_from == 'resume' and os.path.exists(log_path):
+            with open(log_path, newline='') as f:
+                kept = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= iter_num]
+        with replacing(log_path) as tmp, open(tmp, 'w', newline='') as f:
+            csv.writer(f).writerows([LOG_COLUMNS] + kept)
+        log_file = open(log_path, 'a', newline='')
+        log = csv.writer(log_file)
+    except OSError as e:  # a read-only or full disk: before the first step, not at the first checkpoint
+        fail(f"cannot write to out_dir={out_dir} ({e.strerror}): use a --out_dir this user can write")
 
 
 def save_checkpoint():
@@ -331,10 +363,14 @@ def save_checkpoint():
         stop_non_finite('not finite (weights)')
     name = f'ckpt_{iter_num:07d}.pt'
     path = os.path.join(out_dir, name)
-    with replacing(path) as tmp:
-        torch.save({'model': raw_model.state_dict(), 'optimizer': optim.state_dict(), 'model_args': model_args,
-                    'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config,
-                    'signature': signature, 'run_id': run_info['run_id']}, tmp)
+    try:
+        with replacing(path) as tmp:
+            torch.save({'model': raw_model.state_dict(), 'optimizer': optim.state_dict(), 'model_args': model_args,
+                        'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config,
+                        'signature': signature, 'run_id': run_info['run_id']}, tmp)
+    except (OSError, RuntimeError) as e:  # a full disk: torch.save's writer says so as a RuntimeError
+        fail(f"cannot write {path} ({str(e).splitlines()[0][:120]}): the last checkpoint is {last_checkpoint()}; "
+             "make room and resume with --init_from=resume")
     mine = [n for n in run_info['checkpoints'] if n != name] + [name]
     for old in mine[:-keep_checkpoints]:
         if os.path.exists(os.path.join(out_dir, old)):
@@ -351,7 +387,8 @@ def last_checkpoint():
 def stop_non_finite(value):
     # never save a diverged model: the newest checkpoint on disk stays the last good one
     fail(f"loss is {value} at iter {iter_num}: training stopped. The last good checkpoint is {last_checkpoint()}. "
-         "Lower learning_rate (or raise warmup_iters, or set grad_clip) and resume with --init_from=resume.")
+         "Lower learning_rate (or raise warmup_iters, or set grad_clip) and "
+         + ("resume with --init_from=resume." if checkpoints(out_dir) else "start again with --overwrite=True."))
 
 
 # Ctrl-C (or SIGTERM) stops after the step in flight, so the checkpoint holds a whole step; a second one
@@ -485,3 +522,5 @@ except KeyboardInterrupt:
 if ddp:
     torch.distributed.barrier()  # tear down together: a rank leaving while rank 0 saves can abort (gloo)
     destroy_process_group()
+if iter_num < max_iters and not eval_only:
+    sys.exit(130)  # stopped by Ctrl-C or SIGTERM: not finished, so `train.py && sample.py` goes no further

@@ -120,6 +120,9 @@ def duration(seconds):
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+CHECKPOINT_KEYS = ('model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'signature')
+
+
 def checkpoints(out_dir):
     """The ckpt_*.pt files in out_dir, oldest first."""
     return sorted(glob.glob(os.path.join(out_dir, 'ckpt_*.pt')))
@@ -131,10 +134,15 @@ def load_checkpoint(out_dir, device='cpu'):
     FileNotFoundError when none loads."""
     for path in reversed(checkpoints(out_dir)):
         try:
-            return path, torch.load(path, map_location=device, weights_only=False)
+            checkpoint = torch.load(path, map_location=device, weights_only=False)
         except Exception as e:  # noqa: BLE001 - any reason it does not load: say so, try the older one
             reason = ' '.join(str(e).split())[:100]
             print(f"skipping {path}: it does not load ({type(e).__name__}: {reason}); trying an older one")
+            continue
+        missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint] if isinstance(checkpoint, dict) else ['dict']
+        if not missing:
+            return path, checkpoint
+        print(f"skipping {path}: not a train.py checkpoint (no {', '.join(missing)}); trying an older one")
     raise FileNotFoundError(f"{out_dir} holds no readable ckpt_*.pt")
 
 

@@ -76,6 +76,9 @@ def test_resume_reproduces_the_run(tmp_path, data_dir):
     a, b = losses(whole), losses(part)
     assert [a[i] for i in (4, 5, 6)] == [b[i] for i in (4, 5, 6)]
     assert len(glob.glob(str(part / 'ckpt_*.pt'))) == 2  # keep_checkpoints
+    before = {p: open(p, 'rb').read() for p in glob.glob(str(part / '*'))}
+    r = train(part, data_dir, '--max_iters=5', '--learning_rate=1e-3', '--init_from=resume')  # done already
+    assert 'nothing to train' in r.stdout and {p: open(p, 'rb').read() for p in glob.glob(str(part / '*'))} == before
 
 
 def test_sample_from_checkpoint(tmp_path, data_dir):
@@ -205,7 +208,7 @@ def test_ctrl_c_stops_cleanly_and_resumes_exactly(tmp_path, data_dir):
     p.send_signal(signal.SIGINT)
     p.wait(timeout=120)  # (communicate() would read past what readline() buffered: read the streams instead)
     out, err = ''.join(lines) + p.stdout.read(), p.stderr.read()
-    assert p.returncode == 0 and 'Traceback' not in err, err[-2000:]
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]  # stopped, not finished
     assert 'config/demo.py' in out and 'stopped' in out
     (ckpt,) = glob.glob(str(tmp_path / 'a' / 'ckpt_*.pt'))
     n = int(ckpt[-10:-3])
@@ -268,6 +271,30 @@ def test_a_new_run_never_takes_over_another_runs_out_dir(tmp_path, data_dir):
     assert f"checkpoint {out / 'ckpt_0000010.pt'}" in r.stdout, r.stdout[-1000:]
     assert sorted(os.path.basename(p) for p in glob.glob(str(out / 'ckpt_*.pt'))) == ['ckpt_0000010.pt']
     assert max(losses(out)) == 10  # the log is this run's
+
+
+def test_a_running_run_holds_its_out_dir(tmp_path, data_dir):
+    """While a run trains, a second train.py in its folder stops with one line, even with --overwrite=True, and
+    the first finishes as its own; a temporary file a killed run left is removed, an alien .pt is skipped."""
+    out = tmp_path / 'held'
+    os.makedirs(out)
+    (out / 'ckpt_0000005.pt.tmp').write_bytes(b'half a checkpoint')
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *TINY, f'--out_dir={out}', f'--data_dir={data_dir}',
+           '--max_iters=10000000', '--eval_interval=10000000', '--log_interval=100']
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    while not (line := p.stdout.readline()).startswith('iter 1:'):
+        assert line or p.poll() is None, p.stderr.read()
+    r = train(out, data_dir, '--max_iters=4', '--overwrite=True', check=False)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=120)
+    assert r.returncode != 0 and 'another train.py is running' in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and p.returncode == 130
+    assert not glob.glob(str(out / '*.tmp')) and len(glob.glob(str(out / 'ckpt_*.pt'))) == 1
+    n = int(glob.glob(str(out / 'ckpt_*.pt'))[0][-10:-3])  # the SIGINT's checkpoint
+    torch.save({'model': {}}, out / 'ckpt_9999999.pt')  # loads, but is not a checkpoint of this repo's
+    r = train(out, data_dir, f'--max_iters={n + 1}', '--init_from=resume')
+    assert 'not a train.py checkpoint' in r.stdout and f'iter {n + 1}:' in r.stdout, r.stdout[-2000:]
 
 
 def test_rotation_keeps_other_runs_checkpoints(tmp_path, data_dir):
