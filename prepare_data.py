@@ -15,6 +15,7 @@ is streamed and written in shards by prepare_fineweb.py; load_split reads either
 import bisect
 import contextlib
 import functools
+import glob
 import gzip
 import hashlib
 import io
@@ -512,19 +513,23 @@ def load_split(dataset_dir, split):
     """The 'train' or 'val' tokens of a prepared dataset folder (e.g. 'data/shakespeare') as a
     TokenSplit: dataset_dir/<split>.bin if present, else the shards that meta.json lists (or, without a
     meta.json, every dataset_dir/shards/<split>_*.bin) in order."""
-    single = os.path.join(dataset_dir, f'{split}.bin')
+    single, shard_dir = os.path.join(dataset_dir, f'{split}.bin'), os.path.join(dataset_dir, 'shards')
+    meta = read_meta(dataset_dir) if os.path.exists(os.path.join(dataset_dir, 'meta.json')) else {}
     if os.path.exists(single):
-        return TokenSplit([single])
-    shard_dir = os.path.join(dataset_dir, 'shards')
-    if os.path.exists(os.path.join(dataset_dir, 'meta.json')):
-        shards = read_meta(dataset_dir).get('shards', {}).get(split, [])
+        paths = [single]
+    elif meta:
+        paths = [os.path.join(shard_dir, f) for f in meta.get('shards', {}).get(split, [])]
     else:
-        shards = sorted(f for f in os.listdir(shard_dir) if f.startswith(f'{split}_') and f.endswith('.bin')) \
-            if os.path.isdir(shard_dir) else []
-    if not shards:
+        paths = sorted(glob.glob(os.path.join(shard_dir, f'{split}_*.bin')))
+    if not paths:
         raise FileNotFoundError(f"no {split}.bin or shards/{split}_*.bin in {dataset_dir}: "
                                 f"run prepare_data.py for it first")
-    return TokenSplit([os.path.join(shard_dir, f) for f in shards])
+    tokens = TokenSplit(paths)
+    want, size = meta.get(f'{split}_tokens'), sum(os.path.getsize(p) for p in paths)
+    if want is not None and size != 2 * want:  # a file cut short, or one from another preparation
+        raise ValueError(f"{dataset_dir}: the {split} split has {size:,} bytes and meta.json says {want:,} tokens "
+                         f"({2 * want:,} bytes): prepare it again (remove its meta.json, then prepare_data.py)")
+    return tokens
 
 
 # ----------------------------------------------------------------------------------------------------

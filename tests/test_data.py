@@ -123,6 +123,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert open(path).read() == 'old' and os.listdir(tmp_path) == ['f.txt']
 
 
+def test_a_split_cut_short_is_refused(tmp_path):
+    text = ''.join(f"line {i}: the quick brown fox\n" for i in range(200))
+    out = prepare_data.prepare_text(text, str(tmp_path / 'mine'))
+    assert len(load_split(out, 'train')) == json.load(open(os.path.join(out, 'meta.json')))['train_tokens']
+    with open(os.path.join(out, 'train.bin'), 'r+b') as f:
+        f.truncate(os.path.getsize(os.path.join(out, 'train.bin')) - 3)
+    with pytest.raises(ValueError, match='prepare it again'):
+        load_split(out, 'train')
+
+
 def test_command_line(tmp_path):
     src = tmp_path / 'a.txt'
     src.write_text('hello there\nGeneral Kenobi\n' * 50)
