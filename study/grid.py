@@ -14,6 +14,7 @@ under 'paper'). Each such label still gets its own row, and its `trained_as` col
 run had instead ('' when the row is the run trained).
 """
 import csv
+import fcntl
 import math
 import os
 import types
@@ -239,7 +240,8 @@ def read_rows(out):
         if reader.fieldnames and reader.fieldnames != CSV_COLUMNS:
             raise SystemExit(f"error: {out} has the columns {','.join(reader.fieldnames)}; a results CSV has "
                              f"{','.join(CSV_COLUMNS)}: use another --out")
-        return [r for r in reader if r.get('diverged') in ('True', 'False')]
+        # a row is finished when every column is there (a torn line from a full disk is trained again)
+        return [r for r in reader if None not in r and None not in r.values() and r['diverged'] in ('True', 'False')]
 
 
 def load_results(out, at_step=0):
@@ -267,20 +269,22 @@ class ResultWriter:
 
     def __init__(self, out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        if os.path.exists(out) and os.path.getsize(out) > 0:
+        self.f = open(out, 'a', newline='')
+        try:  # one writer a CSV, however many sweeps start (the lock goes with the process, however it ends)
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.f.close()
+            raise SystemExit(f"error: another sweep is writing {out}: wait for it to end, or use another --out")
+        self.w = csv.DictWriter(self.f, CSV_COLUMNS)
+        if os.path.getsize(out) == 0:
+            self.w.writeheader()
+        else:
             read_rows(out)  # the columns checked
             with open(out, 'rb') as f:  # a torn last line (killed mid-write) would glue onto the next row
                 f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b'\n'
-            if torn:
-                with open(out, 'a') as f:
-                    f.write('\n')
-        new = not os.path.exists(out) or os.path.getsize(out) == 0
-        self.f = open(out, 'a', newline='')
-        self.w = csv.DictWriter(self.f, CSV_COLUMNS)
-        if new:
-            self.w.writeheader()
-            self.f.flush()
+                if f.read(1) != b'\n':
+                    self.f.write('\n')
+        self.f.flush()
 
     def write(self, row):
         def fmt(k, v):

@@ -75,9 +75,10 @@ class ProcessPool:
         self.procs = [(ctx.Process(target=worker_main, daemon=True, args=(
             i, dict(cfg, device='cuda' if d.startswith('cuda') else d), self.jobs[i], self.results)), gpu)
             for i, (d, gpu) in enumerate(zip(worker_device, worker_gpus(worker_device, before)))]
-        # a worker starts with Ctrl-C ignored (the disposition passes to the new process): the driver stops them
+        # a worker starts with Ctrl-C and SIGTERM ignored (the disposition passes to the new process): the driver
+        # stops them
         main = threading.current_thread() is threading.main_thread()
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         def visible(ids):  # a spawned process takes this process's environment as it is when it starts
             if ids is None:
                 os.environ.pop('CUDA_VISIBLE_DEVICES', None)
@@ -89,8 +90,8 @@ class ProcessPool:
                 p.start()
         finally:
             visible(before)
-            if main:
-                signal.signal(signal.SIGINT, handler)
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
         self.procs = [p for p, _ in self.procs]
 
     def submit(self, wid, r):
@@ -203,13 +204,14 @@ def train_runs(cfg, runs, vocab_size, dev, on_row, on_skip):
 
 
 class stop_on_ctrl_c:
-    """Ctrl-C is remembered, and check() raises KeyboardInterrupt where the driver (or a run training in this
-    process, after its step) can take it: raised from the handler, it could land inside a weakref callback
-    (queues and autograd run them), where Python prints it and drops it. A second Ctrl-C raises at once."""
+    """Ctrl-C (or SIGTERM, a scheduler's stop) is remembered, and check() raises KeyboardInterrupt where the
+    driver (or a run training in this process, after its step) can take it: raised from the handler, it could land
+    inside a weakref callback (queues and autograd run them), where Python prints it and drops it. A second one
+    raises at once."""
 
     def __enter__(self):
         self.asked, main = False, threading.current_thread() is threading.main_thread()
-        self.before = signal.signal(signal.SIGINT, self.handle) if main else None
+        self.before = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else None
         return self
 
     def handle(self, signum, frame):
@@ -222,5 +224,5 @@ class stop_on_ctrl_c:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        if self.before is not None:
-            signal.signal(signal.SIGINT, self.before)
+        for s, handler in (self.before or {}).items():
+            signal.signal(s, handler)

@@ -154,24 +154,24 @@ def sweep(cfg, runs=None):
     epoch = training.Batches(training.load_splits(folder), cfg['batch_size'], cfg['block_size'], 0,
                              accum=cfg['gradient_accumulation_steps']).steps_per_epoch()
     runs = grid(cfg, cfg['max_iters'] or epoch) if runs is None else runs
-    rows = read_rows(cfg['out'])
-    done, results = {run_key(r) for r in rows}, {trained_key(r): r for r in rows}
-    missing = [r for r in runs if run_key(r) not in done]
-    jobs, shared = {}, []  # trained run key -> (trained run, the labels it stands for); labels already trained
-    for r in missing:
-        t = trained_run(r, cfg['base_width'], cfg['base_depth'])
-        if run_key(t) in results:
-            shared.append((r, t, results[run_key(t)]))
-        else:
-            jobs.setdefault(run_key(t), (t, []))[1].append(r)
-    todo = list(jobs.values())[:cfg['max_runs'] or None]
-    rows_now = sum(len(ls) for _, ls in todo)
-    print(f"sweep: {len(runs)} runs in the grid, {len(runs) - len(missing)} already in {cfg['out']}"
-          + (f", {len(shared)} more written from the runs it holds" if shared else '')
-          + f"; {len(todo)} to train now" + (f" for {rows_now} rows" if rows_now > len(todo) else '')
-          + f" ({placement(cfg, dev)})", flush=True)
-    writer = ResultWriter(cfg['out'])
+    writer = ResultWriter(cfg['out'])  # held till the end: a second sweep into the CSV stops at once
     try:
+        rows = read_rows(cfg['out'])
+        done, results = {run_key(r) for r in rows}, {trained_key(r): r for r in rows}
+        missing = [r for r in runs if run_key(r) not in done]
+        jobs, shared = {}, []  # trained run key -> (trained run, the labels it stands for); labels already trained
+        for r in missing:
+            t = trained_run(r, cfg['base_width'], cfg['base_depth'])
+            if run_key(t) in results:
+                shared.append((r, t, results[run_key(t)]))
+            else:
+                jobs.setdefault(run_key(t), (t, []))[1].append(r)
+        todo = list(jobs.values())[:cfg['max_runs'] or None]
+        rows_now = sum(len(ls) for _, ls in todo)
+        print(f"sweep: {len(runs)} runs in the grid, {len(runs) - len(missing)} already in {cfg['out']}"
+              + (f", {len(shared)} more written from the runs it holds" if shared else '')
+              + f"; {len(todo)} to train now" + (f" for {rows_now} rows" if rows_now > len(todo) else '')
+              + f" ({placement(cfg, dev)})", flush=True)
         for r, t, row in shared:
             writer.write(dict(r, trained_as=trained_as(r, t), **{k: row[k] for k in RESULTS}))
         if todo:

@@ -88,6 +88,27 @@ def test_interrupted_sweep_keeps_rows_and_resumes(data_dir, tmp_path, monkeypatc
     assert len(good) == 8 and len({key(r) for r in good}) == 8 and good[:3] == first
 
 
+def test_a_row_cut_short_is_trained_again_and_a_csv_has_one_writer(data_dir, tmp_path, monkeypatch):
+    """A last row cut inside its later columns (a full disk) is not a finished run; while a sweep writes a
+    CSV, a second sweep into it stops with one line before it trains anything."""
+    out = str(tmp_path / 'res.csv')
+    small = ('--widths=64', '--adamw_params=mup')
+    sweep.main(args(data_dir, out, *small))
+    lines = open(out).read().splitlines()
+    cut = ','.join(lines[-1].split(',')[:grid_.CSV_COLUMNS.index('diverged') + 2])  # diverged and a bit more
+    open(out, 'w').write('\n'.join(lines[:-1] + [cut]))
+    calls = count_runs(monkeypatch)
+    sweep.main(args(data_dir, out, *small))
+    assert len(calls) == 1 and len(grid_.read_rows(out)) == 2
+    writer = grid_.ResultWriter(out)
+    try:
+        with pytest.raises(SystemExit, match='another sweep is writing'):
+            sweep.main(args(data_dir, out, '--widths=64,128'))
+        assert len(calls) == 1
+    finally:
+        writer.close()
+
+
 def test_diverging_lr_is_marked(data_dir, tmp_path):
     out = str(tmp_path / 'res.csv')
     sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8,6', '--max_iters=8'))
@@ -439,16 +460,17 @@ def test_the_plan_comes_within_seconds(data_dir, tmp_path):
     assert took < 10, (took, lines)
 
 
-def test_ctrl_c_keeps_the_finished_rows(data_dir, tmp_path):
-    """SIGINT mid-sweep: one line on stderr, no traceback, every finished row kept whole; the same command
-    then goes on."""
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_keeps_the_finished_rows(data_dir, tmp_path, sig):
+    """SIGINT (or a scheduler's SIGTERM) mid-sweep: one line on stderr, no traceback, every finished row kept
+    whole; the same command then goes on."""
     out = tmp_path / 'res.csv'
     p = subprocess.Popen(command(data_dir, str(out), '--adamw_lrs=-8:-3', '--max_iters=60'), cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
         time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     assert p.returncode != 0 and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith('interrupted'), err
