@@ -40,6 +40,7 @@ import sys
 import tempfile
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import fla_mup
@@ -52,6 +53,8 @@ from training import checkpoints, load_checkpoint
 HERE = os.path.dirname(os.path.abspath(__file__))
 EPS = RMSNorm(1).eps  # every norm of model.py's model
 ORIGINALS = 'mup_gdn.safetensors'
+EXPORTED = {'config.json', 'generation_config.json', 'model.safetensors', ORIGINALS, 'vocab.json', 'merges.txt',
+            'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'}  # every name an export writes
 # what a run that goes on from an imported checkpoint (train.py --init_from=resume) takes from it: its signature
 # (with the model's config) and its optimizer's hyper-parameters
 RUN_KEYS = ('dataset', 'block_size', 'optimizer', 'weight_decay', 'weight_decay_rule', 'beta1', 'beta2', 'momentum')
@@ -237,8 +240,11 @@ def read_config(folder):
     path = os.path.join(folder, 'config.json')
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder} holds no config.json: not a Hugging Face model folder")
-    with open(path) as f:
-        config = json.load(f)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): export the folder again") from None
     if config.get('model_type') != 'gated_deltanet':
         raise ValueError(f"{path} is a {config.get('model_type')!r} model, not fla's GatedDeltaNetForCausalLM "
                          "('gated_deltanet')")
@@ -332,6 +338,9 @@ def main(argv=None):
             hf_dir = cfg['hf_dir'] or os.path.join(cfg['out_dir'], 'hf')
             if os.path.isdir(hf_dir) and os.listdir(hf_dir) and 'mup_gdn' not in _config_or_empty(hf_dir):
                 raise ConfigError(f"hf_dir={hf_dir} holds files that no export wrote: choose another folder")
+            if os.path.isdir(hf_dir) and (extra := sorted(set(os.listdir(hf_dir)) - EXPORTED)):
+                raise ConfigError(f"hf_dir={hf_dir} holds files an export does not write ({', '.join(extra[:3])}), "
+                                  "which a new export would remove: move them, or choose another folder")
             path, checkpoint = load_checkpoint(cfg['out_dir'])
             what = export(checkpoint, hf_dir, cfg['data_dir'])
             print(f"wrote {hf_dir} from {path} (iter {checkpoint.get('iter_num')}), with {what}. Load it with\n"
@@ -343,7 +352,11 @@ def main(argv=None):
             out = cfg['out_dir']
             if checkpoints(out):
                 raise ConfigError(f"out_dir={out} holds checkpoints already: import into an empty or new folder")
-            checkpoint, how = import_folder(cfg['hf_dir'], {k: cfg[k] for k in assigned if k in RUN_KEYS})
+            try:
+                checkpoint, how = import_folder(cfg['hf_dir'], {k: cfg[k] for k in assigned if k in RUN_KEYS})
+            except (SafetensorError, RuntimeError, KeyError) as e:  # weights cut short, or of another shape
+                raise ValueError(f"{cfg['hf_dir']} does not load ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:160]}): export it again") from None
             os.makedirs(out, exist_ok=True)
             path = os.path.join(out, 'ckpt_0000000.pt')
             with replacing(path) as tmp:

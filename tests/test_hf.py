@@ -4,6 +4,7 @@ elsewhere import; train.py resumes an imported checkpoint and sample.py samples 
 On a GPU: fla's own forward on the folder against this repo's model, logits and greedy generation."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -210,6 +211,18 @@ def test_cli_export_import_resume_and_sample(tmp_path):
     r = run('hf.py', f'--out_dir={out}', f'--data_dir={data}')
     assert r.returncode == 0 and 'with the GPT-2 tokenizer' in r.stdout, r.stdout + r.stderr[-3000:]
     assert {'config.json', 'model.safetensors', 'tokenizer.json', hf.ORIGINALS} <= set(os.listdir(f'{out}/hf'))
+    assert set(os.listdir(f'{out}/hf')) <= hf.EXPORTED  # what a new export may replace
+    damaged = str(tmp_path / 'damaged')
+    shutil.copytree(f'{out}/hf', damaged)
+    with open(f'{damaged}/model.safetensors', 'r+b') as f:
+        f.truncate(os.path.getsize(f'{damaged}/model.safetensors') // 2)
+    open(f'{damaged}/results.json', 'w').write('{}')  # the user's: a new export must not remove it
+    for args, words in [(['--to=ours', f'--hf_dir={damaged}', f'--out_dir={tmp_path / "x"}'], 'does not load'),
+                        ([f'--out_dir={out}', f'--hf_dir={damaged}'], 'results.json')]:
+        r = run('hf.py', *args, f'--data_dir={data}')
+        err = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(err) == 1 and words in err[0], (args, r.stderr[-2000:])
+    assert os.path.exists(f'{damaged}/results.json')
     r = run('hf.py', '--to=ours', f'--hf_dir={out}/hf', f'--out_dir={imported}')
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     a = torch.load(f'{out}/ckpt_0000002.pt', weights_only=False)
