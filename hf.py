@@ -363,7 +363,7 @@ def main(argv=None):
                 torch.save(checkpoint, tmp)
             print(f"wrote {path} from {cfg['hf_dir']}: {how}. Sample or train on with\n"
                   f"  python sample.py --out_dir={out}\n  {resume_command(checkpoint, out)}")
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, OSError, ValueError) as e:  # OSError: a folder it cannot read or write
         sys.exit(f"error: {e}")
 
 

@@ -226,9 +226,12 @@ def check_run_config(cfg):
         if differ:
             raise SystemExit(f"error: {cfg['out']} was made with other settings ({path}):\n  "
                              + "\n  ".join(differ) + "\nuse those settings or another --out")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with replacing(path) as tmp, open(tmp, 'w', newline='') as f:
-        csv.writer(f).writerows([('key', 'value'), *want.items()])
+    try:  # the sweep's first write: a folder it cannot write stops it here, before any run
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with replacing(path) as tmp, open(tmp, 'w', newline='') as f:
+            csv.writer(f).writerows([('key', 'value'), *want.items()])
+    except OSError as e:
+        raise SystemExit(f"error: cannot write {path} ({e.strerror}): use an --out in a folder this user can write")
 
 
 def read_rows(out):
