@@ -121,6 +121,8 @@ if max_iters < 0 or learning_rate <= 0 or min_lr < 0 or weight_decay < 0 or grad
     fail("max_iters, min_lr, weight_decay and grad_clip must be >= 0 and learning_rate > 0")
 if compile_mode not in ('', 'reduce-overhead'):
     fail(f"compile_mode={compile_mode!r}: use '' (torch.compile's default) or 'reduce-overhead' (CUDA graphs)")
+if not out_dir:
+    fail("out_dir='': name the folder the run writes, e.g. --out_dir=out")
 if init_from not in ('scratch', 'resume'):
     fail(f"init_from={init_from!r}: use 'scratch' or 'resume'")
 if mup and parametrization == 'sp':
@@ -152,42 +154,6 @@ if ddp and compile and compile_mode:
     fail("compile_mode='reduce-overhead' (CUDA graphs) is not tested under DDP: use compile_mode='' with torchrun")
 tokens_per_iter = gradient_accumulation_steps * world * batch_size * block_size
 torch.manual_seed(seed)
-
-
-def claim(folder):
-    """Hold folder while this process lives (the system drops the lock however the process ends): a second
-    train.py there stops at once instead of writing over this run's files."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as e:
-        fail(f"cannot make or open out_dir={folder}: {e.strerror}; use a --out_dir this user can write")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another train.py is running in {folder}: wait for it, or give this run its own --out_dir")
-    return fd
-
-
-# a run owns its out_dir: run.json names it, and lists the checkpoints it wrote (only those are rotated)
-RUN_FILES = ('run.json', 'log.csv', 'loss.png', 'tensorboard')
-if master and not eval_only:
-    out_dir_lock = claim(out_dir)
-    for _tmp in glob.glob(os.path.join(out_dir, '*.tmp')):  # left by a process killed mid-write: unfinished
-        os.remove(_tmp)
-found = [os.path.basename(p) for p in checkpoints(out_dir)] + [f for f in RUN_FILES
-                                                               if os.path.exists(os.path.join(out_dir, f))]
-if init_from == 'scratch' and found and not eval_only:
-    if not overwrite:
-        listed = ', '.join(found[:3] + (['...'] if len(found) > 3 else []))
-        fail(f"{out_dir} holds another run ({listed}): give this run its own --out_dir, "
-             + ("continue that one with --init_from=resume, " if checkpoints(out_dir) else "")
-             + "or start over there with --overwrite=True (removes it)")
-    if master:
-        for f in found:
-            path = os.path.join(out_dir, f)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        print(f"--overwrite=True: removed the earlier run's {len(found)} files from {out_dir}")
 
 # data: uint16 tokens made by prepare_data.py; the embedded corpora are prepared on first use, by rank 0 alone
 # (a dataset that is missing stops every rank)
@@ -226,8 +192,46 @@ if triton and not triton_takes(model_config.head_k, model_config.head_v):
     fail(f"width={width}: the Triton kernels take head dims d_k (width/8) in 16..256 and d_v (width/4) in 16..512, "
          f"multiples of 16 (a width of 128..2048 in steps of 128); here d_k={model_config.head_k}, "
          f"d_v={model_config.head_v}: use such a width, or --kernel_backend=torch")
+if kernel_backend == 'triton' and run.type != 'cuda' and os.environ.get('TRITON_INTERPRET') != '1':
+    fail(f"kernel_backend='triton' runs on CUDA (or under TRITON_INTERPRET=1, slowly); on this {run.type} use "
+         "--kernel_backend=torch")
 # what a checkpoint must agree on to be resumed (the rest, e.g. max_iters or log_interval, may change)
 signature = dict(model_args, dataset=dataset, optimizer=optimizer, block_size=block_size)
+
+def claim(folder):
+    """Hold folder while this process lives (the system drops the lock however the process ends): a second
+    train.py there stops at once instead of writing over this run's files."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        fail(f"cannot make or open out_dir={folder}: {e.strerror}; use a --out_dir this user can write")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another train.py is running in {folder}: wait for it, or give this run its own --out_dir")
+    return fd
+
+
+# a run owns its out_dir: run.json names it, and lists the checkpoints it wrote (only those are rotated)
+RUN_FILES = ('run.json', 'log.csv', 'loss.png', 'tensorboard')
+if master and not eval_only:
+    out_dir_lock = claim(out_dir)
+    for _tmp in glob.glob(os.path.join(out_dir, '*.tmp')):  # left by a process killed mid-write: unfinished
+        os.remove(_tmp)
+found = [os.path.basename(p) for p in checkpoints(out_dir)] + [f for f in RUN_FILES
+                                                               if os.path.exists(os.path.join(out_dir, f))]
+if init_from == 'scratch' and found and not eval_only:  # a run that wrote no checkpoint leaves nothing to keep
+    if checkpoints(out_dir) and not overwrite:
+        listed = ', '.join(found[:3] + (['...'] if len(found) > 3 else []))
+        fail(f"{out_dir} holds another run ({listed}): give this run its own --out_dir, continue that one with "
+             "--init_from=resume, or start over there with --overwrite=True (removes it)")
+    if master:
+        why = " (--overwrite=True)" if checkpoints(out_dir) or overwrite else ": it wrote no checkpoint"
+        for f in found:
+            path = os.path.join(out_dir, f)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        print(f"removed the earlier run's {len(found)} files from {out_dir}{why}")
 
 
 def free_memory_gb():
@@ -510,7 +514,8 @@ try:
         done = iter_num >= max_iters
         print(f"{'done' if done else 'stopped'}: {iter_num - start_iter} steps in {minutes:.1f} min"
               + (f", final val loss {val_loss:.4f}" if done else f" (iter {iter_num} of {max_iters})")
-              + f"; checkpoint {saved_path}" + (f", curves {out_dir}/loss.png" if plot else '') + "\n"
+              + f"; checkpoint {saved_path}"
+              + (f", curves {out_dir}/loss.png" if os.path.exists(os.path.join(out_dir, 'loss.png')) else '') + "\n"
               + (f"sample from it: python sample.py --out_dir={out_dir}" if done else
                  "go on: the same command with --init_from=resume"))
         tracker.close()

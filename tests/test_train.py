@@ -271,6 +271,12 @@ def test_a_new_run_never_takes_over_another_runs_out_dir(tmp_path, data_dir):
     assert f"checkpoint {out / 'ckpt_0000010.pt'}" in r.stdout, r.stdout[-1000:]
     assert sorted(os.path.basename(p) for p in glob.glob(str(out / 'ckpt_*.pt'))) == ['ckpt_0000010.pt']
     assert max(losses(out)) == 10  # the log is this run's
+    r = train(out, data_dir, '--parametrization=mupp', check=False)  # a bad setting is named first
+    assert r.returncode != 0 and 'mupp' in r.stderr and 'holds another run' not in r.stderr, r.stderr
+    for ckpt in glob.glob(str(out / 'ckpt_*.pt')):  # as a run that died before its first checkpoint leaves it
+        os.remove(ckpt)
+    r = train(out, data_dir, '--max_iters=2', '--eval_interval=10')
+    assert 'it wrote no checkpoint' in r.stdout and max(losses(out)) == 2
 
 
 def test_a_running_run_holds_its_out_dir(tmp_path, data_dir):
@@ -379,7 +385,8 @@ def test_bad_config_fails_clearly(tmp_path, data_dir):
                       ('--depth_rule=deep', 'completep'), ('--weight_decay_rule=x', 'fixed_timescale'),
                       ('--optimizer=adam', 'adamw, sgd'),
                       ('--kernel_backend=triton --width=72', 'multiples of 16'),
-                      ('--kernel_backend=triton --width=2176', 'd_k=272')]:  # past 256
+                      ('--kernel_backend=triton --width=2176', 'd_k=272'),  # past 256
+                      ('--kernel_backend=triton --width=128', 'TRITON_INTERPRET=1'), ('--out_dir=', "out_dir=''")]:
         r = train(tmp_path, data_dir, *arg.split(), check=False)
         assert r.returncode != 0 and word in r.stderr and 'Traceback' not in r.stderr, (arg, r.stderr[-2000:])
         assert len(r.stderr.strip().splitlines()) == 1, (arg, r.stderr)
