@@ -158,10 +158,10 @@ def apply_config(args, config, verbose=True, source=None):
         key, sep, text = arg[2:].partition('=')
         if not sep and isinstance(config.get(key), bool) and key in keys:
             sep, text = '=', 'True'  # a bare --flag of a True/False key
+        if key not in keys:  # before the form: a misspelt bare flag is a misspelt key
+            raise _unknown_key_error(key, keys, f"in {arg!r}")
         if not sep:
             raise ConfigError(f"expected --key=value, got {arg!r}")
-        if key not in keys:
-            raise _unknown_key_error(key, keys, f"in {arg!r}")
         config[key] = _parse(key, text, config[key], f"in {arg!r}")
         assigned.add(key)
         if verbose:

@@ -60,6 +60,7 @@ def test_str_values_quotes_numbers_and_equals():
     ('--mup=yes', ['mup expects True or False']),
     ('--learning_rate=True', ['learning_rate expects float']),
     ('--device', ['expected --key=value']),
+    ('--mpu', ["unknown config key 'mpu'", "'mup'"]),  # a misspelt bare flag
     ('missing_config.py', ['cannot read config file']),
 ])
 def test_user_mistakes_raise_config_error(arg, words):
