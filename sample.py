@@ -22,6 +22,8 @@ top_k = 200                  # sample from the top_k most likely tokens; 0 = fro
 seed = 1337                  # the sampling's random seed
 device = ''                  # '' = cuda if available, else cpu
 configure(globals())
+if num_samples < 0 or max_new_tokens < 0 or top_k < 0 or temperature < 0:
+    raise SystemExit("error: num_samples, max_new_tokens, top_k and temperature must be >= 0")
 
 try:
     device = device_setup(device).device
@@ -47,7 +49,10 @@ if start.startswith('FILE:'):
             start = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise SystemExit(f"error: cannot read the prompt file {start[5:]!r}: {e}") from None
-ids = tok.encode(start)
+try:
+    ids = tok.encode(start)
+except ValueError as e:  # a character outside a character-level vocabulary
+    raise SystemExit(f"error: the prompt does not encode: {e}") from None
 if not ids:
     raise SystemExit("error: the prompt encodes to no tokens: give --start with some text")
 x = torch.tensor(ids, dtype=torch.long, device=device)[None]

@@ -89,6 +89,10 @@ def test_sample_from_checkpoint(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     samples = [s for s in r.stdout.split('---------------') if 'ROMEO:' in s]
     assert len(samples) == 2 and all(len(s.strip()) >= len('ROMEO:') + 30 for s in samples)
+    for arg, words in [('--start=€', 'does not encode'), ('--top_k=-3', 'must be >= 0')]:  # char-level: no €
+        r = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), f'--out_dir={tmp_path}',
+                            f'--data_dir={data_dir}', '--device=cpu', arg], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode != 0 and r.stderr.count('\n') == 1 and words in r.stderr, (arg, r.stderr[-2000:])
 
 
 def test_long_context_trains_and_samples(tmp_path, data_dir):
