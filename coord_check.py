@@ -294,7 +294,7 @@ def coord_check(cfg, verbose=True):
     family = FAMILIES[cfg['model']]
     runs = [r.strip() for r in (cfg['runs'] or ','.join(DEPTH_RUNS if depth else RUNS)).split(',')]
     for r in runs:
-        param, optimizer, rule = parse_run(r)
+        param, optimizer, rule = parse_run(r) if r.count('-') in (1, 2) else ('', '', '')
         if param not in mup.PARAMETRIZATIONS or optimizer not in mup.OPTIMIZERS or rule not in mup.DEPTH_ALPHA:
             raise ValueError(f"unknown run {r!r}: param-optimizer[-depth rule], e.g. {', '.join(RUNS[:2])}, "
                              f"{DEPTH_RUNS[2]}")
@@ -305,8 +305,13 @@ def coord_check(cfg, verbose=True):
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 throughout: measure the rules, not rounding
         torch.backends.cudnn.allow_tf32 = False
     grid = cfg['depths'] if depth else cfg['widths'] or WIDTHS['cuda' if dev.type == 'cuda' else 'cpu']
-    sizes = [int(v) for v in str(grid).split(',')]
+    try:
+        sizes = sorted({int(v) for v in str(grid).split(',')})
+    except ValueError:
+        raise ValueError(f"{cfg['dim']}s={grid!r}: give whole numbers, e.g. 128,256,512") from None
     steps, seeds = cfg['steps'], cfg['seeds']
+    if len(sizes) < 2 or min(sizes) < 1 or steps < 1 or seeds < 1:
+        raise ValueError(f"a slope needs two {cfg['dim']}s or more (got {grid}), steps >= 1 and seeds >= 1")
     shapes = [(cfg['base_width'], s) if depth else (s, cfg['n_layer']) for s in sizes]
     say(f"coord_check: {cfg['model']} over {cfg['dim']}s {grid}, runs {', '.join(runs)}; {steps} step"
         f"{'s' * (steps != 1)}, {seeds} seed{'s' * (seeds != 1)} each: {len(sizes) * len(runs) * seeds} models "

@@ -277,3 +277,12 @@ def test_ctrl_c_keeps_the_finished_widths(tmp_path, data_dir):
         res = json.load(f)
     assert res['widths'] == [32, 64] and res['interrupted']
     assert len(res['value']['mup-adamw']['logits']) == 2 and len(res['loss']['mup-adamw']) == 2
+
+
+@pytest.mark.parametrize('args, words', [(['--widths=64'], 'two widths'), (['--steps=0'], 'steps >= 1'),
+                                         (['--seeds=0'], 'seeds >= 1'), (['--runs=foo'], "unknown run 'foo'"),
+                                         (['--widths=abc'], "widths='abc'")])
+def test_bad_input_is_one_line(args, words):
+    with pytest.raises(SystemExit) as e:
+        coord_check.main(['--device=cpu', '--widths=64,128', *args])
+    assert str(e.value.code).startswith('error: ') and words in str(e.value.code), e.value.code
