@@ -463,8 +463,10 @@ def ensure_prepared(dataset, data_dir='data'):
     prepared = sorted(d for d in (os.listdir(data_dir) if os.path.isdir(data_dir) else [])
                       if is_prepared(os.path.join(data_dir, d)))
     close = difflib.get_close_matches(dataset, sorted(set(EMBEDDED) | {'fineweb_edu'} | set(prepared)), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({out_dir}/meta.json missing).{hint} Prepared in "
+    hint = f" Did you mean {close[0]!r}?" if close and close[0] != dataset else ""
+    why = ("a file its meta.json names is missing" if os.path.exists(os.path.join(out_dir, 'meta.json'))
+           else f"{out_dir}/meta.json missing")
+    raise SystemExit(f"error: dataset {dataset!r} is not prepared ({why}).{hint} Prepared in "
                      f"{data_dir}: {', '.join(prepared) or 'none'}; shipped with the repo (prepared on first use): "
                      f"{', '.join(EMBEDDED)}. To prepare it, run:\n    {cmd}")
 
