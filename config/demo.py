@@ -1,7 +1,7 @@
 # A quick demo: a small μP model on the character-level Shakespeare shipped in the repo.
 # About 5 minutes on a laptop CPU, well under a minute on a GPU:
 #   python train.py config/demo.py
-#   python train.py config/demo.py --width=512     # same LR: μP transfers it
+#   python train.py config/demo.py --width=512 --out_dir=out-demo-512   # same LR: μP transfers it
 dataset = 'shakespeare_char'
 out_dir = 'out-demo'
 width = 128

@@ -23,6 +23,7 @@ best over the other axes is taken at each x). Each curve's fitted optimum, its s
 are study/optima.py's; the figures study/plots.py's.
 """
 import dataclasses
+import os
 import sys
 import time
 
@@ -148,6 +149,10 @@ def sweep(cfg, runs=None):
         dev = training.device_setup(cfg['device'], cfg['dtype'])
     except ValueError as e:
         raise SystemExit(f"error: {e}")
+    if cfg['kernel_backend'] == 'triton' and dev.type != 'cuda' and not cfg['ray'] \
+            and os.environ.get('TRITON_INTERPRET') != '1':
+        raise SystemExit(f"error: kernel_backend='triton' runs on CUDA (or under TRITON_INTERPRET=1, slowly); on "
+                         f"this {dev.type} use --kernel_backend=torch")
     if not cfg['ray']:
         sweep_devices(cfg, dev)  # a GPU that does not exist: one line, before anything starts
     folder, vocab = training.dataset_setup(cfg['dataset'], cfg['data_dir'])  # prepared before the workers start
@@ -254,6 +259,9 @@ def main(argv=None):
         raise SystemExit(f"error: {e}")
     check_grid(cfg)
     if cfg['plot']:
+        if 'out' not in assigned and not os.path.exists(cfg['out']) and os.path.exists(CPU_GRID['out']):
+            print(f"plotting {CPU_GRID['out']}, the CPU grid's results (--out names another)")
+            cfg['out'] = CPU_GRID['out']
         rows = select(load_results(cfg['out'], cfg['at_step']), cfg, assigned)
         if not rows and cfg['at_step']:
             raise SystemExit(f"error: no run in {cfg['out']} recorded its val loss at step {cfg['at_step']}")

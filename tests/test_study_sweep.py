@@ -138,6 +138,9 @@ def test_bad_input_is_one_line(data_dir, tmp_path):
         sweep.main(args(data_dir, str(tmp_path / 'new.csv'), '--model=flax'))
     with pytest.raises(SystemExit, match="model: 'gdn' there, 'fla' now"):  # another family's rows never mix in
         sweep.main(args(data_dir, out, '--widths=64', '--adamw_params=sp', '--adamw_lrs=-8', '--model=fla'))
+    if 'TRITON_INTERPRET' not in os.environ:
+        with pytest.raises(SystemExit, match="kernel_backend='triton' runs on CUDA"):
+            sweep.main(args(data_dir, str(tmp_path / 'tr.csv'), '--kernel_backend=triton'))
 
 
 @pytest.mark.gpu
