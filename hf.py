@@ -155,6 +155,10 @@ def export(checkpoint, folder, data_dir='data'):
         save_file(originals, os.path.join(tmp, ORIGINALS), metadata={'format': 'pt'})
     if tokenizer == 'gpt2':
         write_gpt2_tokenizer(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in os.listdir(tmp):  # safetensors writes its files private: a folder to share reads as the user's others
+        os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
     _replace_folder(tmp, folder)
     if tokenizer == 'gpt2':
         return "the GPT-2 tokenizer"

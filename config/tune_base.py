@@ -2,7 +2,7 @@
 # (T 1024, 16 sequences a step, one epoch), one key at a time with the LR (study/tune.py's `tune`: output_mult,
 # init_std, weight_decay), and write them as a config file that train.py and the sweep take. On a GPU machine:
 # 63 runs of width 256 and 15M tokens each (9 LRs x 3 values for each of the three keys, the middle value
-# shared), about 20 min of one H100:
+# shared; docs/transfer.md#reproduce has the time it took):
 #   python -m study.tune config/tune_base.py --tuned_out=config/tuned_gutenberg.py   # resumable
 #   python train.py config/tuned_gutenberg.py --width=768 --mup=True                  # step 2: any width, the same values
 #   python -m study.sweep config/tune_base.py config/tuned_gutenberg.py --widths=1024 --adamw_params=mup \

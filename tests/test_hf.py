@@ -212,6 +212,8 @@ def test_cli_export_import_resume_and_sample(tmp_path):
     assert r.returncode == 0 and 'with the GPT-2 tokenizer' in r.stdout, r.stdout + r.stderr[-3000:]
     assert {'config.json', 'model.safetensors', 'tokenizer.json', hf.ORIGINALS} <= set(os.listdir(f'{out}/hf'))
     assert set(os.listdir(f'{out}/hf')) <= hf.EXPORTED  # what a new export may replace
+    modes = {os.stat(f'{out}/hf/{name}').st_mode & 0o777 for name in os.listdir(f'{out}/hf')}
+    assert len(modes) == 1, modes  # the weights as readable as the config
     damaged = str(tmp_path / 'damaged')
     shutil.copytree(f'{out}/hf', damaged)
     with open(f'{damaged}/model.safetensors', 'r+b') as f:
