@@ -195,6 +195,9 @@ def train(cfg, todo, writer, dev, vocab):
     guess = estimate_seconds(cfg, [t for t, _ in todo], vocab, dev, seconds, devices)
     print(f"sweep: about {training.duration(guess)} (estimated from the runs' FLOPs and this device's matmul rate"
           f"{f' on {devices} alike' if devices > 1 else ''}; measured after each run)", flush=True)
+    if dev.type == 'cpu' and not cfg['ray'] and guess > 3600:
+        print("that grid is meant for a GPU: on a CPU, python -m study.sweep with no config runs a small one in minutes "
+              "(Ctrl-C keeps the rows written)", flush=True)
     labels = {run_key(t): ls for t, ls in todo}
     t_start, n, tokens, skipped = time.time(), 0, 0, []
 
