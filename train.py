@@ -52,7 +52,7 @@ wandb_log = False            # also log to Weights & Biases (WANDB_MODE=offline:
 wandb_project = 'mup-gdn'    # wandb's project
 wandb_run_name = ''          # wandb's run name ('' = its own)
 # data
-dataset = 'gutenberg'        # a folder of data_dir made by prepare_data.py; 'gutenberg' (121 books, 15M GPT-2
+dataset = 'gutenberg'        # a folder of data_dir made by prepare_data.py; 'gutenberg' (121 books, 15.7M GPT-2
                              # tokens) and 'shakespeare' ship with the repo and are prepared on first use
 data_dir = 'data'            # where the prepared datasets live
 gradient_accumulation_steps = 1  # micro-batches a step, in all (split across DDP ranks)

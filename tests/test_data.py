@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import prepare_data
 import prepare_fineweb  # noqa: E402
+import prepare_gutenberg  # noqa: E402
 from prepare_data import get_tokenizer, load_split, prepare  # noqa: E402
 
 SHAKESPEARE_TOKENS = 1_566_042  # GPT-2 tokens of data/shakespeare/shakespeare.txt.gz (see its README)
@@ -330,7 +331,7 @@ def tiny_corpus(tmp_path_factory):
 
 
 def test_strip_captions():
-    strip = prepare_data.strip_captions
+    strip = prepare_gutenberg.strip_captions
     assert strip("a.\n\n  [Illustration: one\n  two]\n\n  b.") == "a.\n\n  b."  # the paragraph break stays
     assert strip("a.\n\n\n[Illustration]\n\n[Picture: x]\n\nb.") == "a.\n\n\nb."  # a run: the wider gap
     assert strip("[Illustration: TITLE]\n\nText") == "Text"
@@ -342,18 +343,18 @@ def test_strip_captions():
 
 def test_gutenberg_val_books():
     rows = [dict(file=f'book{i}.txt', bytes=1000) for i in range(100)]
-    val = prepare_data.gutenberg_val_books(rows, 0.05)
-    assert len(val) == 5 and set(prepare_data.gutenberg_val_books(rows[::-1], 0.05)) == set(val)  # by name only
+    val = prepare_gutenberg.gutenberg_val_books(rows, 0.05)
+    assert len(val) == 5 and set(prepare_gutenberg.gutenberg_val_books(rows[::-1], 0.05)) == set(val)  # by name only
     rows.insert(0, dict(file='big.txt', bytes=9_000))  # too big for 5% of 109,000 bytes with the others
-    assert prepare_data.gutenberg_val_books(rows, 0.05) == val
-    assert len(prepare_data.gutenberg_val_books(rows[:2], 0.05)) == 1  # at least one, however small the share
+    assert prepare_gutenberg.gutenberg_val_books(rows, 0.05) == val
+    assert len(prepare_gutenberg.gutenberg_val_books(rows[:2], 0.05)) == 1  # at least one, however small the share
 
 
 def test_gutenberg_bpe(tmp_path, tiny_corpus):
-    out = prepare_data.prepare_gutenberg(str(tmp_path / 'g'), 'gpt2', corpus_dir=tiny_corpus, val_fraction=0.3,
+    out = prepare_gutenberg.prepare_gutenberg(str(tmp_path / 'g'), 'gpt2', corpus_dir=tiny_corpus, val_fraction=0.3,
                                          num_proc=2)
     meta = json.load(open(os.path.join(out, 'meta.json')))
-    val_books = prepare_data.gutenberg_val_books(prepare_data.read_manifest(tiny_corpus), 0.3)
+    val_books = prepare_gutenberg.gutenberg_val_books(prepare_gutenberg.read_manifest(tiny_corpus), 0.3)
     names = list(TINY_BOOKS)
     assert meta['val_books'] == val_books and 1 <= len(val_books) < len(names)
     assert meta['train_books'] == [n for n in names if n not in val_books]  # every book in one split, whole
@@ -370,14 +371,14 @@ def test_gutenberg_bpe(tmp_path, tiny_corpus):
 
 
 def test_gutenberg_char(tmp_path, tiny_corpus, monkeypatch):
-    monkeypatch.setattr(prepare_data, 'GUTENBERG', tiny_corpus)  # the "shipped" corpus, for prepare()
+    monkeypatch.setattr(prepare_gutenberg, 'GUTENBERG', tiny_corpus)  # the "shipped" corpus, for prepare()
     out = prepare('gutenberg', tokenizer='char', data_dir=str(tmp_path))
     assert out == str(tmp_path / 'gutenberg_char')
     meta = json.load(open(os.path.join(out, 'meta.json')))
-    sep = prepare_data.CHAR_EOT
+    sep = prepare_gutenberg.CHAR_EOT
     assert meta['itos'] == sorted(set(''.join(TINY_CLEAN.values())) | {sep})  # train and val alike
     assert meta['eot_char'] == sep and meta['itos'][meta['eot_token']] == sep
-    assert meta['val_books'] == prepare_data.gutenberg_val_books(prepare_data.read_manifest(tiny_corpus))
+    assert meta['val_books'] == prepare_gutenberg.gutenberg_val_books(prepare_gutenberg.read_manifest(tiny_corpus))
     tok = get_tokenizer('gutenberg_char', data_dir=str(tmp_path))
     assert tok.eot_token == meta['eot_token']
     for split in ('train', 'val'):
@@ -398,7 +399,7 @@ def test_gutenberg_damaged_archive(tmp_path):
     def fails(folder, *words):
         out = str(tmp_path / 'out' / os.path.basename(folder))
         with pytest.raises(SystemExit) as e:
-            prepare_data.prepare_gutenberg(out, 'gpt2', corpus_dir=folder, val_fraction=0.3, num_proc=1)
+            prepare_gutenberg.prepare_gutenberg(out, 'gpt2', corpus_dir=folder, val_fraction=0.3, num_proc=1)
         msg = str(e.value.code)
         assert os.path.join(folder, 'books.tar.xz') in msg and 'restore it' in msg, msg
         assert all(w in msg for w in words), msg
@@ -419,22 +420,22 @@ def test_gutenberg_damaged_archive(tmp_path):
     open(path, 'w').write(manifest.replace(sha, hashlib.sha256(b'The End.\n').hexdigest()))
     fails(folder, 'cy_scribe__fifth__pg5.txt', 'sha256')
     # for the shipped archive the message gives the command that restores it
-    hint = prepare_data._restore_hint(os.path.join(prepare_data.GUTENBERG, 'books.tar.xz'))
+    hint = prepare_gutenberg._restore_hint(os.path.join(prepare_gutenberg.GUTENBERG, 'books.tar.xz'))
     assert 'git checkout -- data/gutenberg/books.tar.xz' in hint
 
 
 def test_shipped_gutenberg_matches_its_manifest():
     """Every book of data/gutenberg/books.tar.xz, decompressed, has the size and sha256 manifest.tsv gives,
     and the manifest lists nothing else (not tokenised here: that is the preparation's job)."""
-    manifest = prepare_data.read_manifest(prepare_data.GUTENBERG)
+    manifest = prepare_gutenberg.read_manifest(prepare_gutenberg.GUTENBERG)
     assert len(manifest) == 121 and len({r['author'] for r in manifest}) == 36
     found = {}
-    with tarfile.open(os.path.join(prepare_data.GUTENBERG, 'books.tar.xz'), 'r:xz') as tf:
+    with tarfile.open(os.path.join(prepare_gutenberg.GUTENBERG, 'books.tar.xz'), 'r:xz') as tf:
         for member in tf:
             if member.isfile():
                 data = tf.extractfile(member).read()
                 found[member.name] = (len(data), hashlib.sha256(data).hexdigest())
     assert found == {'books/' + r['file']: (r['bytes'], r['sha256']) for r in manifest}
-    val = prepare_data.gutenberg_val_books(manifest)  # the fixed validation books: about 5% of the bytes
+    val = prepare_gutenberg.gutenberg_val_books(manifest)  # the fixed validation books: about 5% of the bytes
     share = sum(r['bytes'] for r in manifest if r['file'] in val) / sum(r['bytes'] for r in manifest)
     assert len(val) == 10 and 0.045 < share <= 0.05
