@@ -314,9 +314,10 @@ if master:
           f"{max_iters} steps of {tokens_per_iter:,} tokens ({world} x {gradient_accumulation_steps} x {batch_size} "
           f"x {block_size}); lr {learning_rate:.3g}, output_mult {output_mult:g}, init_std {init_std:g} at width "
           f"{base_width}; {run.device}, {run.dtype}, compile={compile}")
-    estimate = (max_iters - iter_num) * gradient_accumulation_steps * pass_seconds(
+    steps_left = 0 if eval_only else max(0, max_iters - iter_num)
+    estimate = steps_left * gradient_accumulation_steps * pass_seconds(
         raw_model.flops_per_token(block_size), n_layer, batch_size * block_size, run.type, matmul_rate(run))
-    print(f"estimate: ~{need_gb:.1f} GB of {free_gb:.0f} GB free, ~{duration(estimate)} for {max_iters - iter_num} "
+    print(f"estimate: ~{need_gb:.1f} GB of {free_gb:.0f} GB free, ~{duration(estimate)} for {steps_left} "
           f"steps (from this {run.type}'s matmul speed; the log's ETA is measured)", flush=True)
     if run.type == 'cpu' and estimate > 3600:
         print(f"that is ~{estimate / 3600:.1f} h on this CPU: for a demo in minutes, python train.py config/demo.py; "
