@@ -59,7 +59,8 @@ def test_the_study_has_no_import_cycle():
 SCRIPTS = ['study.sweep', 'study.tune', 'study.bench', 'study.report', 'study.experiments.fla_comparison.fla_warm',
            'study.experiments.launch_configs.kernel_profile', 'study.experiments.launch_configs.launch_sweep',
            'study.experiments.sgd_coord_drift.sgd_drift', 'study.experiments.sgd_depth_vectors.grad_scale',
-           'study.experiments.sweep_throughput.sweep_overhead', 'study.experiments.why_mup_lost_to_sp.transfer_tables']
+           'study.experiments.sweep_throughput.sweep_overhead', 'study.experiments.why_mup_lost_to_sp.transfer_tables',
+           'study.experiments.why_mup_lost_to_sp.width_diagnostics']
 
 
 def test_every_study_script_is_configured_one_way(monkeypatch, capsys):
