@@ -12,13 +12,11 @@ Both take backend: '' (Triton for CUDA tensors in TRITON_DTYPES when triton is i
 of an op compute in fp32 and return x's dtype, rounding to it in places of their own; the PyTorch one is what the CPU
 runs and what the tests compare the Triton one with, beside a float64 reference.
 """
-import os
-
 import torch
 import torch.nn.functional as F
 
 # triton, or where it is missing the stand-in that lets the kernel definitions below evaluate (kernel.py's)
-from kernel import HAS_TRITON, tl, triton
+from kernel import HAS_TRITON, tl, triton, triton_runs_on
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Triton ops take
 
@@ -33,7 +31,7 @@ def _use_triton(backend, x):
         raise ValueError(f"backend must be '', 'torch' or 'triton'; got {backend!r}")
     if not HAS_TRITON:
         raise ValueError("backend='triton' needs the triton package; install it or use backend='torch'")
-    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+    if not triton_runs_on(x.device.type):
         raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing); "
                          "use backend='torch' on CPU")
     if x.dtype not in TRITON_DTYPES:

@@ -579,6 +579,11 @@ def triton_takes(K, V):
     return K % 16 == 0 and V % 16 == 0 and 16 <= K <= 256 and 16 <= V <= 512
 
 
+def triton_runs_on(device_type):
+    """Where the Triton kernels run: CUDA, or any device under TRITON_INTERPRET=1 (Triton's interpreter, slowly)."""
+    return device_type == 'cuda' or os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _check_inputs(q, k, v, g, beta, initial_state, backend):
     if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"expected q, k [B, T, H, K] and v [B, T, H, V] with equal B, T, H; got "
@@ -601,7 +606,7 @@ def _check_inputs(q, k, v, g, beta, initial_state, backend):
         if q.is_cuda and _fp32_past_shared_memory(q):
             raise ValueError(f"the triton backend's fp32 backward needs more shared memory than a GPU "
                              f"has at K={K} > 128: pass bf16 inputs (autocast) or use backend='torch'")
-        if not (q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        if not triton_runs_on(q.device.type):
             raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU "
                              "testing); use backend='torch' on CPU")
     elif backend != "torch":

@@ -29,6 +29,7 @@ import time
 
 import torch
 
+import kernel
 import training
 from study.grid import (ResultWriter, check_grid, check_run_config, describe, grid, load_results, read_rows,
                         run_key, run_settings, select, trained_as, trained_key, trained_run, RESULTS)
@@ -149,8 +150,7 @@ def sweep(cfg, runs=None):
         dev = training.device_setup(cfg['device'], cfg['dtype'])
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    if cfg['kernel_backend'] == 'triton' and dev.type != 'cuda' and not cfg['ray'] \
-            and os.environ.get('TRITON_INTERPRET') != '1':
+    if cfg['kernel_backend'] == 'triton' and not cfg['ray'] and not kernel.triton_runs_on(dev.type):
         raise SystemExit(f"error: kernel_backend='triton' runs on CUDA (or under TRITON_INTERPRET=1, slowly); on "
                          f"this {dev.type} use --kernel_backend=torch")
     if not cfg['ray']:
