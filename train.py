@@ -28,7 +28,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import config_keys, configure
-from kernel import triton_takes
+from kernel import triton_runs_on, triton_takes
 from model import GDN, GDNConfig
 from mup import check
 from prepare_data import EMBEDDED, atomic_write, replacing
@@ -192,11 +192,12 @@ if triton and not triton_takes(model_config.head_k, model_config.head_v):
     fail(f"width={width}: the Triton kernels take head dims d_k (width/8) in 16..256 and d_v (width/4) in 16..512, "
          f"multiples of 16 (a width of 128..2048 in steps of 128); here d_k={model_config.head_k}, "
          f"d_v={model_config.head_v}: use such a width, or --kernel_backend=torch")
-if kernel_backend == 'triton' and run.type != 'cuda' and os.environ.get('TRITON_INTERPRET') != '1':
+if kernel_backend == 'triton' and not triton_runs_on(run.type):
     fail(f"kernel_backend='triton' runs on CUDA (or under TRITON_INTERPRET=1, slowly); on this {run.type} use "
          "--kernel_backend=torch")
 # what a checkpoint must agree on to be resumed (the rest, e.g. max_iters or log_interval, may change)
 signature = dict(model_args, dataset=dataset, optimizer=optimizer, block_size=block_size)
+
 
 def claim(folder):
     """Hold folder while this process lives (the system drops the lock however the process ends): a second
@@ -219,15 +220,15 @@ if master and not eval_only:
     out_dir_lock = claim(out_dir)
     for _tmp in glob.glob(os.path.join(out_dir, '*.tmp')):  # left by a process killed mid-write: unfinished
         os.remove(_tmp)
-found = [os.path.basename(p) for p in checkpoints(out_dir)] + [f for f in RUN_FILES
-                                                               if os.path.exists(os.path.join(out_dir, f))]
+held = [os.path.basename(p) for p in checkpoints(out_dir)]  # checkpoints already in the folder
+found = held + [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
 if init_from == 'scratch' and found and not eval_only:  # a run that wrote no checkpoint leaves nothing to keep
-    if checkpoints(out_dir) and not overwrite:
+    if held and not overwrite:
         listed = ', '.join(found[:3] + (['...'] if len(found) > 3 else []))
         fail(f"{out_dir} holds another run ({listed}): give this run its own --out_dir, continue that one with "
              "--init_from=resume, or start over there with --overwrite=True (removes it)")
     if master:
-        why = " (--overwrite=True)" if checkpoints(out_dir) or overwrite else ": it wrote no checkpoint"
+        why = " (--overwrite=True)" if held or overwrite else ": it wrote no checkpoint"
         for f in found:
             path = os.path.join(out_dir, f)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
