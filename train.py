@@ -219,7 +219,8 @@ RUN_FILES = ('run.json', 'log.csv', 'loss.png', 'tensorboard')
 if master and not eval_only:
     out_dir_lock = claim(out_dir)
     for _tmp in glob.glob(os.path.join(out_dir, '*.tmp')):  # left by a process killed mid-write: unfinished
-        os.remove(_tmp)
+        if os.path.isfile(_tmp):  # (a folder, e.g. hf.py's export in progress, is not this run's)
+            os.remove(_tmp)
 held = [os.path.basename(p) for p in checkpoints(out_dir)]  # checkpoints already in the folder
 found = held + [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
 if init_from == 'scratch' and found and not eval_only:  # a run that wrote no checkpoint leaves nothing to keep
